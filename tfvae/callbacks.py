@@ -1,0 +1,98 @@
+"""Keras callbacks for training: NaN guard, throughput, image summaries."""
+
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from tfvae import images
+
+
+class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training with a clear error at the first NaN or Inf negative ELBO.
+
+    Raising (instead of Keras's `TerminateOnNaN`, which stops quietly) keeps
+    the last epoch's backup untouched and tells the user which step failed.
+    """
+
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("neg_elbo")
+        if value is not None and not math.isfinite(float(value)):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise FloatingPointError(
+                f"The negative ELBO became {value} at training step {step} "
+                f"(epoch {self._epoch + 1}, batch {batch + 1}). The last good "
+                f"state is the backup in {self.backup_dir}; rerunning the same "
+                "command resumes from it. Lower --learning_rate, or check the "
+                "data for values the likelihood cannot score."
+            )
+
+
+class Throughput(keras.callbacks.Callback):
+    """Times the training part of every epoch (validation excluded)."""
+
+    def __init__(self, examples_per_epoch: int):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self.epoch_seconds: list[float] = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        # Inside fit, validation starts when the epoch's training ends.
+        if self._start is not None:
+            self.epoch_seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_test_begin()
+
+    def summary(self) -> dict:
+        """Returns timing figures for metrics.json ({} if no epoch ran)."""
+        if not self.epoch_seconds:
+            return {}
+        # The first epoch includes tracing and XLA compilation.
+        steady = self.epoch_seconds[1:] or self.epoch_seconds
+        seconds = sum(steady) / len(steady)
+        return {
+            "first_epoch_s": round(self.epoch_seconds[0], 3),
+            "seconds_per_epoch": round(seconds, 3),
+            "train_examples_per_s": round(self.examples_per_epoch / seconds, 1),
+        }
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Every epoch, writes test reconstructions and prior samples to TensorBoard."""
+
+    def __init__(self, log_dir: str, test_images: tf.Tensor, seed: int):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "images"))
+        self.test_images = test_images
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        samples = images.prior_samples(self.model, 64, self.seed)
+        with self.writer.as_default():
+            tf.summary.image(
+                "reconstructions (inputs above, reconstructions below)",
+                images.reconstructions(self.model, self.test_images)[None],
+                step=epoch + 1,
+            )
+            tf.summary.image(
+                "prior samples (mean of p(x|z))",
+                images.grid(samples, 8)[None],
+                step=epoch + 1,
+            )
+        self.writer.flush()

@@ -1,0 +1,197 @@
+"""Input pipeline: TFDS image datasets as batches of raw pixels.
+
+Every split comes out as `uint8` images `[batch, H, W, C]`, exactly as TFDS
+stores them. Turning pixels into observations (binarizing, scaling, keeping
+integers) belongs to the likelihood and happens inside the model's compiled
+step (`tfvae.heads`), so training, evaluation and the exported SavedModel all
+start from the same raw pixels, and the pipeline stays a cheap in-memory
+cache -> shuffle -> batch -> prefetch.
+"""
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+TRAIN_SPLIT = "train"
+TEST_SPLIT = "test"
+INFO_FILENAME = "dataset.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the model needs to know about a dataset."""
+
+    name: str
+    image_shape: tuple[int, int, int]  # (H, W, C)
+    num_train: int
+    num_test: int
+    num_classes: int | None
+
+
+def save_info(info: DatasetInfo, model_dir: str) -> None:
+    """Writes `info` to `<model_dir>/dataset.json`."""
+    with open(os.path.join(model_dir, INFO_FILENAME), "w") as f:
+        json.dump(dataclasses.asdict(info), f, indent=2)
+
+
+def load_info(model_dir: str) -> DatasetInfo:
+    """Reads the `DatasetInfo` a training run saved in `model_dir`."""
+    with open(os.path.join(model_dir, INFO_FILENAME)) as f:
+        values = json.load(f)
+    return DatasetInfo(**{**values, "image_shape": tuple(values["image_shape"])})
+
+
+def expected_manual_files(builder: tfds.core.DatasetBuilder) -> list[str]:
+    """Returns the file names TFDS looks for in a manual dir for `builder`."""
+    return sorted(
+        info.filename or os.path.basename(url)
+        for url, info in (builder.url_infos or {}).items()
+    )
+
+
+def _check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
+    expected = expected_manual_files(builder)
+    listing = (
+        "\nIt must hold the dataset's original downloaded files: "
+        + (", ".join(expected) if expected else "see the dataset's TFDS page")
+        + "."
+    )
+    if not os.path.isdir(manual_dir):
+        raise FileNotFoundError(f"--manual_dir={manual_dir} is not a folder.{listing}")
+    present = set(os.listdir(manual_dir))
+    if not present:
+        raise FileNotFoundError(f"--manual_dir={manual_dir} is empty.{listing}")
+    missing = [name for name in expected if name not in present]
+    if missing:
+        raise FileNotFoundError(
+            f"--manual_dir={manual_dir} lacks {', '.join(missing)}.{listing}"
+        )
+
+
+def prepare(
+    name: str, data_dir: str | None, manual_dir: str | None
+) -> tuple[tfds.core.DatasetBuilder, DatasetInfo]:
+    """Builds TFDS dataset `name` if needed (offline from `manual_dir` if given).
+
+    Returns the prepared builder and the dataset's `DatasetInfo`. Raises
+    ValueError/FileNotFoundError, naming the fix, for an unknown dataset, a
+    dataset without a fixed-shape uint8 `image` feature or a train/test split,
+    and a missing, empty or incomplete manual dir.
+    """
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(
+            f"Unknown dataset: --dataset={name}. Use a TFDS image dataset name "
+            "such as mnist, fashion_mnist, kmnist, emnist or cifar10."
+        ) from e
+    features = dict(builder.info.features or {})
+    image = features.get("image")
+    if not isinstance(image, tfds.features.Image):
+        raise ValueError(
+            f"--dataset={name} has no 'image' feature (features: "
+            f"{sorted(features)}); tfvae models image datasets."
+        )
+    if None in image.shape or image.dtype != tf.uint8:
+        raise ValueError(
+            f"--dataset={name} has images of shape {image.shape} and dtype "
+            f"{image.dtype.name}; tfvae needs a fixed shape and uint8 pixels."
+        )
+    if not builder.is_prepared():
+        if manual_dir:
+            _check_manual_dir(builder, manual_dir)
+        logging.info(
+            "Preparing TFDS dataset %s in %s%s.",
+            name,
+            builder.data_dir,
+            f" from --manual_dir={manual_dir}" if manual_dir else "",
+        )
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
+    splits = builder.info.splits
+    for split in (TRAIN_SPLIT, TEST_SPLIT):
+        if split not in splits:
+            raise ValueError(
+                f"--dataset={name} has no {split!r} split (it has "
+                f"{sorted(splits)}); tfvae trains on 'train' and tests on 'test'."
+            )
+    label = features.get("label")
+    info = DatasetInfo(
+        name=name,
+        image_shape=tuple(image.shape),
+        num_train=splits[TRAIN_SPLIT].num_examples,
+        num_test=splits[TEST_SPLIT].num_examples,
+        num_classes=label.num_classes
+        if isinstance(label, tfds.features.ClassLabel)
+        else None,
+    )
+    return builder, info
+
+
+def batches(
+    images: tf.data.Dataset,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None,
+    drop_remainder: bool,
+) -> tf.data.Dataset:
+    """Caches, optionally shuffles, batches and prefetches a dataset of images.
+
+    `images` yields `uint8 [H, W, C]`; the result yields `uint8 [batch, H, W, C]`.
+    Shuffling (over the whole split, reshuffled every epoch) happens only when
+    `shuffle_seed` is given.
+    """
+    ds = images.cache()
+    if shuffle_seed is not None:
+        size = ds.cardinality()
+        buffer = size if size > 0 else 60_000
+        ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def split_images(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
+    """Returns the `uint8 [H, W, C]` images of `split`, in TFDS's order."""
+    return builder.as_dataset(split=split, shuffle_files=False).map(
+        lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def split_images_and_labels(
+    builder: tfds.core.DatasetBuilder, split: str
+) -> tf.data.Dataset:
+    """Returns `(uint8 [H, W, C] image, int64 label)` pairs of `split`."""
+    return builder.as_dataset(split=split, shuffle_files=False).map(
+        lambda example: (example["image"], example["label"]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def train_and_test(
+    builder: tfds.core.DatasetBuilder, batch_size: int, seed: int
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Returns the training and test pipelines, each `uint8 [batch, H, W, C]`.
+
+    Training batches are shuffled with `seed` and all full (the last partial
+    batch is dropped so every step averages over the same global batch size);
+    test batches keep every example, in order.
+    """
+    train = batches(
+        split_images(builder, TRAIN_SPLIT),
+        batch_size,
+        shuffle_seed=seed,
+        drop_remainder=True,
+    )
+    test = batches(
+        split_images(builder, TEST_SPLIT),
+        batch_size,
+        shuffle_seed=None,
+        drop_remainder=False,
+    )
+    return train, test

@@ -1,0 +1,226 @@
+"""Distribution heads: small Keras 3 layers whose output is a `tfd.Distribution`.
+
+`tfp.layers` only works with legacy Keras 2, so tfvae has its own heads.
+
+Posterior heads turn encoder features `[batch, features]` into q(z|x), a
+multivariate normal with batch shape `[batch]` and event shape `[latent_dim]`.
+
+Likelihood heads turn decoder outputs `[batch, H, W, C, params_per_value]` into
+p(x|z), a distribution with batch shape `[batch]` and event shape `[H, W, C]`.
+Each likelihood also owns its side of the data: how raw `uint8` pixels become
+observations (`observe`), what the encoder sees of an observation
+(`encoder_input`), the expected image (`mean_image`) and its named parameters
+(`parameters`, what the exported `decode` signature returns).
+"""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfvae import noise
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+
+# Keeps posterior and likelihood scales away from zero, where log-densities
+# and their gradients blow up.
+SCALE_FLOOR = 1e-4
+
+_PIXEL_MAX = 255.0
+
+
+def _pixels_to_unit(images: tf.Tensor) -> tf.Tensor:
+    return tf.cast(images, tf.float32) / _PIXEL_MAX
+
+
+class PosteriorHead(keras.layers.Layer):
+    """Base class: features -> a location-scale multivariate normal q(z|x)."""
+
+    def __init__(self, latent_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(
+                f"latent_dim must be a positive integer. Received: {latent_dim=}"
+            )
+        self.latent_dim = latent_dim
+
+    def reparameterize(self, posterior: tfd.Distribution, eps: tf.Tensor) -> tf.Tensor:
+        """Returns z = loc + scale @ eps, `[..., batch, latent_dim]`.
+
+        `eps` is standard normal noise `[..., batch, latent_dim]`. Drawing it
+        outside the distribution keeps the noise the same however the batch is
+        split across replicas (see `tfvae.noise`).
+        """
+        return posterior.loc + posterior.scale.matvec(eps)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim}
+
+
+class NormalDiagHead(PosteriorHead):
+    """q(z|x) = N(loc, diag(scale^2)); scale = softplus(.) + SCALE_FLOOR."""
+
+    def build(self, input_shape):
+        self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
+        self.projection.build(input_shape)
+
+    def call(self, features):
+        loc, raw_scale = tf.split(self.projection(features), 2, axis=-1)
+        return tfd.MultivariateNormalDiag(
+            loc=loc, scale_diag=tf.math.softplus(raw_scale) + SCALE_FLOOR
+        )
+
+
+class NormalTriLHead(PosteriorHead):
+    """q(z|x) = N(loc, L L^T) with a full lower-triangular scale L."""
+
+    def build(self, input_shape):
+        tril_size = self.latent_dim * (self.latent_dim + 1) // 2
+        self.projection = keras.layers.Dense(
+            self.latent_dim + tril_size, name="projection"
+        )
+        self.projection.build(input_shape)
+
+    def call(self, features):
+        params = self.projection(features)
+        loc, raw_tril = params[..., : self.latent_dim], params[..., self.latent_dim :]
+        # Built per call: a bijector holds tensors, which must not outlive the
+        # graph they were made in.
+        to_scale_tril = tfb.FillScaleTriL(diag_shift=SCALE_FLOOR)
+        return tfd.MultivariateNormalTriL(
+            loc=loc, scale_tril=to_scale_tril.forward(raw_tril)
+        )
+
+
+class LikelihoodHead(keras.layers.Layer):
+    """Base class: decoder outputs -> p(x|z) with event shape `[H, W, C]`."""
+
+    params_per_value = 1
+    # True when p(x|z) is a probability mass over the 256 pixel values, so
+    # bits per dimension are meaningful.
+    discrete = False
+
+    def observe(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Returns the observations x `[batch, H, W, C]` for raw `uint8` images."""
+        del seed  # Only stochastic observations (binarization) use it.
+        return _pixels_to_unit(images)
+
+    def encoder_input(self, x: tf.Tensor) -> tf.Tensor:
+        """Returns what the encoder sees of observations x: float32 in [0, 1]."""
+        return tf.cast(x, tf.float32)
+
+    def mean_image(self, likelihood: tfd.Distribution) -> tf.Tensor:
+        """Returns E[x|z] as float32 pixels in [0, 1], `[batch, H, W, C]`."""
+        return likelihood.mean()
+
+    def parameters(self, likelihood: tfd.Distribution) -> dict[str, tf.Tensor]:
+        """Returns p(x|z)'s named parameters, each `[batch, H, W, C(, 256)]`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _independent(distribution: tfd.Distribution) -> tfd.Distribution:
+        # The last three batch dimensions are the image's H, W, C.
+        return tfd.Independent(distribution, reinterpreted_batch_ndims=3)
+
+
+class BernoulliHead(LikelihoodHead):
+    """Bernoulli per pixel, from logits.
+
+    With `binarize=True` each pixel is observed as a fresh Bernoulli(pixel/255)
+    draw every time it is seen (dynamic binarization). With `binarize=False`
+    the gray value in [0, 1] itself is scored by the Bernoulli log-mass formula,
+    as the Pyro VAE tutorial does.
+    """
+
+    def __init__(self, binarize: bool, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(binarize, bool):
+            raise ValueError(f"binarize must be a bool. Received: {binarize=}")
+        self.binarize = binarize
+
+    def observe(self, images, seed):
+        gray = _pixels_to_unit(images)
+        if not self.binarize:
+            return gray
+        return tf.cast(noise.uniform(tf.shape(gray), seed) < gray, tf.float32)
+
+    def call(self, params):
+        return self._independent(tfd.Bernoulli(logits=params[..., 0], dtype=tf.float32))
+
+    def mean_image(self, likelihood):
+        return tf.math.sigmoid(likelihood.distribution.logits)
+
+    def parameters(self, likelihood):
+        return {"logits": likelihood.distribution.logits}
+
+    def get_config(self):
+        return {**super().get_config(), "binarize": self.binarize}
+
+
+class ContinuousBernoulliHead(LikelihoodHead):
+    """Continuous Bernoulli per pixel (Loaiza-Ganem & Cunningham 2019), on [0, 1]."""
+
+    def call(self, params):
+        return self._independent(tfd.ContinuousBernoulli(logits=params[..., 0]))
+
+    def parameters(self, likelihood):
+        return {"logits": likelihood.distribution.logits}
+
+
+class GaussianHead(LikelihoodHead):
+    """Normal per pixel on [0, 1] values.
+
+    The mean is sigmoid(.) so it stays a pixel intensity. The scale is the
+    fixed `scale` if given, else learned per pixel as softplus(.) + SCALE_FLOOR.
+    """
+
+    def __init__(self, scale: float | None, **kwargs):
+        super().__init__(**kwargs)
+        if scale is not None and not scale > 0:
+            raise ValueError(
+                f"scale must be positive, or None to learn it. Received: {scale=}"
+            )
+        self.scale = scale
+        self.params_per_value = 1 if scale is not None else 2
+
+    def call(self, params):
+        loc = tf.math.sigmoid(params[..., 0])
+        if self.scale is None:
+            scale = tf.math.softplus(params[..., 1]) + SCALE_FLOOR
+        else:
+            scale = tf.fill(tf.shape(loc), tf.constant(self.scale, loc.dtype))
+        return self._independent(tfd.Normal(loc=loc, scale=scale))
+
+    def parameters(self, likelihood):
+        return {
+            "loc": likelihood.distribution.loc,
+            "scale": likelihood.distribution.scale,
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+class CategoricalHead(LikelihoodHead):
+    """256-way categorical per pixel over the integer values 0..255."""
+
+    params_per_value = 256
+    discrete = True
+
+    def observe(self, images, seed):
+        del seed
+        return tf.cast(images, tf.int32)
+
+    def encoder_input(self, x):
+        return _pixels_to_unit(x)
+
+    def call(self, params):
+        return self._independent(tfd.Categorical(logits=params))
+
+    def mean_image(self, likelihood):
+        probs = tf.math.softmax(likelihood.distribution.logits)
+        values = tf.range(self.params_per_value, dtype=probs.dtype)
+        return tf.reduce_sum(probs * values, axis=-1) / _PIXEL_MAX
+
+    def parameters(self, likelihood):
+        return {"logits": likelihood.distribution.logits}

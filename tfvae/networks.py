@@ -1,0 +1,110 @@
+"""Encoder and decoder bodies: the neural networks between data and heads.
+
+A network builder returns `(encoder_body, decoder_body)`:
+- encoder_body: float images `[batch, H, W, C]` in [0, 1] -> features `[batch, F]`;
+- decoder_body: z `[batch, latent_dim]` -> `[batch, H, W, C, params_per_value]`,
+  the raw parameters a likelihood head turns into p(x|z).
+"""
+
+import math
+
+import keras
+
+
+def _check_sizes(name: str, sizes: tuple[int, ...], allow_empty: bool) -> None:
+    if (not sizes and not allow_empty) or any(
+        not isinstance(s, int) or s < 1 for s in sizes
+    ):
+        raise ValueError(
+            f"{name} must be a list of positive integers. Received: {name}={sizes}"
+        )
+
+
+def mlp(
+    image_shape: tuple[int, int, int],
+    params_per_value: int,
+    hidden_units: tuple[int, ...],
+    activation: str,
+) -> tuple[keras.Sequential, keras.Sequential]:
+    """Fully connected bodies: pixels -> hidden_units -> ... (mirrored to decode).
+
+    The Pyro tutorial's networks are `hidden_units=(400,)`, softplus.
+    """
+    _check_sizes("hidden_units", hidden_units, allow_empty=False)
+    keras.activations.get(activation)
+    num_outputs = math.prod(image_shape) * params_per_value
+    encoder = keras.Sequential(
+        [keras.layers.Flatten()]
+        + [keras.layers.Dense(units, activation=activation) for units in hidden_units],
+        name="encoder_body",
+    )
+    decoder = keras.Sequential(
+        [
+            keras.layers.Dense(units, activation=activation)
+            for units in reversed(hidden_units)
+        ]
+        + [
+            keras.layers.Dense(num_outputs),
+            keras.layers.Reshape((*image_shape, params_per_value)),
+        ],
+        name="decoder_body",
+    )
+    return encoder, decoder
+
+
+def conv(
+    image_shape: tuple[int, int, int],
+    params_per_value: int,
+    hidden_units: tuple[int, ...],
+    activation: str,
+    conv_filters: tuple[int, ...],
+) -> tuple[keras.Sequential, keras.Sequential]:
+    """Convolutional bodies for images of any size divisible by 2**len(conv_filters).
+
+    Encoder: one stride-2 3x3 convolution per entry of `conv_filters`, then
+    dense `hidden_units`. Decoder: the mirror image, with transposed convolutions.
+    """
+    _check_sizes("conv_filters", conv_filters, allow_empty=False)
+    _check_sizes("hidden_units", hidden_units, allow_empty=True)
+    keras.activations.get(activation)
+    height, width, channels = image_shape
+    factor = 2 ** len(conv_filters)
+    if height % factor or width % factor:
+        raise ValueError(
+            f"The conv network halves the image {len(conv_filters)} times, so "
+            f"height and width must be divisible by {factor}. Received: "
+            f"image_shape={image_shape}, conv_filters={conv_filters}. "
+            "Use fewer --conv_filters or --network=mlp."
+        )
+    bottom = (height // factor, width // factor, conv_filters[-1])
+    encoder = keras.Sequential(
+        [
+            keras.layers.Conv2D(f, 3, strides=2, padding="same", activation=activation)
+            for f in conv_filters
+        ]
+        + [keras.layers.Flatten()]
+        + [keras.layers.Dense(units, activation=activation) for units in hidden_units],
+        name="encoder_body",
+    )
+    decoder = keras.Sequential(
+        [
+            keras.layers.Dense(units, activation=activation)
+            for units in reversed(hidden_units)
+        ]
+        + [
+            keras.layers.Dense(math.prod(bottom), activation=activation),
+            keras.layers.Reshape(bottom),
+        ]
+        + [
+            keras.layers.Conv2DTranspose(
+                f, 3, strides=2, padding="same", activation=activation
+            )
+            for f in reversed(conv_filters)
+        ]
+        + [
+            keras.layers.Conv2D(channels * params_per_value, 3, padding="same"),
+            keras.layers.Reshape((height, width, channels, params_per_value)),
+        ],
+        name="decoder_body",
+    )
+    return encoder, decoder

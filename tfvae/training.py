@@ -1,0 +1,123 @@
+"""Training: `train_and_evaluate(config)` runs (or resumes) one training run.
+
+Data -> model -> `fit` with resume, checkpoints, TensorBoard and pictures ->
+final test evaluation -> `metrics.json`. `tfvae.train` is its command line.
+"""
+
+import json
+import os
+
+import keras
+from absl import logging
+
+from tfvae import callbacks, data, distribute, images, model
+from tfvae import config as config_lib
+
+
+def _claim_model_dir(config: config_lib.Config, info: data.DatasetInfo) -> None:
+    """Refuses a model_dir that holds something else; saves config and dataset info."""
+    if os.path.exists(os.path.join(config.model_dir, config_lib.CONFIG_FILENAME)):
+        config_lib.check_compatible(config_lib.load(config.model_dir), config)
+    elif os.path.isdir(config.model_dir) and os.listdir(config.model_dir):
+        raise ValueError(
+            f"--model_dir={config.model_dir} is not empty and holds no "
+            f"{config_lib.CONFIG_FILENAME}, so it is not a tfvae run. Use a new "
+            "or empty folder."
+        )
+    config_lib.save(config, config.model_dir)
+    data.save_info(info, config.model_dir)
+
+
+def _jit_compile(config: config_lib.Config, strategy) -> bool:
+    if config.jit_compile and strategy.num_replicas_in_sync > 1:
+        logging.warning(
+            "--jit_compile is off: Keras does not XLA-compile steps under a "
+            "%d-replica strategy.",
+            strategy.num_replicas_in_sync,
+        )
+        return False
+    return config.jit_compile
+
+
+def train_and_evaluate(config: config_lib.Config) -> dict:
+    """Trains (or resumes) the run `config` describes; returns metrics.json's dict."""
+    strategy = distribute.make_strategy(config.strategy)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"--batch_size={config.batch_size} does not split evenly over "
+            f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
+            f"{strategy.num_replicas_in_sync}."
+        )
+    builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    _claim_model_dir(config, info)
+    train_ds, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        vae = model.build_vae(config, info.image_shape)
+        vae.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            jit_compile=_jit_compile(config, strategy),
+            steps_per_execution=config.steps_per_execution,
+        )
+    vae.summary(print_fn=logging.info, expand_nested=True)
+
+    backup_dir = os.path.join(config.model_dir, "backup")
+    log_dir = os.path.join(config.model_dir, "logs")
+    shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
+    throughput = callbacks.Throughput(
+        (info.num_train // config.batch_size) * config.batch_size
+    )
+    history = vae.fit(
+        train_ds,
+        validation_data=test_ds,
+        epochs=config.epochs,
+        shuffle=False,  # The pipeline shuffles, with the run's seed.
+        callbacks=[
+            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+            callbacks.RaiseOnNonFiniteLoss(backup_dir),
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(config.model_dir, model.WEIGHTS_FILENAME),
+                save_weights_only=True,
+            ),
+            keras.callbacks.TensorBoard(log_dir),
+            callbacks.ImageSummaries(log_dir, shown, config.seed),
+            throughput,
+        ],
+    )
+    test = vae.evaluate(test_ds, return_dict=True, verbose=0)
+    metrics = _metrics(config, vae, info, history.history, test, throughput.summary())
+    images.write_png(
+        os.path.join(config.model_dir, "reconstructions.png"),
+        images.reconstructions(vae, shown),
+    )
+    images.write_png(
+        os.path.join(config.model_dir, "samples.png"),
+        images.grid(images.prior_samples(vae, 64, config.seed), 8),
+    )
+    with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    logging.info("Results: %s", json.dumps(metrics, sort_keys=True))
+    return metrics
+
+
+def _metrics(config, vae, info, history, test, timing) -> dict:
+    """Returns metrics.json's dict; a rerun with no epoch left keeps the old train figures."""
+    path = os.path.join(config.model_dir, "metrics.json")
+    metrics = {}
+    if not history and os.path.exists(path):
+        with open(path) as f:
+            metrics = json.load(f)
+    for name in ("neg_elbo", "reconstruction", "kl"):
+        if history:
+            metrics[f"train_{name}"] = float(history[name][-1])
+        metrics[f"test_{name}"] = float(test[name])
+    if vae.likelihood.discrete:
+        for split in ("train", "test"):
+            metrics[f"{split}_bits_per_dim"] = model.bits_per_dim(
+                metrics[f"{split}_neg_elbo"], info.image_shape
+            )
+    metrics.update(timing)
+    metrics.update(
+        epochs=config.epochs, dataset=config.dataset, likelihood=config.likelihood
+    )
+    return metrics
