@@ -101,7 +101,7 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
 
 
 def _metrics(config, vae, info, history, test, timing) -> dict:
-    """Returns metrics.json's dict; a rerun with no epoch left keeps the old train figures."""
+    """Returns metrics.json's dict (a no-op rerun keeps the earlier train figures)."""
     path = os.path.join(config.model_dir, "metrics.json")
     metrics = {}
     if not history and os.path.exists(path):
