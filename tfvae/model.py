@@ -147,6 +147,17 @@ class VAE(keras.Model):
         step = self.noise_step.assign_add(1)
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
 
+    def observe_and_encode(
+        self, images: tf.Tensor, observe_seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tfd.Distribution]:
+        """Returns (x, q): observations `[batch, H, W, C]` and q(z|x).
+
+        `images` are raw `uint8 [batch, H, W, C]`; `observe_seed` (int `[2]`)
+        drives stochastic observations (dynamic binarization).
+        """
+        x = self.likelihood.observe(images, observe_seed)
+        return x, self.encoder(self.likelihood.encoder_input(x))
+
     def neg_elbo_terms(
         self, images: tf.Tensor, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -159,17 +170,37 @@ class VAE(keras.Model):
         observe_seed, z_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, num=2)
         )
-        x = self.likelihood.observe(images, observe_seed)
-        q = self.encoder(self.likelihood.encoder_input(x))
+        x, q = self.observe_and_encode(images, observe_seed)
         z = self.encoder.head.reparameterize(q, noise.normal(tf.shape(q.loc), z_seed))
         reconstruction = -self.decoder(z).log_prob(x)
         kl = KL_ESTIMATORS[self.kl](q, self.prior, z)
         return reconstruction, kl
 
+    def log_weights(
+        self, x: tf.Tensor, q: tfd.Distribution, num_samples: int, z_seed: tf.Tensor
+    ) -> tf.Tensor:
+        """Returns importance log-weights log p(x, z_k) - log q(z_k|x), `[k, batch]`.
+
+        `x` and `q` come from `observe_and_encode`; z_k ~ q for k =
+        `num_samples`, drawn with the stateless `z_seed` (int `[2]`).
+        logmeanexp over k is the IWAE bound on log p(x) (Burda et al. 2015);
+        callers average chunks of k to fit large k in memory.
+        """
+        batch = tf.shape(q.loc)[0]
+        eps = tf.random.stateless_normal([num_samples, batch, self.latent_dim], z_seed)
+        z = self.encoder.head.reparameterize(q, eps)
+        flat_z = tf.reshape(z, [-1, self.latent_dim])
+        flat_x = tf.repeat(x[tf.newaxis], num_samples, axis=0)
+        flat_x = tf.reshape(flat_x, tf.concat([[-1], tf.shape(x)[1:]], axis=0))
+        log_px_given_z = tf.reshape(
+            self.decoder(flat_z).log_prob(flat_x), [num_samples, batch]
+        )
+        return log_px_given_z + self.prior.log_prob(z) - q.log_prob(z)
+
     def call(self, images):
         """Returns p(x|z) at z = the posterior mean of `images` (uint8)."""
-        x = self.likelihood.observe(images, tf.constant([self.seed, 0], tf.int64))
-        return self.decoder(self.encoder(self.likelihood.encoder_input(x)).mean())
+        _, q = self.observe_and_encode(images, tf.constant([self.seed, 0], tf.int64))
+        return self.decoder(q.mean())
 
     def train_step(self, images):
         with tf.GradientTape() as tape:
