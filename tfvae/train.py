@@ -12,6 +12,7 @@ from Python). What lands in `--model_dir`:
                        images/ (reconstructions and prior samples)
   reconstructions.png  test images (odd rows) over their reconstructions
   samples.png          64 decoded samples from the prior
+  history.csv          train and test (val_) metrics of every epoch
   metrics.json         final train/test negative ELBO (nats), timing
 """
 
@@ -99,12 +100,12 @@ _OPTION_OWNERS = {
 }
 
 
-def _int_list(name: str, values: list[str]) -> tuple[int, ...]:
+def _int_list(name: str, values: list[str], allow_empty: bool) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in values)
     except ValueError:
-        sizes = ()
-    if (name == "conv_filters" and not sizes) or any(s < 1 for s in sizes):
+        sizes = None
+    if sizes is None or (not sizes and not allow_empty) or any(s < 1 for s in sizes):
         raise app.UsageError(
             f"--{name} must be a comma-separated list of positive integers. "
             f"Received: --{name}={','.join(values)}"
@@ -150,8 +151,11 @@ def config_from_flags() -> config_lib.Config:
         posterior=FLAGS.posterior,
         latent_dim=FLAGS.latent_dim,
         network=FLAGS.network,
-        hidden_units=_int_list("hidden_units", FLAGS.hidden_units),
-        conv_filters=_int_list("conv_filters", FLAGS.conv_filters),
+        # The conv network may go straight from convolutions to the latent.
+        hidden_units=_int_list(
+            "hidden_units", FLAGS.hidden_units, allow_empty=FLAGS.network == "conv"
+        ),
+        conv_filters=_int_list("conv_filters", FLAGS.conv_filters, allow_empty=False),
         activation=FLAGS.activation,
         kl=FLAGS.kl,
         learning_rate=FLAGS.learning_rate,

@@ -13,6 +13,10 @@ from absl import logging
 from tfvae import callbacks, data, distribute, images, model
 from tfvae import config as config_lib
 
+# Per-epoch train and test (val_) metrics, one CSV row per epoch, kept across
+# resumed invocations.
+HISTORY_FILENAME = "history.csv"
+
 
 def _claim_model_dir(config: config_lib.Config, info: data.DatasetInfo) -> None:
     """Refuses a model_dir that holds something else; saves config and dataset info."""
@@ -73,13 +77,20 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
         epochs=config.epochs,
         shuffle=False,  # The pipeline shuffles, with the run's seed.
         callbacks=[
-            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+            # Kept after training (a rerun of a finished run trains nothing),
+            # and doubled so a kill during a save falls back to the one before.
+            keras.callbacks.BackupAndRestore(
+                backup_dir, delete_checkpoint=False, double_checkpoint=True
+            ),
             callbacks.RaiseOnNonFiniteLoss(backup_dir),
             keras.callbacks.ModelCheckpoint(
                 os.path.join(config.model_dir, model.WEIGHTS_FILENAME),
                 save_weights_only=True,
             ),
             keras.callbacks.TensorBoard(log_dir),
+            keras.callbacks.CSVLogger(
+                os.path.join(config.model_dir, HISTORY_FILENAME), append=True
+            ),
             callbacks.ImageSummaries(log_dir, shown, config.seed),
             throughput,
         ],

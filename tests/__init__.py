@@ -1,0 +1,1 @@
+"""tfvae tests, mirroring the package: tests/test_<module>.py."""

@@ -1,0 +1,77 @@
+"""Tests for tfvae.data: preparing datasets, manual dirs, the pipeline."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests.conftest import MNIST_FILES, MNIST_MANUAL_DIR, TINY_SHAPE, requires_mnist
+from tfvae import data
+
+
+def test_prepare_tiny_dataset(tmp_path):
+    builder, info = data.prepare("tiny_images", str(tmp_path), None)
+    assert info == data.DatasetInfo("tiny_images", TINY_SHAPE, 96, 40, 16)
+    train, test = data.train_and_test(builder, batch_size=16, seed=0)
+    train_batches = list(train)
+    assert len(train_batches) == 96 // 16
+    assert all(
+        b.shape == (16, *TINY_SHAPE) and b.dtype == tf.uint8 for b in train_batches
+    )
+    test_batches = list(test)
+    assert sum(b.shape[0] for b in test_batches) == 40  # Nothing dropped.
+    data.save_info(info, str(tmp_path))
+    assert data.load_info(str(tmp_path)) == info
+
+
+def test_training_batches_are_reshuffled_each_epoch_reproducibly(tmp_path):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    first_run = data.train_and_test(builder, 96, seed=3)[0]
+    epoch1, epoch2 = (next(iter(first_run)).numpy() for _ in range(2))
+    assert not np.array_equal(epoch1, epoch2)
+    same_seed = next(iter(data.train_and_test(builder, 96, seed=3)[0])).numpy()
+    np.testing.assert_array_equal(epoch1, same_seed)
+
+
+def test_unknown_dataset_is_named(tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset: --dataset=mnistt"):
+        data.prepare("mnistt", str(tmp_path), None)
+
+
+def test_dataset_without_images_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="has no 'image' feature"):
+        data.prepare("imdb_reviews", str(tmp_path), None)
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "is not a folder"),
+        (lambda d: d.mkdir(), "is empty"),
+        (
+            lambda d: (d.mkdir(), (d / "train-images-idx3-ubyte.gz").write_bytes(b"")),
+            "lacks t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, "
+            "train-labels-idx1-ubyte.gz",
+        ),
+    ],
+)
+def test_bad_manual_dir_names_the_expected_files(tmp_path, setup, message):
+    manual = tmp_path / "manual"
+    setup(manual)
+    with pytest.raises(FileNotFoundError, match=message) as error:
+        data.prepare("mnist", str(tmp_path / "tfds"), str(manual))
+    assert all(name in str(error.value) for name in MNIST_FILES)
+
+
+def test_expected_manual_files_for_mnist():
+    assert data.expected_manual_files(tfds.builder("mnist")) == MNIST_FILES
+
+
+@pytest.mark.slow
+@requires_mnist
+def test_real_mnist_builds_offline_from_manual_dir(tmp_path):
+    builder, info = data.prepare("mnist", str(tmp_path), str(MNIST_MANUAL_DIR))
+    assert info == data.DatasetInfo("mnist", (28, 28, 1), 60_000, 10_000, 10)
+    first = next(iter(data.split_images(builder, "test").batch(10_000))).numpy()
+    assert first.shape == (10_000, 28, 28, 1)
+    assert first.max() == 255 and 0.1 < first.mean() / 255 < 0.15

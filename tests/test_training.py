@@ -1,0 +1,145 @@
+"""Tests for tfvae.training: artifacts, resume, reproducibility, refusals, NaN."""
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import tiny_config
+from tfvae import callbacks, model, training
+
+
+def _rows(run_dir):
+    with open(os.path.join(run_dir, training.HISTORY_FILENAME)) as f:
+        return list(csv.DictReader(f))
+
+
+def _png(path):
+    return tf.io.decode_png(tf.io.read_file(str(path))).numpy()
+
+
+def test_a_run_writes_everything_the_readme_promises(tmp_path):
+    config = tiny_config(tmp_path)
+    metrics = training.train_and_evaluate(config)
+    run = tmp_path / "run"
+    for name in ["config.json", "dataset.json", "model.weights.h5", "metrics.json"]:
+        assert (run / name).exists(), name
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert metrics["epochs"] == 2
+    assert metrics["train_examples_per_s"] > 0
+    assert 0 < metrics["test_neg_elbo"] < 1000
+    np.testing.assert_allclose(
+        metrics["test_neg_elbo"],
+        metrics["test_reconstruction"] + metrics["test_kl"],
+        rtol=1e-5,
+    )
+    assert [row["epoch"] for row in _rows(run)] == ["0", "1"]
+    assert {"neg_elbo", "val_neg_elbo", "kl", "reconstruction"} <= set(_rows(run)[0])
+    recon, samples = _png(run / "reconstructions.png"), _png(run / "samples.png")
+    assert recon.shape == (2 * 2 * 8, 8 * 8, 1)  # 16 inputs + 16 reconstructions.
+    assert samples.shape == (8 * 8, 8 * 8, 1)
+    assert recon.std() > 0 and samples.std() > 0
+    image_events = os.listdir(run / "logs" / "images")
+    assert image_events and os.listdir(run / "logs" / "validation")
+
+
+def test_categorical_runs_report_bits_per_dim(tmp_path):
+    metrics = training.train_and_evaluate(
+        tiny_config(tmp_path, likelihood="categorical", binarize=True, epochs=1)
+    )
+    np.testing.assert_allclose(
+        metrics["test_bits_per_dim"],
+        metrics["test_neg_elbo"] / (8 * 8 * np.log(2)),
+        rtol=1e-6,
+    )
+
+
+def test_same_seed_same_result_other_seed_other_result(tmp_path):
+    a = training.train_and_evaluate(tiny_config(tmp_path / "a", epochs=1))
+    b = training.train_and_evaluate(tiny_config(tmp_path / "b", epochs=1))
+    c = training.train_and_evaluate(tiny_config(tmp_path / "c", epochs=1, seed=1))
+    assert a["test_neg_elbo"] == b["test_neg_elbo"]
+    assert a["test_neg_elbo"] != c["test_neg_elbo"]
+
+
+def test_interrupted_run_resumes_from_the_last_completed_epoch(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, epochs=3)
+
+    def crash_in_second_epoch(self, batch, logs=None):
+        if self._start is not None and len(self.epoch_seconds) == 1 and batch == 2:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks.Throughput, "on_train_batch_end", crash_in_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            training.train_and_evaluate(config)
+    run = tmp_path / "run"
+    assert [row["epoch"] for row in _rows(run)] == ["0"]
+    backup = json.loads((run / "backup" / "training_metadata.json").read_text())
+    assert backup["epoch"] == 1
+
+    metrics = training.train_and_evaluate(config)
+    assert [row["epoch"] for row in _rows(run)] == ["0", "1", "2"]
+    assert metrics["epochs"] == 3
+    backup = json.loads((run / "backup" / "training_metadata.json").read_text())
+    assert backup["epoch"] == 3
+
+
+def test_rerunning_with_more_epochs_continues_and_a_finished_run_is_kept(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+    first = training.train_and_evaluate(config)
+    again = training.train_and_evaluate(config)  # Nothing left to train.
+    assert again["train_neg_elbo"] == first["train_neg_elbo"]
+    assert len(_rows(tmp_path / "run")) == 1
+    longer = training.train_and_evaluate(dataclasses.replace(config, epochs=3))
+    assert [row["epoch"] for row in _rows(tmp_path / "run")] == ["0", "1", "2"]
+    assert longer["test_neg_elbo"] < first["test_neg_elbo"]
+
+
+def test_a_model_dir_with_another_configuration_is_refused(tmp_path):
+    training.train_and_evaluate(tiny_config(tmp_path, epochs=1))
+    before = (tmp_path / "run" / "model.weights.h5").read_bytes()
+    with pytest.raises(ValueError, match="--latent_dim: run has 2, requested 3"):
+        training.train_and_evaluate(tiny_config(tmp_path, epochs=1, latent_dim=3))
+    assert (tmp_path / "run" / "model.weights.h5").read_bytes() == before
+
+
+def test_a_foreign_non_empty_model_dir_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a tfvae run"):
+        training.train_and_evaluate(tiny_config(tmp_path))
+
+
+def test_uneven_replica_split_is_refused_before_work(tmp_path, monkeypatch):
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    monkeypatch.setattr(training.distribute, "make_strategy", lambda _: TwoReplicas())
+    with pytest.raises(ValueError, match="--batch_size=15 does not split evenly"):
+        training.train_and_evaluate(tiny_config(tmp_path, batch_size=15))
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_backup(tmp_path, monkeypatch):
+    real = model.VAE.neg_elbo_terms
+
+    def poisoned(self, images, seed):
+        reconstruction, kl = real(self, images, seed)
+        # 6 training + 3 validation steps per epoch; step 12 is in epoch 2.
+        bad = tf.where(seed[1] >= 12, np.nan, 0.0)
+        return reconstruction + bad, kl
+
+    monkeypatch.setattr(model.VAE, "neg_elbo_terms", poisoned)
+    with pytest.raises(
+        FloatingPointError, match=r"training step 9 \(epoch 2, batch 3\)"
+    ):
+        training.train_and_evaluate(tiny_config(tmp_path, epochs=3))
+    backup = json.loads(
+        (tmp_path / "run" / "backup" / "training_metadata.json").read_text()
+    )
+    assert backup["epoch"] == 1
