@@ -16,7 +16,12 @@ import tensorflow_datasets as tfds
 from tfvae.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-MNIST_MANUAL_DIR = REPO.parent / "shared" / "datasets" / "mnist"
+# The four original MNIST files; CI points this at ../shared/datasets/mnist.
+MNIST_MANUAL_DIR = pathlib.Path(
+    os.environ.get(
+        "TFVAE_MNIST_MANUAL_DIR", REPO.parent / "shared" / "datasets" / "mnist"
+    )
+)
 MNIST_FILES = [
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
@@ -26,8 +31,8 @@ MNIST_FILES = [
 
 requires_mnist = pytest.mark.skipif(
     not all((MNIST_MANUAL_DIR / name).exists() for name in MNIST_FILES),
-    reason=f"the original MNIST files are not in {MNIST_MANUAL_DIR} "
-    "(../shared/datasets/mnist beside the checkout); real-data tests need them.",
+    reason=f"the original MNIST files are not in {MNIST_MANUAL_DIR} (set "
+    "TFVAE_MNIST_MANUAL_DIR to the folder holding them); real-data tests need them.",
 )
 
 TINY_SHAPE = (8, 8, 1)

@@ -143,3 +143,11 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_backup(tmp_path, monkey
         (tmp_path / "run" / "backup" / "training_metadata.json").read_text()
     )
     assert backup["epoch"] == 1
+
+
+def test_a_network_that_cannot_fit_the_images_fails_before_any_data_work(tmp_path):
+    config = tiny_config(tmp_path, network="conv", conv_filters=(4, 4, 4, 4))
+    with pytest.raises(ValueError, match="divisible by 16"):
+        training.train_and_evaluate(config)
+    assert not (tmp_path / "tfds").exists()
+    assert not (tmp_path / "run").exists()

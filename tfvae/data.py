@@ -72,15 +72,12 @@ def _check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> Non
         )
 
 
-def prepare(
-    name: str, data_dir: str | None, manual_dir: str | None
-) -> tuple[tfds.core.DatasetBuilder, DatasetInfo]:
-    """Builds TFDS dataset `name` if needed (offline from `manual_dir` if given).
+def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """Returns TFDS's builder for `name`, checked to hold fixed-shape uint8 images.
 
-    Returns the prepared builder and the dataset's `DatasetInfo`. Raises
-    ValueError/FileNotFoundError, naming the fix, for an unknown dataset, a
-    dataset without a fixed-shape uint8 `image` feature or a train/test split,
-    and a missing, empty or incomplete manual dir.
+    Reads only metadata (no download), so bad input fails before any data
+    work. Raises ValueError naming the fix for an unknown dataset or one
+    without a fixed-shape uint8 `image` feature.
     """
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -101,6 +98,25 @@ def prepare(
             f"--dataset={name} has images of shape {image.shape} and dtype "
             f"{image.dtype.name}; tfvae needs a fixed shape and uint8 pixels."
         )
+    return builder
+
+
+def image_shape(builder: tfds.core.DatasetBuilder) -> tuple[int, int, int]:
+    """Returns the (H, W, C) of the builder's `image` feature."""
+    return tuple(builder.info.features["image"].shape)
+
+
+def prepare(
+    name: str, data_dir: str | None, manual_dir: str | None
+) -> tuple[tfds.core.DatasetBuilder, DatasetInfo]:
+    """Builds TFDS dataset `name` if needed (offline from `manual_dir` if given).
+
+    Returns the prepared builder and the dataset's `DatasetInfo`. Raises
+    ValueError/FileNotFoundError, naming the fix, for everything
+    `load_builder` refuses, a dataset without train/test splits, and a
+    missing, empty or incomplete manual dir.
+    """
+    builder = load_builder(name, data_dir)
     if not builder.is_prepared():
         if manual_dir:
             _check_manual_dir(builder, manual_dir)
@@ -120,10 +136,10 @@ def prepare(
                 f"--dataset={name} has no {split!r} split (it has "
                 f"{sorted(splits)}); tfvae trains on 'train' and tests on 'test'."
             )
-    label = features.get("label")
+    label = builder.info.features["label"] if "label" in builder.info.features else None
     info = DatasetInfo(
         name=name,
-        image_shape=tuple(image.shape),
+        image_shape=image_shape(builder),
         num_train=splits[TRAIN_SPLIT].num_examples,
         num_test=splits[TEST_SPLIT].num_examples,
         num_classes=label.num_classes

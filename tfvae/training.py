@@ -18,8 +18,8 @@ from tfvae import config as config_lib
 HISTORY_FILENAME = "history.csv"
 
 
-def _claim_model_dir(config: config_lib.Config, info: data.DatasetInfo) -> None:
-    """Refuses a model_dir that holds something else; saves config and dataset info."""
+def _claim_model_dir(config: config_lib.Config) -> None:
+    """Refuses a model_dir that holds something else; saves config.json."""
     if os.path.exists(os.path.join(config.model_dir, config_lib.CONFIG_FILENAME)):
         config_lib.check_compatible(config_lib.load(config.model_dir), config)
     elif os.path.isdir(config.model_dir) and os.listdir(config.model_dir):
@@ -29,7 +29,6 @@ def _claim_model_dir(config: config_lib.Config, info: data.DatasetInfo) -> None:
             "or empty folder."
         )
     config_lib.save(config, config.model_dir)
-    data.save_info(info, config.model_dir)
 
 
 def _jit_compile(config: config_lib.Config, strategy) -> bool:
@@ -52,18 +51,22 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
             f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
             f"{strategy.num_replicas_in_sync}."
         )
-    builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
-    _claim_model_dir(config, info)
-    train_ds, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
+    # Build the model from metadata first: a configuration that cannot fit
+    # the images fails before any download.
+    shape = data.image_shape(data.load_builder(config.dataset, config.data_dir))
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        vae = model.build_vae(config, info.image_shape)
+        vae = model.build_vae(config, shape)
         vae.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             jit_compile=_jit_compile(config, strategy),
             steps_per_execution=config.steps_per_execution,
         )
     vae.summary(print_fn=logging.info, expand_nested=True)
+    _claim_model_dir(config)
+    builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    data.save_info(info, config.model_dir)
+    train_ds, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
 
     backup_dir = os.path.join(config.model_dir, "backup")
     log_dir = os.path.join(config.model_dir, "logs")
