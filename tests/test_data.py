@@ -75,3 +75,18 @@ def test_real_mnist_builds_offline_from_manual_dir(tmp_path):
     first = next(iter(data.split_images(builder, "test").batch(10_000))).numpy()
     assert first.shape == (10_000, 28, 28, 1)
     assert first.max() == 255 and 0.1 < first.mean() / 255 < 0.15
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("mnist", (28, 28, 1)),
+        ("fashion_mnist", (28, 28, 1)),
+        ("kmnist", (28, 28, 1)),
+        ("emnist", (28, 28, 1)),
+        ("cifar10", (32, 32, 3)),
+    ],
+)
+def test_named_image_datasets_are_accepted_by_metadata(tmp_path, name, shape):
+    """What the issue names works by name: only metadata is read, no download."""
+    assert data.image_shape(data.load_builder(name, str(tmp_path))) == shape

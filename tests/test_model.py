@@ -157,3 +157,15 @@ def test_two_replicas_make_the_same_updates_as_one():
     )
     # The weights moved: equality is not two untouched initializations.
     assert out["one_logs"]["neg_elbo"][1] < out["one_logs"]["neg_elbo"][0]
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_every_network_builds_for_mnist_and_cifar_shapes(tmp_path, network, shape):
+    vae = model.build_vae(
+        tiny_config(tmp_path, network=network, hidden_units=(8,)), shape
+    )
+    images = tf.zeros([2, *shape], tf.uint8)
+    reconstruction, kl = vae.neg_elbo_terms(images, tf.constant([0, 1], tf.int64))
+    assert reconstruction.shape == kl.shape == (2,)
+    assert vae(images).event_shape == shape
