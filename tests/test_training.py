@@ -151,3 +151,11 @@ def test_a_network_that_cannot_fit_the_images_fails_before_any_data_work(tmp_pat
         training.train_and_evaluate(config)
     assert not (tmp_path / "tfds").exists()
     assert not (tmp_path / "run").exists()
+
+
+def test_training_exports_a_versioned_saved_model_at_the_end(tmp_path):
+    metrics = training.train_and_evaluate(tiny_config(tmp_path, epochs=1, export=True))
+    assert metrics["export_path"] == str(tmp_path / "export" / "1")
+    assert (tmp_path / "export" / "1" / "saved_model.pb").exists()
+    loaded = tf.saved_model.load(metrics["export_path"])
+    assert {"encode", "decode", "sample", "serving_default"} <= set(loaded.signatures)

@@ -1,7 +1,8 @@
 """Training: `train_and_evaluate(config)` runs (or resumes) one training run.
 
 Data -> model -> `fit` with resume, checkpoints, TensorBoard and pictures ->
-final test evaluation -> `metrics.json`. `tfvae.train` is its command line.
+final test evaluation -> `metrics.json` -> SavedModel export (unless
+`config.export` is off). `tfvae.train` is its command line.
 """
 
 import json
@@ -10,7 +11,7 @@ import os
 import keras
 from absl import logging
 
-from tfvae import callbacks, data, distribute, images, model
+from tfvae import callbacks, data, distribute, images, model, saved_model
 from tfvae import config as config_lib
 
 # Per-epoch train and test (val_) metrics, one CSV row per epoch, kept across
@@ -108,6 +109,10 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
         os.path.join(config.model_dir, "samples.png"),
         images.grid(images.prior_samples(vae, 64, config.seed), 8),
     )
+    if config.export:
+        metrics["export_path"] = saved_model.export(
+            vae, config, info, config.export_dir
+        )
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
     logging.info("Results: %s", json.dumps(metrics, sort_keys=True))

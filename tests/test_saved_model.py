@@ -1,0 +1,623 @@
+"""Tests for tfvae.saved_model and the `python -m tfvae.export` command line.
+
+Exports are checked the ways they get used: loaded by `tf.saved_model.load` in
+a fresh process that has no tfvae, through the SignatureDef/session path TF
+Serving takes (saved_model_cli, and session feeds that skip Python's shape
+checks, as TF Serving's C++ Session::Run does), and by replaying the warmup
+records. The command line runs in subprocesses only: `tfvae.export` and
+`tfvae.train` define the same absl flags and must never share a process.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from tests.conftest import REPO, TINY_SHAPE, run_python, tiny_config
+from tfvae import config as config_lib
+from tfvae import data, images, model, saved_model
+
+LATENT_DIM = 3
+SEED = 11
+INFO = data.DatasetInfo("tiny_images", TINY_SHAPE, 96, 40, 16)
+# Posterior x likelihood combinations; the last one also covers the
+# Monte Carlo KL, which makes score depend on encode's z.
+CASES = {
+    "diag-bernoulli": dict(posterior="diag", likelihood="bernoulli", binarize=True),
+    "full-gaussian": dict(posterior="full", likelihood="gaussian"),
+    "diag-categorical": dict(posterior="diag", likelihood="categorical"),
+    "full-continuous_bernoulli": dict(
+        posterior="full", likelihood="continuous_bernoulli", kl="monte_carlo"
+    ),
+}
+SIGNATURE_INPUTS = {
+    "serving_default": ("images",),
+    "encode": ("images",),
+    "decode": ("z",),
+    "sample": ("num_samples", "seed"),
+    "score": ("images",),
+    "reconstruct": ("images",),
+    "log_weights": ("images", "num_samples", "seed"),
+    "metadata": (),
+}
+_RNG = np.random.default_rng(0)
+INPUTS = {
+    "images": _RNG.integers(0, 256, (5, *TINY_SHAPE), dtype=np.uint8),
+    "z": _RNG.normal(size=(4, LATENT_DIM)).astype(np.float32),
+    "num_samples": np.int32(6),
+    "seed": np.array([3, 4], np.int64),
+}
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+
+def expected_outputs(
+    vae: model.VAE, config: config_lib.Config, signature: str, inputs: dict
+) -> dict[str, np.ndarray]:
+    """Returns what `signature` of an export of `vae` must return for `inputs`.
+
+    Written from the in-memory model and the seeds `tfvae.saved_model`
+    documents, independently of how the export computes them.
+    """
+    fixed_seed = tf.constant([config.seed, saved_model.FIXED_SEED_STREAM], tf.int64)
+    observe_seed, z_seed = tf.unstack(
+        tf.random.experimental.stateless_split(fixed_seed, num=2)
+    )
+    likelihood = vae.likelihood
+    if signature in ("encode", "serving_default"):
+        _, q = vae.observe_and_encode(inputs["images"], observe_seed)
+        eps = tf.random.stateless_normal(tf.shape(q.loc), z_seed)
+        spread = (
+            {"stddev": q.stddev()}
+            if config.posterior == "diag"
+            else {"scale_tril": q.scale.to_dense()}
+        )
+        outputs = {"mean": q.mean(), **spread, "z": q.loc + q.scale.matvec(eps)}
+    elif signature == "decode":
+        p = vae.decoder(tf.constant(inputs["z"]))
+        outputs = {"mean": likelihood.mean_image(p), **likelihood.parameters(p)}
+    elif signature == "sample":
+        z = tf.random.stateless_normal(
+            [inputs["num_samples"], vae.latent_dim], inputs["seed"]
+        )
+        outputs = {"images": likelihood.mean_image(vae.decoder(z))}
+    elif signature == "score":
+        reconstruction, kl = vae.neg_elbo_terms(inputs["images"], fixed_seed)
+        outputs = {
+            "neg_elbo": reconstruction + kl,
+            "reconstruction": reconstruction,
+            "kl": kl,
+        }
+    elif signature == "reconstruct":
+        _, q = vae.observe_and_encode(inputs["images"], observe_seed)
+        outputs = {"images": likelihood.mean_image(vae.decoder(q.mean()))}
+    elif signature == "log_weights":
+        x, q = vae.observe_and_encode(inputs["images"], observe_seed)
+        log_weights = vae.log_weights(x, q, inputs["num_samples"], inputs["seed"])
+        outputs = {"log_weights": tf.transpose(log_weights)}
+    else:
+        raise ValueError(f"No expected outputs for signature {signature!r}.")
+    return {name: np.asarray(value) for name, value in outputs.items()}
+
+
+def assert_outputs_match(actual: dict, expected: dict) -> None:
+    assert set(actual) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(
+            actual[name], value, rtol=1e-5, atol=1e-5, err_msg=name
+        )
+
+
+def case_config(tmp_path, case: str) -> config_lib.Config:
+    return tiny_config(tmp_path, latent_dim=LATENT_DIM, seed=SEED, **CASES[case])
+
+
+# Run in a fresh interpreter: loads exports with TensorFlow alone and saves
+# every output of every signature to an .npz file.
+_LOAD_AND_RUN = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+def main(exports, inputs_path, out_path):
+    inputs = dict(np.load(inputs_path))
+    results = {}
+    for case, path in exports.items():
+        loaded = tf.saved_model.load(path)
+        for name, signature in loaded.signatures.items():
+            _, specs = signature.structured_input_signature
+            outputs = signature(**{key: tf.constant(inputs[key]) for key in specs})
+            for key, value in outputs.items():
+                results[f"{case}:{name}:{key}"] = value.numpy()
+        with open(loaded.metadata_file.asset_path.numpy(), "rb") as f:
+            results[f"{case}:asset"] = np.array(f.read())
+    np.savez(out_path, **results)
+    # Nothing of tfvae, or of TFP, was needed to load and run them.
+    assert "tfvae" not in sys.modules, "tfvae was imported"
+    assert "tensorflow_probability" not in sys.modules, "TFP was imported"
+"""
+
+
+def load_and_run_elsewhere(exports: dict[str, str], workdir) -> dict:
+    """Runs every signature of `exports` ({case: path}) in a fresh process.
+
+    Returns {case: {signature: {output: array}, "asset": bytes}}.
+    """
+    inputs_path, out_path = workdir / "inputs.npz", workdir / "outputs.npz"
+    np.savez(inputs_path, **INPUTS)
+    result = run_python(
+        _LOAD_AND_RUN + f"\nmain({exports!r}, {str(inputs_path)!r}, {str(out_path)!r})"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = {case: {} for case in exports}
+    with np.load(out_path) as saved:
+        for key in saved.files:
+            case, *rest = key.split(":")
+            if rest == ["asset"]:
+                results[case]["asset"] = saved[key].item()
+            else:
+                signature, output = rest
+                results[case].setdefault(signature, {})[output] = saved[key]
+    return results
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """{case: (config, vae, export path)}, one tiny export per case."""
+    exported = {}
+    for case in CASES:
+        tmp_path = tmp_path_factory.mktemp(case)
+        config = case_config(tmp_path, case)
+        vae = model.build_vae(config, TINY_SHAPE)
+        path = saved_model.export(vae, config, INFO, str(tmp_path / "export"))
+        exported[case] = (config, vae, path)
+    return exported
+
+
+@pytest.fixture(scope="module")
+def elsewhere(exports, tmp_path_factory):
+    """The outputs of every signature of every export, run without tfvae."""
+    paths = {case: path for case, (_, _, path) in exports.items()}
+    return load_and_run_elsewhere(paths, tmp_path_factory.mktemp("elsewhere"))
+
+
+@pytest.mark.parametrize("signature", [s for s in SIGNATURE_INPUTS if s != "metadata"])
+@pytest.mark.parametrize("case", CASES)
+def test_signatures_match_the_keras_model(case, signature, exports, elsewhere):
+    config, vae, _ = exports[case]
+    assert_outputs_match(
+        elsewhere[case][signature], expected_outputs(vae, config, signature, INPUTS)
+    )
+
+
+def test_an_export_has_exactly_the_documented_signatures(elsewhere):
+    for results in elsewhere.values():
+        assert set(results) - {"asset"} == set(saved_model.SIGNATURES)
+    assert set(SIGNATURE_INPUTS) == set(saved_model.SIGNATURES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_metadata_describes_the_export(case, exports, elsewhere):
+    config, _, _ = exports[case]
+    metadata = elsewhere[case]["metadata"]
+    assert metadata["latent_dim"] == LATENT_DIM
+    assert metadata["image_shape"].tolist() == list(TINY_SHAPE)
+    assert metadata["likelihood"] == config.likelihood.encode()
+    assert metadata["posterior"] == config.posterior.encode()
+    assert metadata["dataset"] == b"tiny_images"
+    assert metadata["seed"] == SEED
+    assert metadata["fixed_seed"].tolist() == [SEED, saved_model.FIXED_SEED_STREAM]
+    description = json.loads(metadata["json"].item())
+    assert description == json.loads(elsewhere[case]["asset"])
+    assert config_lib.Config.from_dict(description["config"]) == config
+    assert description["dataset_info"]["image_shape"] == list(TINY_SHAPE)
+
+
+def test_encode_z_is_the_z_that_score_evaluates(exports, elsewhere):
+    config, vae, _ = exports["diag-bernoulli"]
+    fixed_seed = saved_model.fixed_seed(config.seed)
+    observe_seed, _ = tf.unstack(
+        tf.random.experimental.stateless_split(fixed_seed, num=2)
+    )
+    x = vae.likelihood.observe(INPUTS["images"], observe_seed)
+    z = elsewhere["diag-bernoulli"]["encode"]["z"]
+    np.testing.assert_allclose(
+        elsewhere["diag-bernoulli"]["score"]["reconstruction"],
+        -vae.decoder(z).log_prob(x),
+        rtol=1e-5,
+    )
+
+
+def test_sample_is_deterministic_in_its_seed_and_matches_prior_samples(exports):
+    config, vae, path = exports["diag-bernoulli"]
+    sample = tf.saved_model.load(path).signatures["sample"]
+
+    def draw(seed):
+        return sample(num_samples=tf.constant(4), seed=tf.constant(seed, tf.int64))[
+            "images"
+        ].numpy()
+
+    np.testing.assert_array_equal(draw([5, 6]), draw([5, 6]))
+    assert not np.allclose(draw([5, 6]), draw([5, 7]))
+    # The run's samples.png decodes the z of seed [config.seed, 1].
+    np.testing.assert_allclose(
+        draw([config.seed, 1]), images.prior_samples(vae, 4, config.seed), atol=1e-6
+    )
+
+
+# --- The session path TF Serving takes -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def session_run(exports):
+    """Returns run(signature, feeds) -> outputs, through a TF1 session.
+
+    `Session.run` checks feeds against the placeholders' shapes in Python; a
+    callable feeds them unchecked, as TF Serving's C++ Session::Run does.
+    """
+    _, _, path = exports["diag-bernoulli"]
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+
+    def run(signature_name, feeds):
+        signature = meta_graph.signature_def[signature_name]
+        names = sorted(signature.outputs)
+        options = config_pb2.CallableOptions(
+            feed=[signature.inputs[key].name for key in feeds],
+            fetch=[signature.outputs[name].name for name in names],
+        )
+        run_callable = session._make_callable_from_options(options)
+        return dict(zip(names, run_callable(*feeds.values()), strict=True))
+
+    yield run
+    session.close()
+
+
+_IMAGES_SHAPE_ERROR = r"images.* is not compatible with expected shape \[\?,8,8,1\]"
+_NUM_SAMPLES_ERROR = "num_samples must be a positive int32 scalar"
+BAD_INPUTS = {
+    "float images": (
+        "encode",
+        {"images": np.zeros([1, *TINY_SHAPE], np.float32)},
+        # The first for signatures called from Python, the second for feeds.
+        r"expected to be a uint8 tensor but is a float|expect uint8",
+    ),
+    "small images": (
+        "encode",
+        {"images": np.zeros([2, 7, 7, 1], np.uint8)},
+        _IMAGES_SHAPE_ERROR,
+    ),
+    # As many pixels as an 8x8 image: a reshape would silently accept it.
+    "images of another shape": (
+        "score",
+        {"images": np.zeros([2, 16, 4, 1], np.uint8)},
+        _IMAGES_SHAPE_ERROR,
+    ),
+    "images without a batch": (
+        "reconstruct",
+        {"images": np.zeros(TINY_SHAPE, np.uint8)},
+        _IMAGES_SHAPE_ERROR,
+    ),
+    "wrong latent size": (
+        "decode",
+        {"z": np.zeros([2, LATENT_DIM + 1], np.float32)},
+        r"z.* is not compatible with expected shape \[\?,3\]",
+    ),
+    "negative num_samples": (
+        "sample",
+        {"num_samples": np.int32(-1), "seed": np.array([1, 2], np.int64)},
+        _NUM_SAMPLES_ERROR,
+    ),
+    "zero num_samples": (
+        "log_weights",
+        {
+            "images": np.zeros([1, *TINY_SHAPE], np.uint8),
+            "num_samples": np.int32(0),
+            "seed": np.array([1, 2], np.int64),
+        },
+        _NUM_SAMPLES_ERROR,
+    ),
+    "num_samples as a list": (
+        "sample",
+        {"num_samples": np.array([2], np.int32), "seed": np.array([1, 2], np.int64)},
+        r"num_samples.* is not compatible with expected shape \[\]",
+    ),
+    "seed of 3 numbers": (
+        "sample",
+        {"num_samples": np.int32(2), "seed": np.array([1, 2, 3], np.int64)},
+        r"seed.* \[3\] is not compatible with expected shape \[2\]",
+    ),
+    "seed with a batch": (
+        "log_weights",
+        {
+            "images": np.zeros([1, *TINY_SHAPE], np.uint8),
+            "num_samples": np.int32(2),
+            "seed": np.array([[1, 2]], np.int64),
+        },
+        r"seed.* \[1,2\] is not compatible with expected shape \[2\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS)
+def test_bad_inputs_fail_with_a_message_naming_the_problem(bad, exports, session_run):
+    signature, feeds, message = BAD_INPUTS[bad]
+    _, _, path = exports["diag-bernoulli"]
+    loaded = tf.saved_model.load(path)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        # Tensors: signatures convert numpy arrays to their dtypes (see below).
+        loaded.signatures[signature](**{k: tf.constant(v) for k, v in feeds.items()})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        session_run(signature, feeds)
+
+
+def test_signatures_cast_numpy_inputs_to_their_dtype(exports):
+    """Documents a pitfall (export/README.md): numpy arrays get no dtype error.
+
+    TensorFlow converts numpy inputs of a signature to its dtypes, so float
+    images in [0, 1] silently become uint8 zeros; tensors of the wrong dtype
+    are rejected (see test_bad_inputs_fail_with_a_message_naming_the_problem).
+    """
+    _, _, path = exports["diag-bernoulli"]
+    encode = tf.saved_model.load(path).signatures["encode"]
+    floats = encode(images=np.full([2, *TINY_SHAPE], 0.7, np.float32))
+    zeros = encode(images=np.zeros([2, *TINY_SHAPE], np.uint8))
+    np.testing.assert_array_equal(floats["mean"], zeros["mean"])
+
+
+def test_warmup_requests_cover_every_signature_and_run(exports, session_run):
+    _, _, path = exports["diag-bernoulli"]
+    records = tf.data.TFRecordDataset(
+        os.path.join(path, "assets.extra", saved_model.WARMUP_FILENAME)
+    )
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
+    names = [log.predict_log.request.model_spec.signature_name for log in logs]
+    assert sorted(names) == sorted(saved_model.SIGNATURES)
+    for log in logs:
+        request = log.predict_log.request
+        assert request.model_spec.name == "export"
+        feeds = {key: tf.make_ndarray(value) for key, value in request.inputs.items()}
+        name = request.model_spec.signature_name
+        assert set(feeds) == set(SIGNATURE_INPUTS[name])
+        outputs = session_run(name, feeds)  # As TF Serving replays it.
+        if name != "metadata":
+            # Batch 1 in, batch 1 out (one sample for sample).
+            assert {np.shape(value)[0] for value in outputs.values()} == {1}
+
+
+# --- saved_model_cli -------------------------------------------------------------
+
+
+def _saved_model_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SAVED_MODEL_CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+def test_saved_model_cli_shows_every_signature(exports):
+    _, _, path = exports["diag-bernoulli"]
+    result = _saved_model_cli("show", "--dir", path, "--all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = result.stdout
+    for name in saved_model.SIGNATURES:
+        assert f"signature_def['{name}']" in shown
+    assert shown.count("Method name is: tensorflow/serving/predict") == len(
+        saved_model.SIGNATURES
+    )
+    for dtype, shape in [
+        ("DT_UINT8", "(-1, 8, 8, 1)"),  # images
+        ("DT_FLOAT", "(-1, 3)"),  # z
+        ("DT_INT32", "()"),  # num_samples
+        ("DT_INT64", "(2)"),  # seed
+    ]:
+        assert f"dtype: {dtype}\n        shape: {shape}\n" in shown
+
+
+def _cli_input_args(signature: str, workdir) -> list[str]:
+    """Returns saved_model_cli's arguments feeding INPUTS to `signature`."""
+    files, exprs = [], []
+    for key in SIGNATURE_INPUTS[signature]:
+        if INPUTS[key].ndim >= 2:
+            np.save(workdir / f"{key}.npy", INPUTS[key])
+            files.append(f"{key}={workdir / f'{key}.npy'}")
+        else:
+            exprs.append(f"{key}={INPUTS[key].tolist()}")
+    args = ["--inputs", ";".join(files)] if files else []
+    # saved_model_cli insists on some input argument; ";" is an empty one.
+    return args + ["--input_exprs", ";".join(exprs) or ";"]
+
+
+@pytest.mark.parametrize("signature", SIGNATURE_INPUTS)
+def test_saved_model_cli_runs_every_signature(signature, exports, tmp_path):
+    config, vae, path = exports["diag-bernoulli"]
+    out = tmp_path / "out"
+    result = _saved_model_cli(
+        "run",
+        "--dir",
+        path,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        signature,
+        "--outdir",
+        str(out),
+        *_cli_input_args(signature, tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    actual = {f[: -len(".npy")]: np.load(out / f) for f in os.listdir(out)}
+    if signature == "metadata":
+        assert actual["latent_dim"] == LATENT_DIM
+        assert actual["likelihood"] == b"bernoulli"
+        assert actual["fixed_seed"].tolist() == [SEED, saved_model.FIXED_SEED_STREAM]
+    else:
+        assert_outputs_match(actual, expected_outputs(vae, config, signature, INPUTS))
+
+
+def test_saved_model_cli_casts_inputs_to_the_signature_dtype(exports, tmp_path):
+    """Documents a saved_model_cli pitfall (export/README.md): no dtype error.
+
+    Its session.run converts feeds with numpy, so float images in [0, 1]
+    silently become uint8 zeros.
+    """
+    config, vae, path = exports["diag-bernoulli"]
+    np.save(tmp_path / "floats.npy", np.full([2, *TINY_SHAPE], 0.7, np.float32))
+    result = _saved_model_cli(
+        "run",
+        "--dir",
+        path,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "encode",
+        "--outdir",
+        str(tmp_path),
+        "--inputs",
+        f"images={tmp_path / 'floats.npy'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    zeros = {"images": np.zeros([2, *TINY_SHAPE], np.uint8)}
+    np.testing.assert_allclose(
+        np.load(tmp_path / "mean.npy"),
+        expected_outputs(vae, config, "encode", zeros)["mean"],
+        rtol=1e-5,
+    )
+
+
+# --- Versions, strategies, the command line ------------------------------------
+
+
+def test_exports_go_to_the_next_free_version(tmp_path):
+    config = case_config(tmp_path, "diag-bernoulli")
+    vae = model.build_vae(config, TINY_SHAPE)
+    base = tmp_path / "export" / "tiny"
+    base.mkdir(parents=True)
+    (base / "README.md").write_text("Not a version.\n")
+    first = saved_model.export(vae, config, INFO, str(base))
+    second = saved_model.export(vae, config, INFO, str(base))
+    assert (first, second) == (str(base / "1"), str(base / "2"))
+    # Nothing half-written is left behind for TF Serving to trip over.
+    assert sorted(os.listdir(base)) == ["1", "2", "README.md"]
+    (base / "10").mkdir()
+    assert saved_model.next_version(str(base)) == 11
+    assert saved_model.next_version(str(tmp_path / "absent")) == 1
+
+
+def test_export_refuses_to_run_inside_a_strategy_scope(tmp_path):
+    config = case_config(tmp_path, "diag-bernoulli")
+    vae = model.build_vae(config, TINY_SHAPE)
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        with pytest.raises(ValueError, match="outside a tf.distribute strategy"):
+            saved_model.export(vae, config, INFO, str(tmp_path / "export"))
+    assert not (tmp_path / "export").exists()
+
+
+def _save_run(config: config_lib.Config, vae: model.VAE) -> None:
+    config_lib.save(config, config.model_dir)
+    data.save_info(INFO, config.model_dir)
+    vae.save_weights(os.path.join(config.model_dir, model.WEIGHTS_FILENAME))
+
+
+def _export_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tfvae.export", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+def test_cli_exports_a_run_to_its_own_export_dir(tmp_path):
+    config = case_config(tmp_path, "full-gaussian")
+    vae = model.build_vae(config, TINY_SHAPE)
+    _save_run(config, vae)
+    result = _export_cli(f"--model_dir={config.model_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = os.path.join(config.export_dir, "1")
+    assert f"Exported the SavedModel to {path}" in result.stderr
+    encode = tf.saved_model.load(path).signatures["encode"]
+    assert_outputs_match(
+        {k: v.numpy() for k, v in encode(images=INPUTS["images"]).items()},
+        expected_outputs(vae, config, "encode", INPUTS),
+    )
+
+
+def test_cli_requires_a_model_dir():
+    result = _export_cli()
+    assert result.returncode != 0
+    assert "--model_dir is required" in result.stderr
+
+
+_TRAIN_MIRRORED_AND_EXPORT = """
+import json, os, pathlib
+import keras, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tfvae import config as config_lib, data, model, saved_model
+
+config = config_lib.Config.from_dict(json.loads(CONFIG))
+info = data.DatasetInfo(**{**json.loads(INFO), "image_shape": (8, 8, 1)})
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    vae = model.build_vae(config, info.image_shape)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
+images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)).astype(np.uint8)
+vae.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=1, verbose=0)
+config_lib.save(config, config.model_dir)
+data.save_info(info, config.model_dir)
+vae.save_weights(os.path.join(config.model_dir, model.WEIGHTS_FILENAME))
+# As training will: the model the strategy trained, exported after fit.
+trained = saved_model.export(vae, config, info, BASE)
+# As `python -m tfvae.export` does: rebuilt from the run directory.
+loaded_config, loaded_info, loaded_vae = model.load_vae(config.model_dir)
+rebuilt = saved_model.export(loaded_vae, loaded_config, loaded_info, BASE)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  "trained": trained, "rebuilt": rebuilt}))
+"""
+
+
+@pytest.mark.slow
+def test_an_export_of_a_mirrored_run_loads_on_one_device(tmp_path):
+    config = case_config(tmp_path, "diag-categorical")
+    base = str(tmp_path / "export")
+    code = textwrap.dedent(
+        f"""
+        CONFIG = {config.to_json()!r}
+        INFO = {json.dumps(dataclasses.asdict(INFO))!r}
+        BASE = {base!r}
+        """
+    )
+    result = run_python(code + _TRAIN_MIRRORED_AND_EXPORT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert (report["trained"], report["rebuilt"]) == (f"{base}/1", f"{base}/2")
+
+    _, _, trained_vae = model.load_vae(config.model_dir)
+    assert len(tf.config.list_logical_devices("CPU")) == 1
+    outputs = load_and_run_elsewhere(
+        {"trained": report["trained"], "rebuilt": report["rebuilt"]}, tmp_path
+    )
+    for version in ("trained", "rebuilt"):
+        with open(os.path.join(report[version], "saved_model.pb"), "rb") as f:
+            assert b"CPU:1" not in f.read()
+        for signature in ("encode", "decode", "sample", "score", "log_weights"):
+            assert_outputs_match(
+                outputs[version][signature],
+                expected_outputs(trained_vae, config, signature, INPUTS),
+            )
