@@ -158,6 +158,29 @@ class VAE(keras.Model):
         x = self.likelihood.observe(images, observe_seed)
         return x, self.encoder(self.likelihood.encoder_input(x))
 
+    @staticmethod
+    def split_seed(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns (observe_seed, z_seed), each int64 `[2]`, from one seed `[2]`.
+
+        The one convention for turning a seed into the observation noise and
+        the z noise: training, evaluation and the exported signatures share it.
+        """
+        seeds = tf.random.experimental.stateless_split(seed, num=2)
+        return tf.cast(seeds[0], tf.int64), tf.cast(seeds[1], tf.int64)
+
+    def posterior_sample(
+        self, images: tf.Tensor, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tfd.Distribution, tf.Tensor]:
+        """Returns (x, q, z): observations, q(z|x) and one z ~ q, `[batch, latent_dim]`.
+
+        `images` are raw `uint8 [batch, H, W, C]`; `seed` is int `[2]`, split
+        by `split_seed`.
+        """
+        observe_seed, z_seed = self.split_seed(seed)
+        x, q = self.observe_and_encode(images, observe_seed)
+        z = self.encoder.head.reparameterize(q, noise.normal(tf.shape(q.loc), z_seed))
+        return x, q, z
+
     def neg_elbo_terms(
         self, images: tf.Tensor, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -167,11 +190,7 @@ class VAE(keras.Model):
         kl = KL(q(z|x) || p(z)) (the rate); their sum is the negative ELBO.
         `images` are raw `uint8 [batch, H, W, C]`; `seed` is int `[2]`.
         """
-        observe_seed, z_seed = tf.unstack(
-            tf.random.experimental.stateless_split(seed, num=2)
-        )
-        x, q = self.observe_and_encode(images, observe_seed)
-        z = self.encoder.head.reparameterize(q, noise.normal(tf.shape(q.loc), z_seed))
+        x, q, z = self.posterior_sample(images, seed)
         reconstruction = -self.decoder(z).log_prob(x)
         kl = KL_ESTIMATORS[self.kl](q, self.prior, z)
         return reconstruction, kl

@@ -158,30 +158,20 @@ def _signature_functions(
     image_spec = tf.TensorSpec([None, *info.image_shape], tf.uint8, name="images")
     z_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
 
-    def split_fixed_seed():
-        # Split as `VAE.neg_elbo_terms` splits its seed, so that score, which
-        # calls it with `fixed_seed`, sees encode's x and z.
-        return tf.unstack(
-            tf.random.experimental.stateless_split(fixed_seed(config.seed), num=2)
-        )
-
     def observe_and_encode(images):
-        observe_seed, _ = split_fixed_seed()
+        observe_seed, _ = vae.split_seed(fixed_seed(config.seed))
         return vae.observe_and_encode(_checked(images, image_spec), observe_seed)
 
     def encode(images):
-        _, q = observe_and_encode(images)
-        _, z_seed = split_fixed_seed()
-        eps = tf.random.stateless_normal(tf.shape(q.loc), z_seed)
+        # The same x and z that score's `neg_elbo_terms` evaluates.
+        _, q, z = vae.posterior_sample(
+            _checked(images, image_spec), fixed_seed(config.seed)
+        )
         if isinstance(vae.encoder.head, heads.NormalDiagHead):
             spread = {"stddev": q.stddev()}
         else:
             spread = {"scale_tril": q.scale.to_dense()}
-        return {
-            "mean": q.mean(),
-            **spread,
-            "z": vae.encoder.head.reparameterize(q, eps),
-        }
+        return {"mean": q.mean(), **spread, "z": z}
 
     def decode(z):
         p = vae.decoder(_checked(z, z_spec))
