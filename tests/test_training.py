@@ -11,10 +11,11 @@ import tensorflow as tf
 
 from tests.conftest import tiny_config
 from tfvae import callbacks, model, training
+from tfvae import config as config_lib
 
 
 def _rows(run_dir):
-    with open(os.path.join(run_dir, training.HISTORY_FILENAME)) as f:
+    with open(os.path.join(run_dir, config_lib.HISTORY_FILENAME)) as f:
         return list(csv.DictReader(f))
 
 
@@ -159,3 +160,16 @@ def test_training_exports_a_versioned_saved_model_at_the_end(tmp_path):
     assert (tmp_path / "export" / "1" / "saved_model.pb").exists()
     loaded = tf.saved_model.load(metrics["export_path"])
     assert {"encode", "decode", "sample", "serving_default"} <= set(loaded.signatures)
+
+
+def test_iwae_every_n_epochs_logs_a_bound_below_the_elbo(tmp_path):
+    training.train_and_evaluate(
+        tiny_config(tmp_path, epochs=2, iwae_every_epochs=1, iwae_samples=50)
+    )
+    with open(tmp_path / "run" / config_lib.IWAE_HISTORY_FILENAME) as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    for row in rows:
+        assert row["num_importance_samples"] == "50"
+        # The IWAE bound on -log p(x) is tighter than the ELBO's.
+        assert float(row["nll"]) < float(row["neg_elbo"])

@@ -12,6 +12,10 @@ import json
 import os
 
 CONFIG_FILENAME = "config.json"
+# Per-epoch CSVs in a run directory: training's Keras CSVLogger writes the
+# first (train and val_ metrics), `tfvae.evaluation.IWAECallback` the second.
+HISTORY_FILENAME = "history.csv"
+IWAE_HISTORY_FILENAME = "iwae_history.csv"
 
 # Fields that may change between invocations on the same `model_dir` without
 # changing what is being trained: where the data lives, how many epochs to run
@@ -27,6 +31,8 @@ _RESUMABLE_FIELDS = frozenset(
         "model_dir",
         "export_dir",
         "export",
+        "iwae_every_epochs",
+        "iwae_samples",
     }
 )
 
@@ -59,6 +65,9 @@ class Config:
     strategy: str
     jit_compile: bool
     steps_per_execution: int
+    # Evaluation during training.
+    iwae_every_epochs: int
+    iwae_samples: int
     model_dir: str
     export_dir: str
     export: bool

@@ -32,18 +32,28 @@ def write_png(path: str, image: tf.Tensor) -> None:
     tf.io.write_file(path, tf.io.encode_png(image))
 
 
-def reconstructions(vae: VAE, images: tf.Tensor, columns: int = 8) -> tf.Tensor:
+def reconstruction_grid(
+    images: tf.Tensor, reconstructions: tf.Tensor, columns: int = 8
+) -> tf.Tensor:
     """Returns a `uint8` grid: rows of inputs, each followed by their reconstructions.
 
-    `images` are raw `uint8 [N, H, W, C]`; a reconstruction is E[x|z] at z =
-    the posterior mean.
+    `images` are raw `uint8 [N, H, W, C]`, `reconstructions` float `[N, H, W, C]`
+    in [0, 1].
     """
     inputs = tf.cast(images, tf.float32) / 255.0
-    recon = vae.likelihood.mean_image(vae(images))
     rows = []
     for start in range(0, images.shape[0], columns):
-        rows += [inputs[start : start + columns], recon[start : start + columns]]
+        end = start + columns
+        rows += [inputs[start:end], reconstructions[start:end]]
     return grid(tf.concat(rows, axis=0), columns)
+
+
+def reconstructions(vae: VAE, images: tf.Tensor, columns: int = 8) -> tf.Tensor:
+    """Returns `reconstruction_grid` of raw `uint8 [N, H, W, C]` `images`.
+
+    A reconstruction is E[x|z] at z = the posterior mean.
+    """
+    return reconstruction_grid(images, vae.likelihood.mean_image(vae(images)), columns)
 
 
 def prior_samples(vae: VAE, count: int, seed: int) -> tf.Tensor:

@@ -81,6 +81,17 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "steps_per_execution", 1, "Steps per compiled call.", lower_bound=1
 )
+# Evaluation during training.
+flags.DEFINE_integer(
+    "iwae_every_epochs",
+    0,
+    "Every N epochs, also estimate the test log-likelihood with the IWAE bound "
+    "(TensorBoard and iwae_history.csv); 0 never does.",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
+    "iwae_samples", 100, "Importance samples k for --iwae_every_epochs.", lower_bound=1
+)
 flags.DEFINE_string("model_dir", None, "Run directory (created, or resumed).")
 flags.DEFINE_string(
     "export_dir",
@@ -165,6 +176,8 @@ def config_from_flags() -> config_lib.Config:
         strategy=FLAGS.strategy,
         jit_compile=FLAGS.jit_compile,
         steps_per_execution=FLAGS.steps_per_execution,
+        iwae_every_epochs=FLAGS.iwae_every_epochs,
+        iwae_samples=FLAGS.iwae_samples,
         model_dir=FLAGS.model_dir,
         export_dir=FLAGS.export_dir or os.path.join("export", FLAGS.dataset),
         export=FLAGS.export,

@@ -11,12 +11,16 @@ import os
 import keras
 from absl import logging
 
-from tfvae import callbacks, data, distribute, images, model, saved_model
+from tfvae import (
+    callbacks,
+    data,
+    distribute,
+    evaluation,
+    images,
+    model,
+    saved_model,
+)
 from tfvae import config as config_lib
-
-# Per-epoch train and test (val_) metrics, one CSV row per epoch, kept across
-# resumed invocations.
-HISTORY_FILENAME = "history.csv"
 
 
 def _claim_model_dir(config: config_lib.Config) -> None:
@@ -75,29 +79,42 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
     throughput = callbacks.Throughput(
         (info.num_train // config.batch_size) * config.batch_size
     )
+    fit_callbacks = [
+        # Kept after training (a rerun of a finished run trains nothing), and
+        # doubled so a kill during a save falls back to the one before.
+        keras.callbacks.BackupAndRestore(
+            backup_dir, delete_checkpoint=False, double_checkpoint=True
+        ),
+        callbacks.RaiseOnNonFiniteLoss(backup_dir),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(config.model_dir, model.WEIGHTS_FILENAME),
+            save_weights_only=True,
+        ),
+        keras.callbacks.TensorBoard(log_dir),
+        keras.callbacks.CSVLogger(
+            os.path.join(config.model_dir, config_lib.HISTORY_FILENAME), append=True
+        ),
+        callbacks.ImageSummaries(log_dir, shown, config.seed),
+        throughput,
+    ]
+    if config.iwae_every_epochs:
+        # Last: the epoch is backed up before this slower estimate runs.
+        fit_callbacks.append(
+            evaluation.IWAECallback(
+                test_ds,
+                config.iwae_samples,
+                config.iwae_every_epochs,
+                log_dir,
+                os.path.join(config.model_dir, config_lib.IWAE_HISTORY_FILENAME),
+                seed=config.seed,
+            )
+        )
     history = vae.fit(
         train_ds,
         validation_data=test_ds,
         epochs=config.epochs,
         shuffle=False,  # The pipeline shuffles, with the run's seed.
-        callbacks=[
-            # Kept after training (a rerun of a finished run trains nothing),
-            # and doubled so a kill during a save falls back to the one before.
-            keras.callbacks.BackupAndRestore(
-                backup_dir, delete_checkpoint=False, double_checkpoint=True
-            ),
-            callbacks.RaiseOnNonFiniteLoss(backup_dir),
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(config.model_dir, model.WEIGHTS_FILENAME),
-                save_weights_only=True,
-            ),
-            keras.callbacks.TensorBoard(log_dir),
-            keras.callbacks.CSVLogger(
-                os.path.join(config.model_dir, HISTORY_FILENAME), append=True
-            ),
-            callbacks.ImageSummaries(log_dir, shown, config.seed),
-            throughput,
-        ],
+        callbacks=fit_callbacks,
     )
     test = vae.evaluate(test_ds, return_dict=True, verbose=0)
     metrics = _metrics(config, vae, info, history.history, test, throughput.summary())
