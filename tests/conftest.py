@@ -95,6 +95,7 @@ def tiny_config(tmp_path: pathlib.Path, **overrides) -> Config:
         strategy="auto",
         jit_compile=False,
         steps_per_execution=1,
+        mixed_precision="float32",
         iwae_every_epochs=0,
         iwae_samples=10,
         model_dir=str(tmp_path / "run"),

@@ -173,3 +173,30 @@ def test_iwae_every_n_epochs_logs_a_bound_below_the_elbo(tmp_path):
         assert row["num_importance_samples"] == "50"
         # The IWAE bound on -log p(x) is tighter than the ELBO's.
         assert float(row["nll"]) < float(row["neg_elbo"])
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_float32_distributions(tmp_path, policy):
+    import keras
+
+    metrics = training.train_and_evaluate(
+        tiny_config(tmp_path, mixed_precision=policy, epochs=2, export=True)
+    )
+    assert np.isfinite(metrics["test_neg_elbo"])
+    assert metrics["test_neg_elbo"] < metrics["train_neg_elbo"] + 50
+    # The global policy is restored, and the export computes in float32.
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    loaded = tf.saved_model.load(metrics["export_path"])
+    scores = loaded.signatures["score"](images=tf.zeros([2, 8, 8, 1], tf.uint8))
+    assert scores["neg_elbo"].dtype == tf.float32
+
+    with training._dtype_policy(policy):
+        vae = model.build_vae(tiny_config(tmp_path), (8, 8, 1))
+    assert vae.encoder.body.layers[-1].compute_dtype == policy.removeprefix("mixed_")
+    reconstruction, kl = vae.neg_elbo_terms(
+        tf.zeros([2, 8, 8, 1], tf.uint8), tf.constant([0, 1], tf.int64)
+    )
+    assert reconstruction.dtype == kl.dtype == tf.float32
+    if policy == "mixed_float16":
+        vae.compile(optimizer=keras.optimizers.Adam())
+        assert isinstance(vae.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -65,6 +65,7 @@ class Config:
     strategy: str
     jit_compile: bool
     steps_per_execution: int
+    mixed_precision: str
     # Evaluation during training.
     iwae_every_epochs: int
     iwae_samples: int

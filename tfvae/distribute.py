@@ -1,14 +1,35 @@
-"""`tf.distribute` strategies by name (the `--strategy` flag)."""
+"""`tf.distribute` strategies by name (the `--strategy` flag), and their input.
+
+Replica i of the whole cluster (workers in task order, then local replicas)
+holds rows [i * b, (i + 1) * b) of every global batch, b = global / replicas:
+Keras splits batches that way on one machine, and `distribute_batches` does it
+across workers. That is the layout `tfvae.noise` assumes, so any number of
+replicas, on one machine or several, makes the updates one replica with the
+global batch makes.
+"""
+
+import json
+import os
 
 import tensorflow as tf
 from absl import logging
+
+_TF_CONFIG_EXAMPLE = json.dumps(
+    {
+        "cluster": {"worker": ["host1:12345", "host2:12345"]},
+        "task": {"type": "worker", "index": 0},
+    }
+)
 
 
 def _auto() -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    return tf.distribute.get_strategy()
+    # A real strategy, not TF's default one: Keras's fit then takes the same
+    # path (it builds the model from a first batch) as under every other
+    # strategy, so runs on 1 and N replicas see the same shuffled batches.
+    return tf.distribute.OneDeviceStrategy("/cpu:0")
 
 
 def _mirrored() -> tf.distribute.Strategy:
@@ -25,7 +46,22 @@ def _one_device() -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
-STRATEGIES = {"auto": _auto, "mirrored": _mirrored, "one_device": _one_device}
+def _multi_worker() -> tf.distribute.Strategy:
+    if not os.environ.get("TF_CONFIG"):
+        raise ValueError(
+            "--strategy=multi_worker reads the cluster from the TF_CONFIG "
+            "environment variable, which is not set. Set it on every worker, "
+            f"with its own task index, e.g. TF_CONFIG='{_TF_CONFIG_EXAMPLE}'."
+        )
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+STRATEGIES = {
+    "auto": _auto,
+    "mirrored": _mirrored,
+    "one_device": _one_device,
+    "multi_worker": _multi_worker,
+}
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -42,3 +78,46 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         strategy.num_replicas_in_sync,
     )
     return strategy
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Returns whether this process writes the run's files (checkpoints, logs).
+
+    True everywhere but on the non-chief workers of a multi-worker strategy.
+    """
+    return strategy.extended.should_checkpoint
+
+
+def distribute_batches(strategy: tf.distribute.Strategy, batches: tf.data.Dataset):
+    """Returns `batches` ready for `fit`/`evaluate` under `strategy`.
+
+    `batches` yields global batches `[global_batch, ...]` of pixels, identical
+    on every worker (same seed). On one machine it is returned as is: Keras
+    splits each global batch into consecutive per-replica blocks. Under
+    `MultiWorkerMirroredStrategy` every worker keeps its replicas' blocks
+    (see the module docstring) itself, since TF's automatic sharding would
+    interleave examples across workers instead; a short last batch gives its
+    last replicas fewer rows, possibly none, so all run the same number of
+    steps. Pixels come out as int32 there: Keras averages the first batch
+    across workers with a collective op, and those cannot reduce uint8.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return batches
+    replicas = strategy.num_replicas_in_sync
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def blocks(batch):
+            size = (tf.shape(batch)[0] + replicas - 1) // replicas
+            return tf.data.Dataset.range(first, first + local).map(
+                lambda i: tf.cast(batch[tf.cast(i, tf.int32) * size :][:size], tf.int32)
+            )
+
+        # Local replicas take consecutive elements of this dataset in turn.
+        return batches.flat_map(blocks).apply(
+            tf.data.experimental.assert_cardinality(batches.cardinality() * local)
+        )
+
+    return strategy.distribute_datasets_from_function(per_worker)

@@ -34,7 +34,11 @@ def _pixels_to_unit(images: tf.Tensor) -> tf.Tensor:
 
 
 class PosteriorHead(keras.layers.Layer):
-    """Base class: features -> a location-scale multivariate normal q(z|x)."""
+    """Base class: features -> a location-scale multivariate normal q(z|x).
+
+    The projection to q's parameters runs in float32 whatever the mixed
+    precision policy, so q and its log-densities are float32.
+    """
 
     def __init__(self, latent_dim: int, **kwargs):
         super().__init__(**kwargs)
@@ -61,7 +65,9 @@ class NormalDiagHead(PosteriorHead):
     """q(z|x) = N(loc, diag(scale^2)); scale = softplus(.) + SCALE_FLOOR."""
 
     def build(self, input_shape):
-        self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
+        self.projection = keras.layers.Dense(
+            2 * self.latent_dim, dtype="float32", name="projection"
+        )
         self.projection.build(input_shape)
 
     def call(self, features):
@@ -77,7 +83,7 @@ class NormalTriLHead(PosteriorHead):
     def build(self, input_shape):
         tril_size = self.latent_dim * (self.latent_dim + 1) // 2
         self.projection = keras.layers.Dense(
-            self.latent_dim + tril_size, name="projection"
+            self.latent_dim + tril_size, dtype="float32", name="projection"
         )
         self.projection.build(input_shape)
 
@@ -93,12 +99,24 @@ class NormalTriLHead(PosteriorHead):
 
 
 class LikelihoodHead(keras.layers.Layer):
-    """Base class: decoder outputs -> p(x|z) with event shape `[H, W, C]`."""
+    """Base class: decoder outputs -> p(x|z) with event shape `[H, W, C]`.
+
+    Subclasses implement `distribution(params)`; `call` hands it float32
+    parameters, so p(x|z) and its log-probabilities stay float32 under a
+    mixed precision policy.
+    """
 
     params_per_value = 1
     # True when p(x|z) is a probability mass over the 256 pixel values, so
     # bits per dimension are meaningful.
     discrete = False
+
+    def call(self, params):
+        return self.distribution(tf.cast(params, tf.float32))
+
+    def distribution(self, params: tf.Tensor) -> tfd.Distribution:
+        """Returns p(x|z) for float32 `params` `[batch, H, W, C, params_per_value]`."""
+        raise NotImplementedError
 
     def observe(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """Returns the observations x `[batch, H, W, C]` for raw `uint8` images."""
@@ -123,6 +141,20 @@ class LikelihoodHead(keras.layers.Layer):
         return tfd.Independent(distribution, reinterpreted_batch_ndims=3)
 
 
+class _LogitBernoulli(tfd.Bernoulli):
+    """`tfd.Bernoulli` from logits, whose log-mass takes one softplus, not two.
+
+    TFP computes log p(x) = -(1 - x) softplus(s) - x softplus(-s); with
+    softplus(-s) = softplus(s) - s this is x s - softplus(s), the same value
+    for any x in [0, 1] (binary or gray) and finite logits s, for half the
+    transcendental work: it is the training step's largest elementwise op.
+    """
+
+    def _log_prob(self, event):
+        logits = self._logits_parameter_no_checks()
+        return tf.cast(event, logits.dtype) * logits - tf.math.softplus(logits)
+
+
 class BernoulliHead(LikelihoodHead):
     """Bernoulli per pixel, from logits.
 
@@ -144,8 +176,10 @@ class BernoulliHead(LikelihoodHead):
             return gray
         return tf.cast(noise.uniform(tf.shape(gray), seed) < gray, tf.float32)
 
-    def call(self, params):
-        return self._independent(tfd.Bernoulli(logits=params[..., 0], dtype=tf.float32))
+    def distribution(self, params):
+        return self._independent(
+            _LogitBernoulli(logits=params[..., 0], dtype=tf.float32)
+        )
 
     def mean_image(self, likelihood):
         return tf.math.sigmoid(likelihood.distribution.logits)
@@ -160,7 +194,7 @@ class BernoulliHead(LikelihoodHead):
 class ContinuousBernoulliHead(LikelihoodHead):
     """Continuous Bernoulli per pixel (Loaiza-Ganem & Cunningham 2019), on [0, 1]."""
 
-    def call(self, params):
+    def distribution(self, params):
         return self._independent(tfd.ContinuousBernoulli(logits=params[..., 0]))
 
     def parameters(self, likelihood):
@@ -183,7 +217,7 @@ class GaussianHead(LikelihoodHead):
         self.scale = scale
         self.params_per_value = 1 if scale is not None else 2
 
-    def call(self, params):
+    def distribution(self, params):
         loc = tf.math.sigmoid(params[..., 0])
         if self.scale is None:
             scale = tf.math.softplus(params[..., 1]) + SCALE_FLOOR
@@ -214,7 +248,7 @@ class CategoricalHead(LikelihoodHead):
     def encoder_input(self, x):
         return _pixels_to_unit(x)
 
-    def call(self, params):
+    def distribution(self, params):
         return self._independent(tfd.Categorical(logits=params))
 
     def mean_image(self, likelihood):

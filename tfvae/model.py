@@ -228,7 +228,11 @@ class VAE(keras.Model):
             # optimizer sums gradients over replicas, so N replicas make the
             # same update as one replica holding the whole batch.
             loss = tf.nn.compute_average_loss(reconstruction + kl)
-        grads = tape.gradient(loss, self.trainable_weights)
+            # A LossScaleOptimizer (mixed_float16) scales the loss up so small
+            # float16 gradients do not underflow, and unscales them in
+            # apply_gradients; other optimizers return the loss as is.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled_loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
         return self._update_metrics(reconstruction, kl)
 
@@ -240,7 +244,15 @@ class VAE(keras.Model):
         self.neg_elbo_tracker.update_state(reconstruction + kl)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if isinstance(
+            self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            # Keras 3 averages step logs across workers along axis 0, which a
+            # scalar lacks (tensorflow/tensorflow#72388). Epoch logs come from
+            # the metrics themselves, synced over all replicas.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
 
 def build_vae(config: Config, image_shape: tuple[int, int, int]) -> VAE:

@@ -81,6 +81,13 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "steps_per_execution", 1, "Steps per compiled call.", lower_bound=1
 )
+flags.DEFINE_enum(
+    "mixed_precision",
+    "float32",
+    ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Keras dtype policy: mixed_float16 (with loss scaling) or mixed_bfloat16 "
+    "compute in 16 bits on GPUs/TPUs; weights and log-probs stay float32.",
+)
 # Evaluation during training.
 flags.DEFINE_integer(
     "iwae_every_epochs",
@@ -176,6 +183,7 @@ def config_from_flags() -> config_lib.Config:
         strategy=FLAGS.strategy,
         jit_compile=FLAGS.jit_compile,
         steps_per_execution=FLAGS.steps_per_execution,
+        mixed_precision=FLAGS.mixed_precision,
         iwae_every_epochs=FLAGS.iwae_every_epochs,
         iwae_samples=FLAGS.iwae_samples,
         model_dir=FLAGS.model_dir,

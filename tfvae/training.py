@@ -5,10 +5,15 @@ final test evaluation -> `metrics.json` -> SavedModel export (unless
 `config.export` is off). `tfvae.train` is its command line.
 """
 
+import contextlib
+import dataclasses
 import json
 import os
+import shutil
+import tempfile
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 from tfvae import (
@@ -22,6 +27,8 @@ from tfvae import (
 )
 from tfvae import config as config_lib
 
+BACKUP_DIRNAME = "backup"
+
 
 def _claim_model_dir(config: config_lib.Config) -> None:
     """Refuses a model_dir that holds something else; saves config.json."""
@@ -34,6 +41,21 @@ def _claim_model_dir(config: config_lib.Config) -> None:
             "or empty folder."
         )
     config_lib.save(config, config.model_dir)
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Builds Keras layers under dtype policy `name`, then restores the global one.
+
+    Layers keep the policy they were built with, so training runs mixed while
+    anything built later (the float32 export) is not affected.
+    """
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _jit_compile(config: config_lib.Config, strategy) -> bool:
@@ -56,11 +78,34 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
             f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
             f"{strategy.num_replicas_in_sync}."
         )
+    if distribute.is_chief(strategy):
+        return _train(config, strategy)
+    # Non-chief workers of a multi-worker job write to a temporary folder,
+    # removed at the end (TF's multi-worker pattern). Their backup starts as a
+    # copy of the chief's, so a restarted job resumes every worker from the
+    # same epoch; that needs --model_dir on storage all workers can read.
+    scratch = tempfile.mkdtemp(prefix="tfvae-worker-")
+    try:
+        chief_backup = os.path.join(config.model_dir, BACKUP_DIRNAME)
+        if os.path.isdir(chief_backup):
+            shutil.copytree(chief_backup, os.path.join(scratch, BACKUP_DIRNAME))
+            # With it, this worker's flags are checked against the chief's run.
+            shutil.copy(
+                os.path.join(config.model_dir, config_lib.CONFIG_FILENAME), scratch
+            )
+        worker_config = dataclasses.replace(config, model_dir=scratch, export=False)
+        return _train(worker_config, strategy)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
+    """Trains in `config.model_dir` (a chief's, or a worker's scratch folder)."""
     # Build the model from metadata first: a configuration that cannot fit
     # the images fails before any download.
     shape = data.image_shape(data.load_builder(config.dataset, config.data_dir))
     keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
+    with _dtype_policy(config.mixed_precision), strategy.scope():
         vae = model.build_vae(config, shape)
         vae.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -72,8 +117,10 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
     builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
     data.save_info(info, config.model_dir)
     train_ds, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
+    train_batches = distribute.distribute_batches(strategy, train_ds)
+    test_batches = distribute.distribute_batches(strategy, test_ds)
 
-    backup_dir = os.path.join(config.model_dir, "backup")
+    backup_dir = os.path.join(config.model_dir, BACKUP_DIRNAME)
     log_dir = os.path.join(config.model_dir, "logs")
     shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
     throughput = callbacks.Throughput(
@@ -110,14 +157,15 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
             )
         )
     history = vae.fit(
-        train_ds,
-        validation_data=test_ds,
+        train_batches,
+        validation_data=test_batches,
         epochs=config.epochs,
         shuffle=False,  # The pipeline shuffles, with the run's seed.
         callbacks=fit_callbacks,
     )
-    test = vae.evaluate(test_ds, return_dict=True, verbose=0)
+    test = vae.evaluate(test_batches, return_dict=True, verbose=0)
     metrics = _metrics(config, vae, info, history.history, test, throughput.summary())
+    metrics["replicas"] = strategy.num_replicas_in_sync
     images.write_png(
         os.path.join(config.model_dir, "reconstructions.png"),
         images.reconstructions(vae, shown),

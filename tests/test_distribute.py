@@ -1,0 +1,254 @@
+"""Tests for tfvae.distribute: replicas' batches, mirrored and multi-worker runs.
+
+Every test with several devices or processes runs in subprocesses: logical
+CPU devices and a MultiWorkerMirroredStrategy must be set up before
+TensorFlow runs its first op.
+"""
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, run_python
+from tfvae import data, distribute
+
+_TWO_CPUS = """
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * 2,
+)
+"""
+
+
+def test_multi_worker_without_tf_config_names_the_variable(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG environment variable"):
+        distribute.make_strategy("multi_worker")
+
+
+def test_unknown_strategy_is_named():
+    with pytest.raises(ValueError, match="strategy='tpu'"):
+        distribute.make_strategy("tpu")
+
+
+def test_each_replica_gets_its_consecutive_block_of_every_batch():
+    result = run_python(
+        _TWO_CPUS
+        + textwrap.dedent(
+            """
+            import json
+            from tfvae import distribute
+            strategy = distribute.make_strategy("mirrored")
+            batches = tf.data.Dataset.range(14).batch(8)  # 8 rows, then 6.
+            seen = []
+            dataset = strategy.experimental_distribute_dataset(batches)  # As Keras.
+            for per_replica in dataset:
+                seen.append([
+                    t.numpy().tolist()
+                    for t in strategy.experimental_local_results(per_replica)
+                ])
+            print(json.dumps(seen))
+            """
+        )
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == [[[0, 1, 2, 3], [4, 5, 6, 7]], [[8, 9, 10], [11, 12, 13]]]
+
+
+def _weights(run_dir) -> list[np.ndarray]:
+    values = []
+    with h5py.File(os.path.join(run_dir, "model.weights.h5"), "r") as f:
+        f.visititems(
+            lambda name, item: (
+                values.append(item[()]) if isinstance(item, h5py.Dataset) else None
+            )
+        )
+    return values
+
+
+def _assert_same_weights(a_dir, b_dir):
+    a, b = _weights(a_dir), _weights(b_dir)
+    assert len(a) == len(b) > 4
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=2e-5)
+
+
+_TRAIN = textwrap.dedent(
+    """
+    import json, pathlib, sys
+    from tests.conftest import tiny_config
+    from tfvae import training
+    root, strategy, epochs, data_dir = sys.argv[1:5]
+    config = tiny_config(
+        pathlib.Path(root), strategy=strategy, epochs=int(epochs), data_dir=data_dir
+    )
+    metrics = training.train_and_evaluate(config)
+    print(json.dumps(metrics))
+    """
+)
+
+
+def _train_command(root, strategy, epochs, data_dir, prelude=""):
+    return [
+        sys.executable,
+        "-c",
+        prelude + _TRAIN,
+        str(root),
+        strategy,
+        str(epochs),
+        str(data_dir),
+    ]
+
+
+@pytest.fixture
+def tiny_data_dir(tmp_path):
+    data.prepare("tiny_images", str(tmp_path / "tfds"), None)
+    return tmp_path / "tfds"
+
+
+def _run(command, env=None, timeout=300):
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_mirrored_training_matches_one_device(tmp_path, tiny_data_dir):
+    one = _run(_train_command(tmp_path / "one", "one_device", 2, tiny_data_dir))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run(
+        _train_command(tmp_path / "two", "mirrored", 2, tiny_data_dir, _TWO_CPUS)
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads(two.stdout.strip().splitlines()[-1])["replicas"] == 2
+    assert "ran out of data" not in two.stderr
+    _assert_same_weights(tmp_path / "one" / "run", tmp_path / "two" / "run")
+
+
+def _free_ports(count):
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None):
+    """Starts one process per port as the workers of one job; returns them."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index in range(len(ports)):
+        tf_config = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        )
+        processes.append(
+            subprocess.Popen(
+                _train_command(root, "multi_worker", epochs, data_dir, prelude),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=logs[index] if logs else subprocess.DEVNULL,
+                text=True,
+                env={
+                    **os.environ,
+                    "TF_CPP_MIN_LOG_LEVEL": "2",
+                    "TF_CONFIG": tf_config,
+                    "TMPDIR": str(root / f"tmp{index}"),
+                },
+            )
+        )
+        (root / f"tmp{index}").mkdir(parents=True, exist_ok=True)
+    return processes
+
+
+def _stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+    for process in processes:
+        process.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_process_and_only_the_chief_writes(
+    tmp_path, tiny_data_dir
+):
+    single = _run(_train_command(tmp_path / "single", "one_device", 2, tiny_data_dir))
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    root = tmp_path / "job"
+    workers = _start_workers(root, 2, tiny_data_dir, _free_ports(2))
+    try:
+        outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    finally:
+        _stop(workers)
+    assert [w.returncode for w in workers] == [0, 0]
+    chief, other = (json.loads(o.strip().splitlines()[-1]) for o in outputs)
+    assert chief["test_neg_elbo"] == pytest.approx(other["test_neg_elbo"], rel=1e-5)
+    _assert_same_weights(tmp_path / "single" / "run", root / "run")
+    # The second worker wrote to a scratch folder and removed it.
+    assert os.listdir(root / "tmp1") == []
+    assert (root / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_job_resumes_without_lost_or_repeated_epochs(
+    tmp_path, tiny_data_dir
+):
+    # Slow the steps down so that a kill lands mid-epoch.
+    slow = textwrap.dedent(
+        """
+        import time
+        from tfvae import callbacks
+        callbacks.Throughput.on_train_batch_end = lambda self, batch, logs=None: (
+            time.sleep(0.3))
+        """
+    )
+    root = tmp_path / "job"
+    metadata = root / "run" / "backup" / "training_metadata.json"
+    workers = _start_workers(root, 4, tiny_data_dir, _free_ports(2), slow)
+    try:
+        deadline = time.monotonic() + 240
+        while not metadata.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert metadata.exists(), "the job never finished its first epoch"
+        time.sleep(0.6)  # Into the next epoch.
+        workers[1].send_signal(signal.SIGKILL)  # A worker is lost...
+        time.sleep(1.0)
+    finally:
+        _stop(workers)  # ...and the job is restarted, as a cluster manager does.
+    completed = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= completed < 4
+
+    logs = [open(root / f"restart{i}.log", "w") for i in range(2)]  # noqa: SIM115
+    restarted = _start_workers(root, 4, tiny_data_dir, _free_ports(2), logs=logs)
+    try:
+        for worker in restarted:
+            worker.communicate(timeout=300)
+    finally:
+        _stop(restarted)
+        for log in logs:
+            log.close()
+    errors = (root / "restart0.log").read_text()[-3000:]
+    assert [w.returncode for w in restarted] == [0, 0], errors
+    assert json.loads(metadata.read_text())["epoch"] == 4
+    with open(root / "run" / "history.csv") as f:
+        epochs = [row["epoch"] for row in csv.DictReader(f)]
+    assert epochs == ["0", "1", "2", "3"]
