@@ -1,10 +1,10 @@
 """Keras callbacks for training: NaN guard, throughput, image summaries."""
 
-import math
 import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfvae import images
@@ -27,7 +27,8 @@ class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         value = (logs or {}).get("neg_elbo")
-        if value is not None and not math.isfinite(float(value)):
+        # A scalar, or shape [1] under MultiWorkerMirroredStrategy.
+        if value is not None and not np.isfinite(np.asarray(value)).all():
             step = int(self.model.optimizer.iterations.numpy())
             raise FloatingPointError(
                 f"The negative ELBO became {value} at training step {step} "
