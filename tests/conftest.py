@@ -8,6 +8,8 @@ prepare -> as_dataset path in about a second, without any download.
 import dataclasses
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -105,16 +107,23 @@ def tiny_config(tmp_path: pathlib.Path, **overrides) -> Config:
     return dataclasses.replace(config, **overrides)
 
 
-def run_python(code: str, timeout: float = 300, env: dict | None = None):
-    """Runs `code` in a fresh interpreter; returns the CompletedProcess."""
-    import subprocess
-    import sys
-
+def run_command(command: list[str], timeout: float = 300, env: dict | None = None):
+    """Runs `command` from the repo root; returns the CompletedProcess (text)."""
     return subprocess.run(
-        [sys.executable, "-c", code],
+        command,
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
+
+
+def run_python(code: str, timeout: float = 300, env: dict | None = None):
+    """Runs `code` in a fresh interpreter; returns the CompletedProcess."""
+    return run_command([sys.executable, "-c", code], timeout, env)
+
+
+def run_module(module: str, *args: str, timeout: float = 600):
+    """Runs `python -m module args...` as a user would; returns the CompletedProcess."""
+    return run_command([sys.executable, "-m", module, *args], timeout)

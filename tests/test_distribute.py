@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_python
+from tests.conftest import REPO, run_command, run_python
 from tfvae import data, distribute
 
 _TWO_CPUS = """
@@ -119,22 +119,11 @@ def tiny_data_dir(tmp_path):
     return tmp_path / "tfds"
 
 
-def _run(command, env=None, timeout=300):
-    return subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-    )
-
-
 @pytest.mark.slow
 def test_mirrored_training_matches_one_device(tmp_path, tiny_data_dir):
-    one = _run(_train_command(tmp_path / "one", "one_device", 2, tiny_data_dir))
+    one = run_command(_train_command(tmp_path / "one", "one_device", 2, tiny_data_dir))
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _run(
+    two = run_command(
         _train_command(tmp_path / "two", "mirrored", 2, tiny_data_dir, _TWO_CPUS)
     )
     assert two.returncode == 0, two.stderr[-3000:]
@@ -190,7 +179,9 @@ def _stop(processes):
 def test_two_workers_match_one_process_and_only_the_chief_writes(
     tmp_path, tiny_data_dir
 ):
-    single = _run(_train_command(tmp_path / "single", "one_device", 2, tiny_data_dir))
+    single = run_command(
+        _train_command(tmp_path / "single", "one_device", 2, tiny_data_dir)
+    )
     assert single.returncode == 0, single.stderr[-3000:]
 
     root = tmp_path / "job"

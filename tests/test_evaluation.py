@@ -8,7 +8,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 
 import keras
@@ -17,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tests.conftest import REPO, TINY_SHAPE, tiny_config
+from tests.conftest import REPO, TINY_SHAPE, run_command, run_module, tiny_config
 from tfvae import config as config_lib
 from tfvae import data, evaluation, images, model, saved_model
 
@@ -390,14 +389,7 @@ def test_the_saved_model_adapter_matches_the_vae_adapter(tmp_path):
 
 
 def _evaluate(*flags):
-    return subprocess.run(
-        [sys.executable, "-m", "tfvae.evaluate", *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    return run_module("tfvae.evaluate", *flags)
 
 
 @pytest.fixture(scope="module")
@@ -512,7 +504,7 @@ def test_report_script_trains_evaluates_and_writes_the_page(tmp_path, tiny_run):
         "--batch_size=16\n--noexport\n--nojit_compile\n"
     )
     run = tmp_path / "run"
-    result = subprocess.run(
+    result = run_command(
         [
             sys.executable,
             os.path.join(REPO, "scripts", "report.py"),
@@ -521,12 +513,7 @@ def test_report_script_trains_evaluates_and_writes_the_page(tmp_path, tiny_run):
             "--epochs=2",
             "--num_importance_samples=20",
             f"--data_dir={config.data_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (run / "report.md").read_text()

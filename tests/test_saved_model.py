@@ -21,7 +21,13 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tests.conftest import REPO, TINY_SHAPE, run_python, tiny_config
+from tests.conftest import (
+    TINY_SHAPE,
+    run_command,
+    run_module,
+    run_python,
+    tiny_config,
+)
 from tfvae import config as config_lib
 from tfvae import data, images, model, saved_model
 
@@ -398,13 +404,7 @@ def test_warmup_requests_cover_every_signature_and_run(exports, session_run):
 
 
 def _saved_model_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SAVED_MODEL_CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    return run_command([SAVED_MODEL_CLI, *args])
 
 
 def test_saved_model_cli_shows_every_signature(exports):
@@ -531,14 +531,7 @@ def _save_run(config: config_lib.Config, vae: model.VAE) -> None:
 
 
 def _export_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tfvae.export", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    return run_module("tfvae.export", *args)
 
 
 def test_cli_exports_a_run_to_its_own_export_dir(tmp_path):

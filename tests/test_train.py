@@ -1,7 +1,6 @@
 """Tests for the `python -m tfvae.train` command line, run as a user runs it."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,18 +8,11 @@ import time
 
 import pytest
 
-from tests.conftest import MNIST_MANUAL_DIR, REPO, requires_mnist
+from tests.conftest import MNIST_MANUAL_DIR, REPO, requires_mnist, run_module
 
 
-def _train(*flags, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "tfvae.train", *flags],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+def _train(*flags):
+    return run_module("tfvae.train", *flags)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,10 @@ def _check_sizes(name: str, sizes: tuple[int, ...], allow_empty: bool) -> None:
         )
 
 
+def _dense_stack(units: tuple[int, ...], activation: str) -> list[keras.Layer]:
+    return [keras.layers.Dense(u, activation=activation) for u in units]
+
+
 def mlp(
     image_shape: tuple[int, int, int],
     params_per_value: int,
@@ -34,15 +38,11 @@ def mlp(
     keras.activations.get(activation)
     num_outputs = math.prod(image_shape) * params_per_value
     encoder = keras.Sequential(
-        [keras.layers.Flatten()]
-        + [keras.layers.Dense(units, activation=activation) for units in hidden_units],
+        [keras.layers.Flatten()] + _dense_stack(hidden_units, activation),
         name="encoder_body",
     )
     decoder = keras.Sequential(
-        [
-            keras.layers.Dense(units, activation=activation)
-            for units in reversed(hidden_units)
-        ]
+        _dense_stack(hidden_units[::-1], activation)
         + [
             keras.layers.Dense(num_outputs),
             keras.layers.Reshape((*image_shape, params_per_value)),
@@ -83,14 +83,11 @@ def conv(
             for f in conv_filters
         ]
         + [keras.layers.Flatten()]
-        + [keras.layers.Dense(units, activation=activation) for units in hidden_units],
+        + _dense_stack(hidden_units, activation),
         name="encoder_body",
     )
     decoder = keras.Sequential(
-        [
-            keras.layers.Dense(units, activation=activation)
-            for units in reversed(hidden_units)
-        ]
+        _dense_stack(hidden_units[::-1], activation)
         + [
             keras.layers.Dense(math.prod(bottom), activation=activation),
             keras.layers.Reshape(bottom),
