@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +128,16 @@ def run_python(code: str, timeout: float = 300, env: dict | None = None):
 def run_module(module: str, *args: str, timeout: float = 600):
     """Runs `python -m module args...` as a user would; returns the CompletedProcess."""
     return run_command([sys.executable, "-m", module, *args], timeout)
+
+
+def wait_for_first_backup(run_dir: pathlib.Path, timeout: float = 300) -> pathlib.Path:
+    """Waits until a training run in `run_dir` has backed up an epoch.
+
+    Returns the path of its BackupAndRestore metadata; fails after `timeout` s.
+    """
+    metadata = run_dir / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + timeout
+    while not metadata.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metadata.exists(), f"no epoch finished in {run_dir} within {timeout} s"
+    return metadata

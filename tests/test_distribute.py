@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_command, run_python
+from tests.conftest import REPO, run_command, run_python, wait_for_first_backup
 from tfvae import data, distribute
 
 _TWO_CPUS = """
@@ -213,13 +213,9 @@ def test_a_killed_worker_job_resumes_without_lost_or_repeated_epochs(
         """
     )
     root = tmp_path / "job"
-    metadata = root / "run" / "backup" / "training_metadata.json"
     workers = _start_workers(root, 4, tiny_data_dir, _free_ports(2), slow)
     try:
-        deadline = time.monotonic() + 240
-        while not metadata.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert metadata.exists(), "the job never finished its first epoch"
+        metadata = wait_for_first_backup(root / "run")
         time.sleep(0.6)  # Into the next epoch.
         workers[1].send_signal(signal.SIGKILL)  # A worker is lost...
         time.sleep(1.0)

@@ -8,7 +8,13 @@ import time
 
 import pytest
 
-from tests.conftest import MNIST_MANUAL_DIR, REPO, requires_mnist, run_module
+from tests.conftest import (
+    MNIST_MANUAL_DIR,
+    REPO,
+    requires_mnist,
+    run_module,
+    wait_for_first_backup,
+)
 
 
 def _train(*flags):
@@ -93,12 +99,8 @@ def test_real_mnist_killed_mid_epoch_resumes(mnist_data_dir, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    metadata = run / "backup" / "training_metadata.json"
     try:
-        deadline = time.monotonic() + 300
-        while not metadata.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert metadata.exists(), "training never finished its first epoch"
+        metadata = wait_for_first_backup(run)
         time.sleep(0.5)  # Into the second epoch.
     finally:
         process.send_signal(signal.SIGKILL)
