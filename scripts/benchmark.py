@@ -1,43 +1,272 @@
-r"""Training throughput of a model given by train flags; prints one JSON object.
+r"""Speed of a model given by train flags, against the hardware and a peer; prints JSON.
 
     python scripts/benchmark.py --flagfile=mnist.flags \
-        --manual_dir=../shared/datasets/mnist --epochs=4
+        --manual_dir=../shared/datasets/mnist --epochs=4 \
+        --pyro_python=/tmp/pyro-venv/bin/python \
+        --pyro_script=../shared/bench/pyro_vae.py
 
-Trains the configuration twice in temporary run directories, once with XLA and
-once without, through the same `train_and_evaluate` as `python -m tfvae.train`
-(input pipeline, progress callbacks and validation included), and reports per
-variant: training examples/s and seconds per epoch at steady state (epochs
-after the first), the first epoch apart (it pays for tracing and compilation),
-and the test negative ELBO. Timings on a shared machine are noisy: compare the
-ratio measured in one run (`xla_speedup`), not absolute figures across runs.
+Measures one after the other, in one process (the peer in a subprocess):
+
+- training: `train_and_evaluate` in a temporary run directory, exactly as
+  `python -m tfvae.train` runs it (input pipeline, callbacks, validation):
+  examples/s at steady state (epochs after the first), the first epoch apart
+  (it pays for tracing and compilation); then once more with --jit_compile
+  flipped (`xla_speedup`), unless --nocompare_xla.
+- the matrix-product floor: the time of the model's dense-layer products
+  alone for one epoch (forward, weight gradients, input gradients but for the
+  first layer), `tf.matmul` in a compiled loop, with and without XLA, measured
+  before and after training (the best time counts). `fraction_of_matmul_floor`
+  = floor / training time per epoch: a ratio to what the CPU can do, which a
+  busy machine disturbs less than it does absolute times.
+- evaluation: `model.evaluate` on the test split, examples/s, XLA on and off.
+- serving: the run's SavedModel loaded with `tf.saved_model.load`, p50 and p99
+  latency of its `encode` and `decode` signatures at batch 1 and 256.
+- peak memory: max RSS after training and at the end.
+- with --pyro_python and --pyro_script: first, the Pyro VAE tutorial's model
+  (`pyro_vae.py`, run by that interpreter, e.g. a separate virtualenv with
+  torch and pyro-ppl) on the same data, and `speedup_vs_pyro`.
+
+Timings on a shared machine are noisy: check the load first (the JSON records
+the load average at the start and the end) and compare the ratios of one run,
+not absolute figures across runs.
 """
 
+import contextlib
 import dataclasses
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
+import time
+import typing
 
-from absl import app
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
 
-from tfvae import train, training
+from tfvae import data, model, saved_model, train, training
 
-_KEYS = ("train_examples_per_s", "seconds_per_epoch", "first_epoch_s", "test_neg_elbo")
+flags.DEFINE_bool(
+    "compare_xla", True, "Also train with --jit_compile flipped (xla_speedup)."
+)
+flags.DEFINE_integer(
+    "repeats", 5, "Timed repetitions of the floor and of evaluation.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "latency_calls", 200, "Timed calls per signature and batch size.", lower_bound=1
+)
+flags.DEFINE_string(
+    "pyro_python", None, "Python interpreter with torch and pyro-ppl installed."
+)
+flags.DEFINE_string("pyro_script", None, "Path of the peer's pyro_vae.py.")
+flags.DEFINE_integer("pyro_epochs", 3, "Epochs of the peer.", lower_bound=2)
+
+FLAGS = flags.FLAGS
+
+# What pyro_vae.py trains; a comparison needs the same model.
+_TUTORIAL_MODEL = {
+    "dataset": "mnist",
+    "network": "mlp",
+    "hidden_units": (400,),
+    "latent_dim": 50,
+    "posterior": "diag",
+    "likelihood": "bernoulli",
+}
+_TRAIN_KEYS = ("train_examples_per_s", "seconds_per_epoch", "first_epoch_s")
+_LATENCY_BATCH_SIZES = (1, 256)
+# Untimed calls before the timed ones: the first call of a signature builds
+# its function.
+_WARMUP_CALLS = 10
 
 
-def main(argv):
-    del argv
-    config = train.config_from_flags()
-    if config.epochs < 2:
-        raise app.UsageError("--epochs must be at least 2 to measure a steady state.")
-    results = {}
-    for name, jit in (("xla", True), ("no_xla", False)):
-        with tempfile.TemporaryDirectory() as model_dir:
-            metrics = training.train_and_evaluate(
-                dataclasses.replace(
-                    config, jit_compile=jit, model_dir=model_dir, export=False
-                )
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class _Product(typing.NamedTuple):
+    """One matrix product a @ b of a training step, as `tf.matmul` takes it."""
+
+    a_shape: tuple[int, int]
+    b_shape: tuple[int, int]
+    transpose_a: bool
+    transpose_b: bool
+
+    @property
+    def flops(self) -> int:
+        columns = self.b_shape[0] if self.transpose_b else self.b_shape[1]
+        return 2 * self.a_shape[0] * self.a_shape[1] * columns
+
+
+def _step_products(kernel_shapes, batch_size: int) -> list[_Product]:
+    """Returns the matrix products of one training step of dense layers.
+
+    For each layer x[B, n] @ W[n, m], in data-flow order: the forward product,
+    the weight gradient x^T @ dy and, but for the first layer (whose input is
+    data), the input gradient dy @ W^T.
+    """
+    products = []
+    for index, (n, m) in enumerate(kernel_shapes):
+        products.append(_Product((batch_size, n), (n, m), False, False))
+        products.append(_Product((batch_size, n), (batch_size, m), True, False))
+        if index:
+            products.append(_Product((batch_size, m), (n, m), False, True))
+    return products
+
+
+class _MatmulFloor:
+    """A model's dense-layer products alone, in compiled loops, XLA and not.
+
+    The time of one epoch of them is what the CPU needs for the model's
+    matrix products; nothing that trains the model can be faster.
+    """
+
+    def __init__(self, vae: model.VAE, batch_size: int, steps_per_epoch: int):
+        # Dense kernels are the model's 2-D weights, in data-flow order.
+        kernels = [tuple(w.shape) for w in vae.trainable_weights if len(w.shape) == 2]
+        self.products = _step_products(kernels, batch_size)
+        self.steps_per_epoch = steps_per_epoch
+        self.loops = {
+            name: self._loop(jit_compile)
+            for name, jit_compile in (("xla", True), ("no_xla", False))
+        }
+
+    @property
+    def gflop_per_step(self) -> float:
+        return sum(p.flops for p in self.products) / 1e9
+
+    def seconds_per_epoch(self, repeats: int) -> dict[str, float]:
+        """Returns the best of `repeats` epochs, in s, by "xla" and "no_xla"."""
+        steps = tf.constant(self.steps_per_epoch)
+        return {
+            name: _best_seconds(lambda loop=loop: loop(steps).numpy(), repeats)
+            for name, loop in self.loops.items()
+        }
+
+    def _loop(self, jit_compile: bool):
+        operands = [
+            (
+                tf.Variable(tf.random.normal(p.a_shape)),
+                tf.Variable(tf.random.normal(p.b_shape)),
             )
-        results[name] = {key: metrics[key] for key in _KEYS}
+            for p in self.products
+        ]
+
+        @tf.function(jit_compile=jit_compile, autograph=False)
+        def loop(steps):
+            def body(step, total):
+                # Scaling by the running total makes every step depend on the
+                # one before, so no compiler can hoist the products out of the
+                # loop or drop them; the sums cost one pass over each output.
+                scale = 1.0 + total * 1e-30
+                for (a, b), product in zip(operands, self.products, strict=True):
+                    c = tf.matmul(
+                        a * scale,
+                        b,
+                        transpose_a=product.transpose_a,
+                        transpose_b=product.transpose_b,
+                    )
+                    total += tf.reduce_sum(c) * 1e-30
+                return step + 1, total
+
+            return tf.while_loop(
+                lambda step, _: step < steps, body, (tf.constant(0), tf.constant(0.0))
+            )[1]
+
+        loop(tf.constant(1)).numpy()  # Traces and compiles.
+        return loop
+
+
+def _best_seconds(run, repeats: int) -> float:
+    """Returns the shortest of `repeats` timed calls of `run()`, in s."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _train(config, jit_compile: bool, model_dir: str) -> dict:
+    metrics = training.train_and_evaluate(
+        dataclasses.replace(
+            config, jit_compile=jit_compile, model_dir=model_dir, export=False
+        )
+    )
+    return {key: metrics[key] for key in _TRAIN_KEYS} | {
+        "test_neg_elbo": round(metrics["test_neg_elbo"], 2)
+    }
+
+
+def _eval_examples_per_s(vae, test_ds, num_test: int, repeats: int) -> dict:
+    """Returns `model.evaluate` examples/s on `test_ds`, XLA on and off."""
+    result = {}
+    for name, jit_compile in (("xla", True), ("no_xla", False)):
+        vae.compile(jit_compile=jit_compile)
+        vae.evaluate(test_ds, verbose=0)  # Traces and compiles.
+        seconds = _best_seconds(lambda: vae.evaluate(test_ds, verbose=0), repeats)
+        result[name] = round(num_test / seconds, 1)
+    return result
+
+
+def _latency_ms(signature, inputs: dict, calls: int) -> dict:
+    """Returns p50 and p99 of a signature's latency, in ms, outputs in hand."""
+    times = []
+    for call in range(_WARMUP_CALLS + calls):
+        start = time.perf_counter()
+        outputs = signature(**inputs)
+        for value in outputs.values():
+            value.numpy()
+        if call >= _WARMUP_CALLS:
+            times.append((time.perf_counter() - start) * 1e3)
+    p50, p99 = np.percentile(times, [50, 99])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3)}
+
+
+def _serving_latency(path: str, test_images: tf.Tensor, calls: int) -> dict:
+    """Returns encode and decode latencies of the SavedModel at `path`."""
+    loaded = tf.saved_model.load(path)
+    encode, decode = loaded.signatures["encode"], loaded.signatures["decode"]
+    result = {}
+    for batch in _LATENCY_BATCH_SIZES:
+        images = test_images[:batch]
+        z = encode(images=images)["z"]
+        result[f"encode_batch_{batch}"] = _latency_ms(encode, {"images": images}, calls)
+        result[f"decode_batch_{batch}"] = _latency_ms(decode, {"z": z}, calls)
+    return result
+
+
+def _pyro(config, python: str, script: str, epochs: int) -> dict:
+    """Runs the peer; returns its steady-state throughput and its peak memory."""
+    command = [python, script, f"--epochs={epochs}", f"--batch={config.batch_size}"]
+    if config.binarize:
+        command.append("--binarize")
+    if config.manual_dir:
+        command.append(f"--data={config.manual_dir}")
+    logging.info("Running the peer: %s", " ".join(command))
+    output = subprocess.run(command, check=True, capture_output=True, text=True)
+    epochs_run = [json.loads(line) for line in output.stdout.splitlines()]
+    steady = epochs_run[1:]
+    # As tfvae's figure: all examples of the steady epochs over their time.
+    seconds = sum(e["train_s"] for e in steady)
+    examples = sum(e["examples_per_s"] * e["train_s"] for e in steady)
+    return {
+        "train_examples_per_s": round(examples / seconds, 1),
+        "seconds_per_epoch": round(seconds / len(steady), 3),
+        "first_epoch_s": epochs_run[0]["train_s"],
+        "test_neg_elbo": epochs_run[-1]["test_neg_elbo"],
+        "epochs": len(epochs_run),
+        # The largest child waited for so far: the peer is the only one.
+        "peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
+    }
+
+
+def _measure(config) -> dict:
+    """Runs every measurement; returns the report."""
     report = {
         "dataset": config.dataset,
         "network": config.network,
@@ -46,13 +275,90 @@ def main(argv):
         "likelihood": config.likelihood,
         "batch_size": config.batch_size,
         "epochs": config.epochs,
-        **results,
-        "xla_speedup": round(
-            results["xla"]["train_examples_per_s"]
-            / results["no_xla"]["train_examples_per_s"],
-            3,
-        ),
+        "jit_compile": config.jit_compile,
+        "steps_per_execution": config.steps_per_execution,
+        "cpus": os.cpu_count(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
+    if FLAGS.pyro_python:
+        report["pyro"] = _pyro(
+            config, FLAGS.pyro_python, FLAGS.pyro_script, FLAGS.pyro_epochs
+        )
+    builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    floor = _MatmulFloor(
+        model.build_vae(config, info.image_shape),
+        config.batch_size,
+        info.num_train // config.batch_size,
+    )
+    floor_before = floor.seconds_per_epoch(FLAGS.repeats)
+    with tempfile.TemporaryDirectory() as work_dir:
+        model_dir = os.path.join(work_dir, "run")
+        report.update(_train(config, config.jit_compile, model_dir))
+        report["peak_rss_mb_training"] = _peak_rss_mb()
+        # The floor is a floor: the best of before and after training.
+        floor_after = floor.seconds_per_epoch(FLAGS.repeats)
+        floor_s = {name: min(t, floor_after[name]) for name, t in floor_before.items()}
+        best = min(floor_s.values())
+        report["matmul_floor_s_per_epoch"] = round(best, 3)
+        report["matmul_floor"] = {
+            **{f"s_per_epoch_{name}": round(t, 3) for name, t in floor_s.items()},
+            "gflop_per_step": round(floor.gflop_per_step, 3),
+            "gflop_per_s": round(
+                floor.gflop_per_step * floor.steps_per_epoch / best, 1
+            ),
+        }
+        report["fraction_of_matmul_floor"] = round(
+            best / report["seconds_per_epoch"], 3
+        )
+        if "pyro" in report:
+            report["speedup_vs_pyro"] = round(
+                report["train_examples_per_s"] / report["pyro"]["train_examples_per_s"],
+                2,
+            )
+        if FLAGS.compare_xla:
+            flipped = _train(
+                config, not config.jit_compile, os.path.join(work_dir, "flipped")
+            )
+            xla, no_xla = (report, flipped) if config.jit_compile else (flipped, report)
+            report["jit_compile_flipped"] = flipped
+            report["xla_speedup"] = round(
+                xla["train_examples_per_s"] / no_xla["train_examples_per_s"], 3
+            )
+
+        run_config, info, vae = model.load_vae(model_dir)
+        _, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
+        report["eval_examples_per_s"] = _eval_examples_per_s(
+            vae, test_ds, info.num_test, FLAGS.repeats
+        )
+        path = saved_model.export(
+            vae, run_config, info, os.path.join(work_dir, "export")
+        )
+        test_images = next(iter(test_ds))
+        report["serving_latency"] = _serving_latency(
+            path, test_images, FLAGS.latency_calls
+        )
+    report["peak_rss_mb"] = _peak_rss_mb()
+    report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def main(argv):
+    del argv
+    config = train.config_from_flags()
+    if config.epochs < 2:
+        raise app.UsageError("--epochs must be at least 2 to measure a steady state.")
+    if bool(FLAGS.pyro_python) != bool(FLAGS.pyro_script):
+        raise app.UsageError("--pyro_python and --pyro_script go together.")
+    if FLAGS.pyro_python and _TUTORIAL_MODEL != {
+        name: getattr(config, name) for name in _TUTORIAL_MODEL
+    }:
+        raise app.UsageError(
+            f"The Pyro peer is the tutorial's model, {_TUTORIAL_MODEL}: compare "
+            "it with the same configuration (--flagfile=mnist.flags)."
+        )
+    # Keras's progress bars print to stdout; the JSON alone goes there.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = _measure(config)
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
 

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfvae import heads
+
+tfd = tfp.distributions
 
 BATCH, SHAPE = 3, (5, 4, 2)
 SEED = tf.constant([1, 2], tf.int64)
@@ -53,6 +56,25 @@ def test_bernoulli_log_prob_is_the_sum_over_pixels():
     x = tf.constant([[[[1.0], [0.0]]]])
     expected = np.log(1 / (1 + np.exp(-0.3))) + np.log(1 - 1 / (1 + np.exp(1.2)))
     np.testing.assert_allclose(head(logits).log_prob(x), [expected], rtol=1e-6)
+
+
+@pytest.mark.parametrize("binarize", [True, False])
+def test_bernoulli_log_prob_and_gradient_match_tfp(binarize):
+    head = heads.BernoulliHead(binarize=binarize)
+    x = head.observe(_images(), SEED)
+    # Includes logits large enough for softplus(s) - s to lose digits.
+    logits = tf.constant(
+        np.random.default_rng(1).uniform(-40, 40, size=(BATCH, *SHAPE, 1)),
+        tf.float32,
+    )
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = head(logits).log_prob(x)
+        theirs = tfd.Independent(tfd.Bernoulli(logits=logits[..., 0]), 3).log_prob(x)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        tape.gradient(ours, logits), tape.gradient(theirs, logits), atol=1e-6
+    )
 
 
 def test_dynamic_binarization_is_binary_fresh_per_seed_and_unbiased():

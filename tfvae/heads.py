@@ -144,10 +144,11 @@ class LikelihoodHead(keras.layers.Layer):
 class _LogitBernoulli(tfd.Bernoulli):
     """`tfd.Bernoulli` from logits, whose log-mass takes one softplus, not two.
 
-    TFP computes log p(x) = -(1 - x) softplus(s) - x softplus(-s); with
-    softplus(-s) = softplus(s) - s this is x s - softplus(s), the same value
-    for any x in [0, 1] (binary or gray) and finite logits s, for half the
-    transcendental work: it is the training step's largest elementwise op.
+    TFP computes log p(x) = -(1 - x) softplus(s) - x softplus(-s); as
+    softplus(-s) = softplus(s) - s, that is x s - softplus(s) for any x in
+    [0, 1] (binary or gray) and finite logits s (a dense layer's outputs), with
+    half the exp/log work, and a gradient x - sigmoid(s) of one sigmoid. It
+    runs on every pixel of every image, forward and backward, at each step.
     """
 
     def _log_prob(self, event):
