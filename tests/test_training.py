@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import tiny_config
+from tests.conftest import run_python, tiny_config
 from tfvae import callbacks, model, training
 from tfvae import config as config_lib
 
@@ -59,10 +59,24 @@ def test_categorical_runs_report_bits_per_dim(tmp_path):
     )
 
 
+def _train_in_a_fresh_process(root, **overrides) -> dict:
+    code = (
+        "import json, pathlib\n"
+        "from tests.conftest import tiny_config\n"
+        "from tfvae import training\n"
+        f"config = tiny_config(pathlib.Path({str(root)!r}), **{overrides!r})\n"
+        "print(json.dumps(training.train_and_evaluate(config)))\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_same_seed_same_result_other_seed_other_result(tmp_path):
-    a = training.train_and_evaluate(tiny_config(tmp_path / "a", epochs=1))
-    b = training.train_and_evaluate(tiny_config(tmp_path / "b", epochs=1))
-    c = training.train_and_evaluate(tiny_config(tmp_path / "c", epochs=1, seed=1))
+    # As users run it: separate processes (python -m tfvae.train twice).
+    a = _train_in_a_fresh_process(tmp_path / "a", epochs=1)
+    b = _train_in_a_fresh_process(tmp_path / "b", epochs=1)
+    c = _train_in_a_fresh_process(tmp_path / "c", epochs=1, seed=1)
     assert a["test_neg_elbo"] == b["test_neg_elbo"]
     assert a["test_neg_elbo"] != c["test_neg_elbo"]
 
