@@ -440,11 +440,9 @@ def _cli_input_args(signature: str, workdir) -> list[str]:
     return args + ["--input_exprs", ";".join(exprs) or ";"]
 
 
-@pytest.mark.parametrize("signature", SIGNATURE_INPUTS)
-def test_saved_model_cli_runs_every_signature(signature, exports, tmp_path):
-    config, vae, path = exports["diag-bernoulli"]
-    out = tmp_path / "out"
-    result = _saved_model_cli(
+def _saved_model_cli_run(path, signature, outdir, *input_args):
+    """Runs `saved_model_cli run` on `signature`; outputs go to `outdir` as .npy."""
+    return _saved_model_cli(
         "run",
         "--dir",
         path,
@@ -453,8 +451,17 @@ def test_saved_model_cli_runs_every_signature(signature, exports, tmp_path):
         "--signature_def",
         signature,
         "--outdir",
-        str(out),
-        *_cli_input_args(signature, tmp_path),
+        str(outdir),
+        *input_args,
+    )
+
+
+@pytest.mark.parametrize("signature", SIGNATURE_INPUTS)
+def test_saved_model_cli_runs_every_signature(signature, exports, tmp_path):
+    config, vae, path = exports["diag-bernoulli"]
+    out = tmp_path / "out"
+    result = _saved_model_cli_run(
+        path, signature, out, *_cli_input_args(signature, tmp_path)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     actual = {f[: -len(".npy")]: np.load(out / f) for f in os.listdir(out)}
@@ -474,18 +481,8 @@ def test_saved_model_cli_casts_inputs_to_the_signature_dtype(exports, tmp_path):
     """
     config, vae, path = exports["diag-bernoulli"]
     np.save(tmp_path / "floats.npy", np.full([2, *TINY_SHAPE], 0.7, np.float32))
-    result = _saved_model_cli(
-        "run",
-        "--dir",
-        path,
-        "--tag_set",
-        "serve",
-        "--signature_def",
-        "encode",
-        "--outdir",
-        str(tmp_path),
-        "--inputs",
-        f"images={tmp_path / 'floats.npy'}",
+    result = _saved_model_cli_run(
+        path, "encode", tmp_path, "--inputs", f"images={tmp_path / 'floats.npy'}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     zeros = {"images": np.zeros([2, *TINY_SHAPE], np.uint8)}
