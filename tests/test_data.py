@@ -13,8 +13,7 @@ def test_prepare_tiny_dataset(tmp_path):
     builder, info = data.prepare("tiny_images", str(tmp_path), None)
     assert info == data.DatasetInfo("tiny_images", TINY_SHAPE, 96, 40, 16)
     train, test = data.train_and_test(builder, batch_size=16, seed=0)
-    train_batches = list(train)
-    assert len(train_batches) == 96 // 16
+    train_batches = list(train.take(96 // 16))
     assert all(
         b.shape == (16, *TINY_SHAPE) and b.dtype == tf.uint8 for b in train_batches
     )
@@ -26,11 +25,39 @@ def test_prepare_tiny_dataset(tmp_path):
 
 def test_training_batches_are_reshuffled_each_epoch_reproducibly(tmp_path):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    first_run = data.train_and_test(builder, 96, seed=3)[0]
-    epoch1, epoch2 = (next(iter(first_run)).numpy() for _ in range(2))
+    first_run = iter(data.train_and_test(builder, 96, seed=3)[0])
+    epoch1, epoch2 = (next(first_run).numpy() for _ in range(2))
     assert not np.array_equal(epoch1, epoch2)
-    same_seed = next(iter(data.train_and_test(builder, 96, seed=3)[0])).numpy()
-    np.testing.assert_array_equal(epoch1, same_seed)
+    # Each epoch is a permutation of the whole split.
+    split = data.load_split(builder, data.TRAIN_SPLIT)
+    for epoch in (epoch1, epoch2):
+        np.testing.assert_array_equal(np.sort(epoch, axis=0), np.sort(split, axis=0))
+    # A new iterator starts again at epoch 1: epochs do not depend on how
+    # many iterators were made.
+    second_run = data.train_and_test(builder, 96, seed=3)[0]
+    np.testing.assert_array_equal(next(iter(second_run)).numpy(), epoch1)
+    second_iterator = iter(second_run)
+    for expected in (epoch1, epoch2):
+        np.testing.assert_array_equal(next(second_iterator).numpy(), expected)
+    other_seed = next(iter(data.train_and_test(builder, 96, seed=4)[0])).numpy()
+    assert not np.array_equal(epoch1, other_seed)
+
+
+def test_shuffled_batches_drop_a_different_remainder_each_epoch():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    batches = iter(data.shuffled_batches(images, batch_size=4, seed=0))
+    seen = [
+        np.concatenate([next(batches).numpy().ravel() for _ in range(2)])
+        for _ in range(20)
+    ]
+    assert all(len(epoch) == 8 and len(set(epoch)) == 8 for epoch in seen)
+    # Over 20 epochs every image is used: the 2 left out change.
+    assert set(np.concatenate(seen)) == set(range(10))
+
+
+def test_batch_larger_than_the_split_is_refused():
+    with pytest.raises(ValueError, match="batch_size=11 is larger than the 10"):
+        data.shuffled_batches(np.zeros([10, 1, 1, 1], np.uint8), 11, seed=0)
 
 
 def test_unknown_dataset_is_named(tmp_path):

@@ -140,7 +140,17 @@ def test_uneven_replica_split_is_refused_before_work(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_backup(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "steps_per_execution, where",
+    [
+        (1, r"at training step 9 \(epoch 2, batch 3\)"),
+        # 3 steps per call: the check sees steps 7-9 at once.
+        (3, r"in training steps 7-9 \(epoch 2, batches 1-3\)"),
+    ],
+)
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_backup(
+    tmp_path, monkeypatch, steps_per_execution, where
+):
     real = model.VAE.neg_elbo_terms
 
     def poisoned(self, images, seed):
@@ -150,14 +160,38 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_backup(tmp_path, monkey
         return reconstruction + bad, kl
 
     monkeypatch.setattr(model.VAE, "neg_elbo_terms", poisoned)
-    with pytest.raises(
-        FloatingPointError, match=r"training step 9 \(epoch 2, batch 3\)"
-    ):
-        training.train_and_evaluate(tiny_config(tmp_path, epochs=3))
+    with pytest.raises(FloatingPointError, match=where):
+        training.train_and_evaluate(
+            tiny_config(tmp_path, epochs=3, steps_per_execution=steps_per_execution)
+        )
     backup = json.loads(
         (tmp_path / "run" / "backup" / "training_metadata.json").read_text()
     )
     assert backup["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "requested, steps_per_epoch, expected", [(16, 234, 13), (16, 6, 6), (4, 7, 1)]
+)
+def test_steps_per_execution_divides_the_epoch(requested, steps_per_epoch, expected):
+    assert training._steps_per_execution(requested, steps_per_epoch) == expected
+
+
+def test_steps_per_execution_does_not_change_training(tmp_path):
+    # 6 steps per epoch: whole calls of 4 steps would run 8 steps per epoch,
+    # into the next epoch's batches; the run must equal 1 step per call.
+    vaes = []
+    for steps in (1, 4):
+        run = tmp_path / f"spe{steps}"
+        training.train_and_evaluate(
+            tiny_config(run, epochs=2, steps_per_execution=steps)
+        )
+        vaes.append(model.load_vae(str(run / "run"))[2])
+    one, four = vaes
+    # noise_step counts every training and test step.
+    assert int(four.noise_step.numpy()) == int(one.noise_step.numpy())
+    for a, b in zip(one.weights, four.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_network_that_cannot_fit_the_images_fails_before_any_data_work(tmp_path):

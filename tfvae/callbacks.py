@@ -21,18 +21,31 @@ class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
         super().__init__()
         self.backup_dir = backup_dir
         self._epoch = 0
+        self._batches_checked = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._batches_checked = 0
 
     def on_train_batch_end(self, batch, logs=None):
+        # With steps_per_execution > 1 Keras calls this after the last of
+        # several steps (`batch` is its 0-based index in the epoch); the logs
+        # are running means over the epoch, so the first non-finite value
+        # falls in the steps run since the previous call.
+        first, last = self._batches_checked + 1, batch + 1
+        self._batches_checked = last
         value = (logs or {}).get("neg_elbo")
         # A scalar, or shape [1] under MultiWorkerMirroredStrategy.
         if value is not None and not np.isfinite(np.asarray(value)).all():
             step = int(self.model.optimizer.iterations.numpy())
+            where = (
+                f"at training step {step} (epoch {self._epoch + 1}, batch {last})"
+                if first == last
+                else f"in training steps {step - last + first}-{step} (epoch "
+                f"{self._epoch + 1}, batches {first}-{last})"
+            )
             raise FloatingPointError(
-                f"The negative ELBO became {value} at training step {step} "
-                f"(epoch {self._epoch + 1}, batch {batch + 1}). The last good "
+                f"The negative ELBO became {value} {where}. The last good "
                 f"state is the backup in {self.backup_dir}; rerunning the same "
                 "command resumes from it. Lower --learning_rate, or check the "
                 "data for values the likelihood cannot score."

@@ -104,6 +104,8 @@ def distribute_batches(strategy: tf.distribute.Strategy, batches: tf.data.Datase
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return batches
     replicas = strategy.num_replicas_in_sync
+    # Read here: inside `per_worker` TF no longer knows it.
+    cardinality = int(batches.cardinality())
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
@@ -116,8 +118,11 @@ def distribute_batches(strategy: tf.distribute.Strategy, batches: tf.data.Datase
             )
 
         # Local replicas take consecutive elements of this dataset in turn.
-        return batches.flat_map(blocks).apply(
-            tf.data.experimental.assert_cardinality(batches.cardinality() * local)
+        per_replica = batches.flat_map(blocks)
+        if cardinality < 0:  # Endless (training) or unknown.
+            return per_replica
+        return per_replica.apply(
+            tf.data.experimental.assert_cardinality(cardinality * local)
         )
 
     return strategy.distribute_datasets_from_function(per_worker)

@@ -772,12 +772,7 @@ def evaluate_run(
     start = time.perf_counter()
     means = evaluate_batches(
         evaluable,
-        data.batches(
-            data.split_images(builder, split),
-            batch_size,
-            shuffle_seed=None,
-            drop_remainder=False,
-        ),
+        data.batches(data.split_images(builder, split), batch_size),
         num_samples,
         samples_per_chunk,
         seed,

@@ -206,7 +206,9 @@ class VAE(keras.Model):
         callers average chunks of k to fit large k in memory.
         """
         batch = tf.shape(q.loc)[0]
-        eps = tf.random.stateless_normal([num_samples, batch, self.latent_dim], z_seed)
+        eps = tf.random.stateless_normal(
+            [num_samples, batch, self.latent_dim], z_seed, alg=noise.algorithm()
+        )
         z = self.encoder.head.reparameterize(q, eps)
         flat_z = tf.reshape(z, [-1, self.latent_dim])
         flat_x = tf.repeat(x[tf.newaxis], num_samples, axis=0)

