@@ -18,6 +18,10 @@ Measures one after the other, in one process (the peer in a subprocess):
   before and after training (the best time counts). `fraction_of_matmul_floor`
   = floor / training time per epoch: a ratio to what the CPU can do, which a
   busy machine disturbs less than it does absolute times.
+- the step alone: one epoch of the model's own `train_step` (Adam, metrics,
+  noise) in one compiled loop over batches already in memory, no `fit`: how
+  far the step's own ops are from the floor, and what `fit` adds to it
+  (`fit_overhead`).
 - evaluation: `model.evaluate` on the test split, examples/s, XLA on and off.
 - serving: the run's SavedModel loaded with `tf.saved_model.load`, p50 and p99
   latency of its `encode` and `decode` signatures at batch 1 and 256.
@@ -42,6 +46,7 @@ import tempfile
 import time
 import typing
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
@@ -179,6 +184,33 @@ class _MatmulFloor:
         return loop
 
 
+def _step_loop_seconds(config, shape, train_images, repeats: int) -> float:
+    """Returns the best time of one epoch of `VAE.train_step` in one compiled loop.
+
+    `train_images` is the training split, `uint8 [N, H, W, C]`; the epoch is
+    its first N // batch_size batches, in order, read from a variable.
+    """
+    vae = model.build_vae(config, shape)
+    vae.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    vae.optimizer.build(vae.trainable_weights)
+    steps, batch = len(train_images) // config.batch_size, config.batch_size
+    images = tf.Variable(train_images[: steps * batch], trainable=False)
+
+    @tf.function(jit_compile=config.jit_compile, autograph=False)
+    def epoch():
+        def body(step, total):
+            start = tf.stack([step * batch, 0, 0, 0])
+            logs = vae.train_step(tf.slice(images, start, [batch, *shape]))
+            return step + 1, total + logs["neg_elbo"]
+
+        return tf.while_loop(
+            lambda step, _: step < steps, body, (tf.constant(0), tf.constant(0.0))
+        )[1]
+
+    epoch().numpy()  # Traces and compiles.
+    return _best_seconds(lambda: epoch().numpy(), repeats)
+
+
 def _best_seconds(run, repeats: int) -> float:
     """Returns the shortest of `repeats` timed calls of `run()`, in s."""
     times = []
@@ -310,6 +342,17 @@ def _measure(config) -> dict:
         report["fraction_of_matmul_floor"] = round(
             best / report["seconds_per_epoch"], 3
         )
+        step_s = _step_loop_seconds(
+            config,
+            info.image_shape,
+            data.load_split(builder, data.TRAIN_SPLIT),
+            FLAGS.repeats,
+        )
+        report["step_alone"] = {
+            "s_per_epoch": round(step_s, 3),
+            "fraction_of_matmul_floor": round(best / step_s, 3),
+            "fit_overhead": round(report["seconds_per_epoch"] / step_s, 3),
+        }
         if "pyro" in report:
             report["speedup_vs_pyro"] = round(
                 report["train_examples_per_s"] / report["pyro"]["train_examples_per_s"],

@@ -103,6 +103,18 @@ def test_interrupted_run_resumes_from_the_last_completed_epoch(tmp_path, monkeyp
     backup = json.loads((run / "backup" / "training_metadata.json").read_text())
     assert backup["epoch"] == 3
 
+    # The resumed run trained on the batches (and noise) of an uninterrupted
+    # one: it ends with the same weights.
+    uninterrupted = tmp_path / "uninterrupted"
+    training.train_and_evaluate(tiny_config(uninterrupted, epochs=3))
+    resumed = model.load_vae(str(run))[2]
+    for a, b in zip(
+        resumed.weights,
+        model.load_vae(str(uninterrupted / "run"))[2].weights,
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
 
 def test_rerunning_with_more_epochs_continues_and_a_finished_run_is_kept(tmp_path):
     config = tiny_config(tmp_path, epochs=1)

@@ -173,15 +173,19 @@ def batches(images: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     return _fixed_buffers(images.cache().batch(batch_size))
 
 
-def shuffled_batches(images, batch_size: int, seed: int) -> tf.data.Dataset:
+def shuffled_batches(
+    images, batch_size: int, seed: int, first_epoch: int = 0
+) -> tf.data.Dataset:
     """Returns an endless stream of epochs of full, shuffled batches of `images`.
 
     `images` is a whole split, `uint8 [N, H, W, C]` (numpy or tensor); the
-    result yields `uint8 [batch, H, W, C]`. Epoch e is `N // batch_size`
-    batches in the order of the permutation seeded by (`seed`, e), so it does
-    not depend on how many iterators were made (Keras makes an extra one
-    under a distribution strategy): train with `steps_per_epoch`. The
-    `N % batch_size` examples left out change every epoch.
+    result yields `uint8 [batch, H, W, C]`, starting at epoch `first_epoch`
+    (0-based; a resumed run passes the epoch it resumes at). Epoch e is
+    `N // batch_size` batches in the order of the permutation seeded by
+    (`seed`, e), so it does not depend on how many iterators were made (Keras
+    makes an extra one under a distribution strategy): train with
+    `steps_per_epoch`. The `N % batch_size` examples left out change every
+    epoch.
     """
     images = tf.convert_to_tensor(images)
     num_images, steps = images.shape[0], images.shape[0] // batch_size
@@ -199,7 +203,7 @@ def shuffled_batches(images, batch_size: int, seed: int) -> tf.data.Dataset:
             tf.reshape(order[: steps * batch_size], [steps, batch_size])
         )
 
-    epochs = tf.data.Dataset.range(0, tf.int64.max)
+    epochs = tf.data.Dataset.range(first_epoch, tf.int64.max)
     stream = epochs.flat_map(epoch_batches).map(lambda rows: tf.gather(images, rows))
     # flat_map hides that the stream is endless; say it, for tf.distribute.
     return _fixed_buffers(
@@ -233,7 +237,7 @@ def split_images_and_labels(
 
 
 def train_and_test(
-    builder: tfds.core.DatasetBuilder, batch_size: int, seed: int
+    builder: tfds.core.DatasetBuilder, batch_size: int, seed: int, first_epoch: int = 0
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """Returns the training and test pipelines, each `uint8 [batch, H, W, C]`.
 
@@ -241,5 +245,7 @@ def train_and_test(
     over the same global batch size) and endless (see `shuffled_batches`);
     test batches keep every example, in order.
     """
-    train = shuffled_batches(load_split(builder, TRAIN_SPLIT), batch_size, seed)
+    train = shuffled_batches(
+        load_split(builder, TRAIN_SPLIT), batch_size, seed, first_epoch
+    )
     return train, batches(split_images(builder, TEST_SPLIT), batch_size)

@@ -93,6 +93,20 @@ def _steps_per_execution(requested: int, steps_per_epoch: int) -> int:
     return steps
 
 
+def _resumed_epoch(backup_dir: str) -> int:
+    """Returns the 0-based epoch `BackupAndRestore` will resume at (0 if none).
+
+    Read before `fit`, so a resumed run's data continue where they stopped
+    and it trains on the batches an uninterrupted run would have.
+    """
+    # The file Keras's BackupAndRestore writes with each backup.
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
 def train_and_evaluate(config: config_lib.Config) -> dict:
     """Trains (or resumes) the run `config` describes; returns metrics.json's dict."""
     strategy = distribute.make_strategy(config.strategy)
@@ -144,11 +158,13 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
                 config.steps_per_execution, steps_per_epoch
             ),
         )
-    train_ds, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
+    backup_dir = os.path.join(config.model_dir, BACKUP_DIRNAME)
+    train_ds, test_ds = data.train_and_test(
+        builder, config.batch_size, config.seed, _resumed_epoch(backup_dir)
+    )
     train_batches = distribute.distribute_batches(strategy, train_ds)
     test_batches = distribute.distribute_batches(strategy, test_ds)
 
-    backup_dir = os.path.join(config.model_dir, BACKUP_DIRNAME)
     log_dir = os.path.join(config.model_dir, "logs")
     shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
     throughput = callbacks.Throughput(steps_per_epoch * config.batch_size)
