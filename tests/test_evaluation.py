@@ -330,7 +330,7 @@ def test_iwae_callback_logs_every_n_epochs(tmp_path):
     callback = evaluation.IWAECallback(
         test, 50, 2, str(tmp_path / "logs"), str(csv_path)
     )
-    vae.fit(test, epochs=4, verbose=0, callbacks=[callback])
+    vae.fit(test, epochs=4, verbose=0, shuffle=False, callbacks=[callback])
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     assert [row["epoch"] for row in rows] == ["1", "3"]

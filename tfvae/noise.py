@@ -31,15 +31,16 @@ def algorithm() -> str:
     )
 
 
-def _replica_rows(sample, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def _replica_rows(draw, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Returns this replica's rows of `draw(global_shape, seed, alg=...)`."""
     context = tf.distribute.get_replica_context()
     replicas = context.num_replicas_in_sync if context is not None else 1
     if replicas == 1:
-        return sample(local_shape, seed)
+        return draw(local_shape, seed, alg=algorithm())
     local_batch = local_shape[0]
     global_shape = tf.concat([[local_batch * replicas], local_shape[1:]], axis=0)
     start = tf.cast(context.replica_id_in_sync_group, local_batch.dtype) * local_batch
-    return sample(global_shape, seed)[start : start + local_batch]
+    return draw(global_shape, seed, alg=algorithm())[start : start + local_batch]
 
 
 def uniform(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -47,11 +48,7 @@ def uniform(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
     `seed` is a stateless seed, int `[2]`.
     """
-    return _replica_rows(
-        lambda shape, s: tf.random.stateless_uniform(shape, s, alg=algorithm()),
-        local_shape,
-        seed,
-    )
+    return _replica_rows(tf.random.stateless_uniform, local_shape, seed)
 
 
 def normal(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -59,8 +56,4 @@ def normal(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
     `seed` is a stateless seed, int `[2]`.
     """
-    return _replica_rows(
-        lambda shape, s: tf.random.stateless_normal(shape, s, alg=algorithm()),
-        local_shape,
-        seed,
-    )
+    return _replica_rows(tf.random.stateless_normal, local_shape, seed)
