@@ -239,3 +239,41 @@ def test_a_killed_worker_job_resumes_without_lost_or_repeated_epochs(
     with open(root / "run" / "history.csv") as f:
         epochs = [row["epoch"] for row in csv.DictReader(f)]
     assert epochs == ["0", "1", "2", "3"]
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_every_worker_with_the_step(tmp_path, tiny_data_dir):
+    # Step logs are synced across workers, so every worker sees the NaN at the
+    # same step and stops; the chief's backup of epoch 1 stays as it was.
+    poison = textwrap.dedent(
+        """
+        import numpy as np
+        import tensorflow as tf
+        from tfvae import model
+        real = model.VAE.neg_elbo_terms
+        def poisoned(self, images, seed):
+            reconstruction, kl = real(self, images, seed)
+            # 6 training + 3 validation steps per epoch: step 12 is in epoch 2.
+            return reconstruction + tf.where(seed[1] >= 12, np.nan, 0.0), kl
+        model.VAE.neg_elbo_terms = poisoned
+        """
+    )
+    root = tmp_path / "job"
+    logs = [open(root.parent / f"worker{i}.log", "w") for i in range(2)]  # noqa: SIM115
+    workers = _start_workers(root, 3, tiny_data_dir, _free_ports(2), poison, logs)
+    try:
+        for worker in workers:
+            worker.communicate(timeout=300)
+    finally:
+        _stop(workers)
+        for log in logs:
+            log.close()
+    assert [w.returncode for w in workers] == [1, 1]
+    for index in range(2):
+        log = (root.parent / f"worker{index}.log").read_text()
+        assert "FloatingPointError" in log
+        assert "training step 9 (epoch 2, batch 3)" in log
+    backup = json.loads(
+        (root / "run" / "backup" / "training_metadata.json").read_text()
+    )
+    assert backup["epoch"] == 1
