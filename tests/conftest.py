@@ -125,6 +125,23 @@ def run_python(code: str, timeout: float = 300, env: dict | None = None):
     return run_command([sys.executable, "-c", code], timeout, env)
 
 
+def tiny_training_command(root: pathlib.Path, prelude: str = "", **overrides):
+    """Returns a command training `tiny_config(root, **overrides)` in a fresh process.
+
+    `prelude` is code run first (set up devices, patch the model); the
+    process prints metrics.json's dict as its last line of stdout.
+    """
+    code = (
+        f"{prelude}\n"
+        "import json, pathlib\n"
+        "from tests.conftest import tiny_config\n"
+        "from tfvae import training\n"
+        f"config = tiny_config(pathlib.Path({str(root)!r}), **{overrides!r})\n"
+        "print(json.dumps(training.train_and_evaluate(config)))\n"
+    )
+    return [sys.executable, "-c", code]
+
+
 def run_module(module: str, *args: str, timeout: float = 600):
     """Runs `python -m module args...` as a user would; returns the CompletedProcess."""
     return run_command([sys.executable, "-m", module, *args], timeout)

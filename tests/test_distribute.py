@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -20,7 +19,13 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_command, run_python, wait_for_first_backup
+from tests.conftest import (
+    REPO,
+    run_command,
+    run_python,
+    tiny_training_command,
+    wait_for_first_backup,
+)
 from tfvae import data, distribute
 
 _TWO_CPUS = """
@@ -86,31 +91,10 @@ def _assert_same_weights(a_dir, b_dir):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=2e-5)
 
 
-_TRAIN = textwrap.dedent(
-    """
-    import json, pathlib, sys
-    from tests.conftest import tiny_config
-    from tfvae import training
-    root, strategy, epochs, data_dir = sys.argv[1:5]
-    config = tiny_config(
-        pathlib.Path(root), strategy=strategy, epochs=int(epochs), data_dir=data_dir
-    )
-    metrics = training.train_and_evaluate(config)
-    print(json.dumps(metrics))
-    """
-)
-
-
 def _train_command(root, strategy, epochs, data_dir, prelude=""):
-    return [
-        sys.executable,
-        "-c",
-        prelude + _TRAIN,
-        str(root),
-        strategy,
-        str(epochs),
-        str(data_dir),
-    ]
+    return tiny_training_command(
+        root, prelude, strategy=strategy, epochs=epochs, data_dir=str(data_dir)
+    )
 
 
 @pytest.fixture
@@ -165,6 +149,20 @@ def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None):
         )
         (root / f"tmp{index}").mkdir(parents=True, exist_ok=True)
     return processes
+
+
+def _run_job_to_end(root, epochs, data_dir, prelude=""):
+    """Runs a 2-worker job until it ends; returns (exit codes, workers' stderr)."""
+    paths = [root.parent / f"{root.name}.worker{i}.log" for i in range(2)]
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(open(path, "w")) for path in paths]
+        workers = _start_workers(root, epochs, data_dir, _free_ports(2), prelude, logs)
+        try:
+            for worker in workers:
+                worker.communicate(timeout=300)
+        finally:
+            _stop(workers)
+    return [w.returncode for w in workers], [path.read_text() for path in paths]
 
 
 def _stop(processes):
@@ -224,17 +222,8 @@ def test_a_killed_worker_job_resumes_without_lost_or_repeated_epochs(
     completed = json.loads(metadata.read_text())["epoch"]
     assert 1 <= completed < 4
 
-    logs = [open(root / f"restart{i}.log", "w") for i in range(2)]  # noqa: SIM115
-    restarted = _start_workers(root, 4, tiny_data_dir, _free_ports(2), logs=logs)
-    try:
-        for worker in restarted:
-            worker.communicate(timeout=300)
-    finally:
-        _stop(restarted)
-        for log in logs:
-            log.close()
-    errors = (root / "restart0.log").read_text()[-3000:]
-    assert [w.returncode for w in restarted] == [0, 0], errors
+    returncodes, errors = _run_job_to_end(root, 4, tiny_data_dir)  # The restart.
+    assert returncodes == [0, 0], errors[0][-3000:]
     assert json.loads(metadata.read_text())["epoch"] == 4
     with open(root / "run" / "history.csv") as f:
         epochs = [row["epoch"] for row in csv.DictReader(f)]
@@ -259,18 +248,9 @@ def test_a_nan_loss_stops_every_worker_with_the_step(tmp_path, tiny_data_dir):
         """
     )
     root = tmp_path / "job"
-    logs = [open(root.parent / f"worker{i}.log", "w") for i in range(2)]  # noqa: SIM115
-    workers = _start_workers(root, 3, tiny_data_dir, _free_ports(2), poison, logs)
-    try:
-        for worker in workers:
-            worker.communicate(timeout=300)
-    finally:
-        _stop(workers)
-        for log in logs:
-            log.close()
-    assert [w.returncode for w in workers] == [1, 1]
-    for index in range(2):
-        log = (root.parent / f"worker{index}.log").read_text()
+    returncodes, errors = _run_job_to_end(root, 3, tiny_data_dir, poison)
+    assert returncodes == [1, 1]
+    for log in errors:
         assert "FloatingPointError" in log
         assert "training step 9 (epoch 2, batch 3)" in log
     backup = json.loads(

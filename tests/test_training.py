@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_python, tiny_config
+from tests.conftest import run_command, tiny_config, tiny_training_command
 from tfvae import callbacks, model, training
 from tfvae import config as config_lib
 
@@ -60,14 +60,7 @@ def test_categorical_runs_report_bits_per_dim(tmp_path):
 
 
 def _train_in_a_fresh_process(root, **overrides) -> dict:
-    code = (
-        "import json, pathlib\n"
-        "from tests.conftest import tiny_config\n"
-        "from tfvae import training\n"
-        f"config = tiny_config(pathlib.Path({str(root)!r}), **{overrides!r})\n"
-        "print(json.dumps(training.train_and_evaluate(config)))\n"
-    )
-    result = run_python(code)
+    result = run_command(tiny_training_command(root, **overrides))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
