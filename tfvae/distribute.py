@@ -27,8 +27,8 @@ def _auto() -> tf.distribute.Strategy:
     if gpus:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     # A real strategy, not TF's default one: Keras's fit then takes the same
-    # path (it builds the model from a first batch) as under every other
-    # strategy, so runs on 1 and N replicas see the same shuffled batches.
+    # path (strategy.run, building the model from a first batch) as under
+    # every other strategy, which the 1-vs-N-replica equality tests cover.
     return tf.distribute.OneDeviceStrategy("/cpu:0")
 
 
