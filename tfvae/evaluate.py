@@ -10,8 +10,8 @@ SavedModel through its signatures instead. Results land in `RUN/eval/`
 (metrics.json, PNGs, TensorBoard events); `tfvae.evaluation` has the details.
 
 Timing on this project's 2-core CPU: k=5000 on the 10,000 MNIST test images
-(the Pyro tutorial's 784-400-50 MLP, 5e7 decoder passes) took 375 s (about
-6 minutes, 1.2 GB of memory) with the defaults. XLA (--jit_compile) is about
+(the Pyro tutorial's 784-400-50 MLP, 5e7 decoder passes) took 197-375 s
+(3-6 minutes, 1.2 GB of memory) with the defaults. XLA (--jit_compile) is about
 2.7x slower for this computation on CPU.
 """
 

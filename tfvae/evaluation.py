@@ -212,9 +212,7 @@ class VAEAdapter:
         return self._log_weights(images, num_samples, seed, tf.constant(chunk))
 
     def encode_mean(self, images):
-        # The observation `VAE.call` uses, so the pictures match reconstructions.
-        seed = tf.constant([self.vae.seed, 0], tf.int64)
-        return self.vae.observe_and_encode(images, seed)[1].mean()
+        return self.vae.posterior_mean(images)
 
     def decode_mean(self, z):
         return self.vae.likelihood.mean_image(self.vae.decoder(z))
@@ -240,7 +238,6 @@ class SavedModelAdapter:
         self._signatures = tf.saved_model.load(export_dir).signatures
         description = json.loads(self._signatures["metadata"]()["json"].numpy())
         self.config = config_lib.Config.from_dict(description["config"])
-        self.image_shape = tuple(description["image_shape"])
         self.latent_dim = description["latent_dim"]
         self.discrete = model.LIKELIHOODS[self.config.likelihood](self.config).discrete
 

@@ -218,10 +218,18 @@ class VAE(keras.Model):
         )
         return log_px_given_z + self.prior.log_prob(z) - q.log_prob(z)
 
+    def posterior_mean(self, images: tf.Tensor) -> tf.Tensor:
+        """Returns E_q[z|x], `[batch, latent_dim]`, for raw `uint8` images.
+
+        Stochastic observations use the fixed seed `[seed, 0]`, so pictures
+        of a run are reproducible.
+        """
+        _, q = self.observe_and_encode(images, tf.constant([self.seed, 0], tf.int64))
+        return q.mean()
+
     def call(self, images):
         """Returns p(x|z) at z = the posterior mean of `images` (uint8)."""
-        _, q = self.observe_and_encode(images, tf.constant([self.seed, 0], tf.int64))
-        return self.decoder(q.mean())
+        return self.decoder(self.posterior_mean(images))
 
     def train_step(self, images):
         with tf.GradientTape() as tape:
