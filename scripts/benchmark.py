@@ -86,9 +86,9 @@ _LATENCY_BATCH_SIZES = (1, 256)
 _WARMUP_CALLS = 10
 
 
-def _peak_rss_mb() -> float:
+def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     # ru_maxrss is in KiB on Linux.
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
 class _Product(typing.NamedTuple):
@@ -291,9 +291,7 @@ def _pyro(config, python: str, script: str, epochs: int) -> dict:
         "test_neg_elbo": epochs_run[-1]["test_neg_elbo"],
         "epochs": len(epochs_run),
         # The largest child waited for so far: the peer is the only one.
-        "peak_rss_mb": round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
-        ),
+        "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN),
     }
 
 
@@ -368,15 +366,17 @@ def _measure(config) -> dict:
                 xla["train_examples_per_s"] / no_xla["train_examples_per_s"], 3
             )
 
-        run_config, info, vae = model.load_vae(model_dir)
-        _, test_ds = data.train_and_test(builder, config.batch_size, config.seed)
+        run_config, _, vae = model.load_vae(model_dir)
+        test_split = data.split_images(builder, data.TEST_SPLIT)
+        test_ds = data.batches(test_split, config.batch_size)
         report["eval_examples_per_s"] = _eval_examples_per_s(
             vae, test_ds, info.num_test, FLAGS.repeats
         )
         path = saved_model.export(
             vae, run_config, info, os.path.join(work_dir, "export")
         )
-        test_images = next(iter(test_ds))
+        # Batches of up to 256, whatever the training batch size.
+        test_images = next(iter(test_split.batch(max(_LATENCY_BATCH_SIZES))))
         report["serving_latency"] = _serving_latency(
             path, test_images, FLAGS.latency_calls
         )

@@ -215,7 +215,7 @@ class VAEAdapter:
         return self.vae.posterior_mean(images)
 
     def decode_mean(self, z):
-        return self.vae.likelihood.mean_image(self.vae.decoder(z))
+        return self.vae.decode_mean(z)
 
     def reconstruction_grid(self, batch):
         return images.reconstructions(self.vae, batch)

@@ -57,6 +57,10 @@ class PosteriorHead(keras.layers.Layer):
         """
         return posterior.loc + posterior.scale.matvec(eps)
 
+    def parameters(self, posterior: tfd.Distribution) -> dict[str, tf.Tensor]:
+        """Returns q's spread by name (besides its mean), what `encode` exports."""
+        raise NotImplementedError
+
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
@@ -75,6 +79,10 @@ class NormalDiagHead(PosteriorHead):
         return tfd.MultivariateNormalDiag(
             loc=loc, scale_diag=tf.math.softplus(raw_scale) + SCALE_FLOOR
         )
+
+    def parameters(self, posterior):
+        """Returns {"stddev": `[batch, latent_dim]`}."""
+        return {"stddev": posterior.stddev()}
 
 
 class NormalTriLHead(PosteriorHead):
@@ -96,6 +104,10 @@ class NormalTriLHead(PosteriorHead):
         return tfd.MultivariateNormalTriL(
             loc=loc, scale_tril=to_scale_tril.forward(raw_tril)
         )
+
+    def parameters(self, posterior):
+        """Returns {"scale_tril": `[batch, latent_dim, latent_dim]`}."""
+        return {"scale_tril": posterior.scale.to_dense()}
 
 
 class LikelihoodHead(keras.layers.Layer):

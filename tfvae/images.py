@@ -61,4 +61,4 @@ def prior_samples(vae: VAE, count: int, seed: int) -> tf.Tensor:
     z = tf.random.stateless_normal(
         [count, vae.latent_dim], seed=[seed, PRIOR_SAMPLE_SEED_OFFSET]
     )
-    return vae.likelihood.mean_image(vae.decoder(z))
+    return vae.decode_mean(z)

@@ -227,6 +227,10 @@ class VAE(keras.Model):
         _, q = self.observe_and_encode(images, tf.constant([self.seed, 0], tf.int64))
         return q.mean()
 
+    def decode_mean(self, z: tf.Tensor) -> tf.Tensor:
+        """Returns E[x|z] as float pixels in [0, 1], `[batch, H, W, C]`."""
+        return self.likelihood.mean_image(self.decoder(z))
+
     def call(self, images):
         """Returns p(x|z) at z = the posterior mean of `images` (uint8)."""
         return self.decoder(self.posterior_mean(images))

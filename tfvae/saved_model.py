@@ -66,7 +66,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from tfvae import data, heads, model
+from tfvae import data, model
 from tfvae.config import Config
 
 # Training draws its noise from (seed, step) with step = 1, 2, ... and
@@ -167,11 +167,7 @@ def _signature_functions(
         _, q, z = vae.posterior_sample(
             _checked(images, image_spec), fixed_seed(config.seed)
         )
-        if isinstance(vae.encoder.head, heads.NormalDiagHead):
-            spread = {"stddev": q.stddev()}
-        else:
-            spread = {"scale_tril": q.scale.to_dense()}
-        return {"mean": q.mean(), **spread, "z": z}
+        return {"mean": q.mean(), **vae.encoder.head.parameters(q), "z": z}
 
     def decode(z):
         p = vae.decoder(_checked(z, z_spec))
@@ -182,7 +178,7 @@ def _signature_functions(
             [_checked_num_samples(num_samples), latent_dim],
             _checked(seed, _SEED_SPEC),
         )
-        return {"images": likelihood.mean_image(vae.decoder(z))}
+        return {"images": vae.decode_mean(z)}
 
     def score(images):
         reconstruction, kl = vae.neg_elbo_terms(
@@ -196,7 +192,7 @@ def _signature_functions(
 
     def reconstruct(images):
         _, q = observe_and_encode(images)
-        return {"images": likelihood.mean_image(vae.decoder(q.mean()))}
+        return {"images": vae.decode_mean(q.mean())}
 
     def log_weights(images, num_samples, seed):
         x, q = observe_and_encode(images)
