@@ -51,7 +51,11 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tfvae import data, model, saved_model, train, training
+from tfvae import config as config_lib
+from tfvae import data, errors, model, run_dir, saved_model, training
+
+# The model's settings are tfvae.train's flags.
+config_lib.define_flags(config_lib.Config)
 
 flags.DEFINE_bool(
     "compare_xla", True, "Also train with --jit_compile flipped (xla_speedup)."
@@ -190,7 +194,7 @@ def _step_loop_seconds(config, shape, train_images, repeats: int) -> float:
     `train_images` is the training split, `uint8 [N, H, W, C]`; the epoch is
     its first N // batch_size batches, in order, read from a variable.
     """
-    vae = model.build_vae(config, shape)
+    vae = model.build_vae(shape, seed=config.seed, **config.model_settings())
     vae.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     vae.optimizer.build(vae.trainable_weights)
     steps, batch = len(train_images) // config.batch_size, config.batch_size
@@ -316,7 +320,9 @@ def _measure(config) -> dict:
         )
     builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
     floor = _MatmulFloor(
-        model.build_vae(config, info.image_shape),
+        model.build_vae(
+            info.image_shape, seed=config.seed, **config.model_settings()
+        ),
         config.batch_size,
         info.num_train // config.batch_size,
     )
@@ -366,7 +372,7 @@ def _measure(config) -> dict:
                 xla["train_examples_per_s"] / no_xla["train_examples_per_s"], 3
             )
 
-        run_config, _, vae = model.load_vae(model_dir)
+        run_config, _, vae = run_dir.load_vae(model_dir)
         test_split = data.split_images(builder, data.TEST_SPLIT)
         test_ds = data.batches(test_split, config.batch_size)
         report["eval_examples_per_s"] = _eval_examples_per_s(
@@ -385,17 +391,24 @@ def _measure(config) -> dict:
     return report
 
 
+@errors.reported
 def main(argv):
     del argv
-    config = train.config_from_flags()
+    config = config_lib.from_flags(config_lib.Config)
+    if config.network != "mlp":
+        raise errors.UsageError(
+            f"--network={config.network}: the matrix-product floor counts dense "
+            "layers only, so its ratio would be meaningless. Benchmark "
+            "--network=mlp."
+        )
     if config.epochs < 2:
-        raise app.UsageError("--epochs must be at least 2 to measure a steady state.")
+        raise errors.UsageError("--epochs must be at least 2 to measure a steady state.")
     if bool(FLAGS.pyro_python) != bool(FLAGS.pyro_script):
-        raise app.UsageError("--pyro_python and --pyro_script go together.")
+        raise errors.UsageError("--pyro_python and --pyro_script go together.")
     if FLAGS.pyro_python and _TUTORIAL_MODEL != {
         name: getattr(config, name) for name in _TUTORIAL_MODEL
     }:
-        raise app.UsageError(
+        raise errors.UsageError(
             f"The Pyro peer is the tutorial's model, {_TUTORIAL_MODEL}: compare "
             "it with the same configuration (--flagfile=mnist.flags)."
         )

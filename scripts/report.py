@@ -12,11 +12,9 @@ Three steps, each rerunnable (training resumes, a finished run is kept):
   3. RUN/report.md, RUN/report.png and RUN/report.pdf: the test metrics with
      the IWAE sweep k = 1 ... 5000 beside the evaluation's pictures.
 
-On a 2-core CPU, step 1 takes about 4 minutes and step 2 about 3.5 (7.8 in all,
-measured).
+How long each step takes: see the README.
 """
 
-import json
 import math
 import os
 import subprocess
@@ -27,7 +25,8 @@ from matplotlib import image as mpimg
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tfvae import evaluation
+from tfvae import config as config_lib
+from tfvae import evaluation, iwae, run_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,11 +79,6 @@ def _data_flags() -> list[str]:
     ]
 
 
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
 def metrics_rows(metrics: dict) -> list[tuple[str, str, str]]:
     """Returns the report's table: (quantity, nats, bits/dim or "") per row."""
     split = evaluation.split_name(metrics["split"])
@@ -93,7 +87,7 @@ def metrics_rows(metrics: dict) -> list[tuple[str, str, str]]:
         ("reconstruction term", "reconstruction"),
         ("KL term", "kl"),
     ]
-    ks = evaluation.sweep(metrics["num_importance_samples"])
+    ks = iwae.sweep(metrics["num_importance_samples"])
     rows += [(f"-log p(x), IWAE k={k}", f"nll_k{k}") for k in ks]
     table = []
     for label, name in rows:
@@ -104,34 +98,39 @@ def metrics_rows(metrics: dict) -> list[tuple[str, str, str]]:
     return table
 
 
-def _markdown(config: dict, train: dict, metrics: dict, panels: list[str]) -> str:
-    table = metrics_rows(metrics)
+def _markdown(
+    config: config_lib.Config,
+    train: dict,
+    metrics: dict,
+    table: list[tuple[str, str, str]],
+    panels: list[str],
+) -> str:
     has_bits = any(bits for _, _, bits in table)
     header = "| quantity | nats |" + (" bits/dim |" if has_bits else "")
     lines = [header, "|---|---:|" + ("---:|" if has_bits else "")]
     for label, nats, bits in table:
         lines.append(f"| {label} | {nats} |" + (f" {bits} |" if has_bits else ""))
     model = (
-        f"{config['network']} {'-'.join(map(str, config['hidden_units']))}, "
-        f"latent_dim={config['latent_dim']}, {config['activation']}, "
-        f"{config['posterior']} posterior, {config['likelihood']} likelihood"
+        f"{config.network} {'-'.join(map(str, config.hidden_units))}, "
+        f"latent_dim={config.latent_dim}, {config.activation}, "
+        f"{config.posterior} posterior, {config.likelihood} likelihood"
         + (
             " (dynamically binarized)"
-            if config["likelihood"] == "bernoulli" and config["binarize"]
+            if config.likelihood == "bernoulli" and config.binarize
             else ""
         )
     )
     pictures = "\n\n".join(f"![{name}](eval/{name})" for name in panels)
     training = (
-        f"Trained {train['epochs']} epochs (Adam {config['learning_rate']}, batch "
-        f"{config['batch_size']}, seed {config['seed']}, "
+        f"Trained {train['epochs']} epochs (Adam {config.learning_rate}, batch "
+        f"{config.batch_size}, seed {config.seed}, "
         f"{train.get('seconds_per_epoch', '?')} s/epoch)."
     )
     evaluated = (
         f"Evaluated on the {metrics['num_examples']} images of the "
         f"{metrics['split']} split in {metrics['seconds']} s."
     )
-    return f"""# VAE on {config["dataset"]}: test log-likelihood
+    return f"""# VAE on {config.dataset}: test log-likelihood
 
 Model: {model}. {training} {evaluated}
 
@@ -154,7 +153,12 @@ def _show(axes, path: str, caption: str | None) -> None:
         axes.set_title(caption)
 
 
-def _figure(title: str, metrics: dict, eval_dir: str, panels: list[str]) -> Figure:
+def _figure(
+    title: str,
+    table_rows: list[tuple[str, str, str]],
+    eval_dir: str,
+    panels: list[str],
+) -> Figure:
     """Returns the page: the table beside the training curve, then the pictures."""
     pictures = [name for name in panels if name != _CURVE]
     rows = 1 + math.ceil(len(pictures) / 2)
@@ -163,10 +167,9 @@ def _figure(title: str, metrics: dict, eval_dir: str, panels: list[str]) -> Figu
     grid = figure.add_gridspec(rows, 2)
     table_axes = figure.add_subplot(grid[0, 0])
     table_axes.axis("off")
-    cells = metrics_rows(metrics)
-    columns = 3 if any(bits for _, _, bits in cells) else 2
+    columns = 3 if any(bits for _, _, bits in table_rows) else 2
     table = table_axes.table(
-        cellText=[row[:columns] for row in cells],
+        cellText=[row[:columns] for row in table_rows],
         colLabels=["test, per image", "nats", "bits/dim"][:columns],
         colWidths=[0.55, 0.25, 0.25][:columns],
         loc="center",
@@ -186,24 +189,31 @@ def write_report(model_dir: str) -> list[str]:
     """Writes report.md, report.png and report.pdf to `model_dir`; returns their paths.
 
     Reads the run's config.json and metrics.json and what `tfvae.evaluate`
-    wrote to `<model_dir>/eval`.
+    wrote to `<model_dir>/eval`, through `tfvae.run_dir`.
     """
-    eval_dir = os.path.join(model_dir, evaluation.EVAL_DIRNAME)
-    config = _read_json(os.path.join(model_dir, "config.json"))
-    train = _read_json(os.path.join(model_dir, "metrics.json"))
-    metrics = _read_json(os.path.join(eval_dir, evaluation.METRICS_FILENAME))
+    eval_dir = run_dir.path(model_dir, run_dir.EVAL)
+    config = run_dir.load_config(model_dir)
+    train = run_dir.read_metrics(model_dir)
+    metrics = run_dir.read_metrics(eval_dir)
+    if not metrics:
+        raise FileNotFoundError(
+            f"{run_dir.path(eval_dir, run_dir.METRICS)} does not exist: evaluate "
+            f"the run first (python -m tfvae.evaluate --model_dir={model_dir})."
+        )
+    # One table for the page and the figure, so they cannot disagree.
+    table = metrics_rows(metrics)
     # The manifold exists for 2-D latents only, the curve for runs with a history.
     panels = [
         name for name, _ in _PANELS if os.path.exists(os.path.join(eval_dir, name))
     ]
     paths = [os.path.join(model_dir, f"report.{ext}") for ext in ("md", "png", "pdf")]
     with open(paths[0], "w") as f:
-        f.write(_markdown(config, train, metrics, panels))
+        f.write(_markdown(config, train, metrics, table, panels))
     nll = metrics[f"{evaluation.split_name(metrics['split'])}_nll"]
     figure = _figure(
-        f"VAE on {config['dataset']}, {train['epochs']} epochs: -log p(x) <= "
+        f"VAE on {config.dataset}, {train['epochs']} epochs: -log p(x) <= "
         f"{nll:.2f} nats (IWAE, k={metrics['num_importance_samples']})",
-        metrics,
+        table,
         eval_dir,
         panels,
     )

@@ -1,17 +1,83 @@
-"""Tests for tfvae.config: round trips and the resume compatibility check."""
+"""Tests for tfvae.config: settings declared once, checked once, resumable or not."""
 
 import dataclasses
+import re
 
 import pytest
+from absl import flags
 
-from tests.conftest import tiny_config
+from tests.conftest import REPO, tiny_config
 from tfvae import config as config_lib
+from tfvae import errors, run_dir
+
+
+def _flag_values(*argv):
+    values = flags.FlagValues()
+    config_lib.define_flags(config_lib.Config, values)
+    values(["prog", *argv])
+    return values
+
+
+def test_every_field_is_a_flag_with_the_fields_default():
+    values = _flag_values()
+    for field in dataclasses.fields(config_lib.Config):
+        default = values[field.name].default
+        if isinstance(field.default, tuple):
+            default = tuple(int(v) for v in default)
+        assert default == field.default, field.name
+        assert values[field.name].help
+
+
+def test_flags_become_a_config():
+    values = _flag_values("--model_dir=/tmp/r", "--hidden_units=32,16", "--nobinarize")
+    config = config_lib.from_flags(config_lib.Config, values)
+    assert config.hidden_units == (32, 16) and config.binarize is False
+    assert config == config_lib.Config(
+        model_dir="/tmp/r", hidden_units=(32, 16), binarize=False
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--likelihood=gaussian", "--binarize"], "--binarize only applies to"),
+        (["--conv_filters=8"], "--conv_filters only applies to --network=conv"),
+        (["--hidden_units=400,x"], "Received: --hidden_units=400,x"),
+        (["--hidden_units=400,0"], "Received: --hidden_units=400,0"),
+        (["--seed=-1"], "--seed must be at least 0. Received: --seed=-1"),
+        (["--learning_rate=0"], "--learning_rate must be positive"),
+        (["--model_dir="], "--model_dir is required"),
+    ],
+)
+def test_bad_flags_are_refused_naming_the_flag(argv, message):
+    values = _flag_values("--model_dir=/tmp/r", *argv)
+    with pytest.raises(errors.UsageError, match=re.escape(message)):
+        config_lib.from_flags(config_lib.Config, values)
+
+
+def _shown(default) -> str:
+    """Returns a default as the README's flag table writes it."""
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if default is None:
+        return "unset"
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    return str(default)
+
+
+def test_the_readme_lists_every_flag_with_its_default():
+    readme = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `--(\w+)` \| `([^`]*)` \|", readme, re.MULTILINE))
+    for field in dataclasses.fields(config_lib.Config):
+        assert field.name in rows, f"README's flag table lacks --{field.name}"
+        assert rows[field.name] == _shown(field.default), field.name
 
 
 def test_round_trip(tmp_path):
     config = tiny_config(tmp_path, hidden_units=(32, 16))
-    config_lib.save(config, str(tmp_path))
-    assert config_lib.load(str(tmp_path)) == config
+    run_dir.save_config(config, str(tmp_path))
+    assert run_dir.load_config(str(tmp_path)) == config
 
 
 def test_compatible_changes_are_accepted(tmp_path):
@@ -34,8 +100,8 @@ def test_incompatible_changes_are_listed(tmp_path):
 
 
 def test_missing_and_foreign_configs(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a tfvae run directory"):
-        config_lib.load(str(tmp_path))
+    with pytest.raises(errors.UsageError, match="not a tfvae run directory"):
+        run_dir.load_config(str(tmp_path))
     with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
         config_lib.Config.from_dict(
             {**dataclasses.asdict(tiny_config(tmp_path)), "colour": "blue"}

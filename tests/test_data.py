@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests.conftest import MNIST_FILES, MNIST_MANUAL_DIR, TINY_SHAPE, requires_mnist
-from tfvae import data
+from tfvae import data, errors, run_dir
 
 
 def test_prepare_tiny_dataset(tmp_path):
@@ -19,8 +19,8 @@ def test_prepare_tiny_dataset(tmp_path):
     )
     test_batches = list(test)
     assert sum(b.shape[0] for b in test_batches) == 40  # Nothing dropped.
-    data.save_info(info, str(tmp_path))
-    assert data.load_info(str(tmp_path)) == info
+    run_dir.save_info(info, str(tmp_path))
+    assert run_dir.load_info(str(tmp_path)) == info
 
 
 def test_training_batches_are_reshuffled_each_epoch_reproducibly(tmp_path):
@@ -85,7 +85,7 @@ def test_dataset_without_images_is_refused(tmp_path):
 def test_bad_manual_dir_names_the_expected_files(tmp_path, setup, message):
     manual = tmp_path / "manual"
     setup(manual)
-    with pytest.raises(FileNotFoundError, match=message) as error:
+    with pytest.raises(errors.UsageError, match=message) as error:
         data.prepare("mnist", str(tmp_path / "tfds"), str(manual))
     assert all(name in str(error.value) for name in MNIST_FILES)
 

@@ -27,6 +27,7 @@ from tests.conftest import (
     wait_for_first_backup,
 )
 from tfvae import data, distribute
+from tfvae import run_dir as run_dir_lib
 
 _TWO_CPUS = """
 import tensorflow as tf
@@ -75,7 +76,7 @@ def test_each_replica_gets_its_consecutive_block_of_every_batch():
 
 def _weights(run_dir) -> list[np.ndarray]:
     values = []
-    with h5py.File(os.path.join(run_dir, "model.weights.h5"), "r") as f:
+    with h5py.File(os.path.join(run_dir, run_dir_lib.WEIGHTS), "r") as f:
         f.visititems(
             lambda name, item: (
                 values.append(item[()]) if isinstance(item, h5py.Dataset) else None
@@ -129,6 +130,8 @@ def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
     for index in range(len(ports)):
+        # Before the worker starts: it makes its scratch folder in TMPDIR.
+        (root / f"tmp{index}").mkdir(parents=True, exist_ok=True)
         tf_config = json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}
         )
@@ -147,7 +150,6 @@ def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None):
                 },
             )
         )
-        (root / f"tmp{index}").mkdir(parents=True, exist_ok=True)
     return processes
 
 

@@ -29,7 +29,7 @@ from tests.conftest import (
     tiny_config,
 )
 from tfvae import config as config_lib
-from tfvae import data, images, model, saved_model
+from tfvae import data, images, model, noise, run_dir, saved_model
 
 LATENT_DIM = 3
 SEED = 11
@@ -69,17 +69,21 @@ def expected_outputs(
 ) -> dict[str, np.ndarray]:
     """Returns what `signature` of an export of `vae` must return for `inputs`.
 
-    Written from the in-memory model and the seeds `tfvae.saved_model`
-    documents, independently of how the export computes them.
+    Written from the in-memory model and the seeds export/README.md
+    documents (one per image, from its pixels), independently of how the
+    export computes them.
     """
-    fixed_seed = tf.constant([config.seed, saved_model.FIXED_SEED_STREAM], tf.int64)
-    observe_seed, z_seed = tf.unstack(
-        tf.random.experimental.stateless_split(fixed_seed, num=2)
-    )
+    if "images" in inputs:
+        image_seeds = noise.example_seeds(
+            inputs["images"], noise.seed(config.seed, noise.EXPORT)
+        )
+        observe_seeds, z_seeds = noise.split_seed(image_seeds)
     likelihood = vae.likelihood
     if signature in ("encode", "serving_default"):
-        _, q = vae.observe_and_encode(inputs["images"], observe_seed)
-        eps = tf.random.stateless_normal(tf.shape(q.loc), z_seed)
+        _, q = vae.observe_and_encode(inputs["images"], observe_seeds)
+        eps = tf.stack(
+            [tf.random.stateless_normal([vae.latent_dim], s) for s in z_seeds]
+        )
         spread = (
             {"stddev": q.stddev()}
             if config.posterior == "diag"
@@ -90,23 +94,23 @@ def expected_outputs(
         p = vae.decoder(tf.constant(inputs["z"]))
         outputs = {"mean": likelihood.mean_image(p), **likelihood.parameters(p)}
     elif signature == "sample":
-        z = tf.random.stateless_normal(
-            [inputs["num_samples"], vae.latent_dim], inputs["seed"]
-        )
+        z = vae.prior.sample(inputs["num_samples"], inputs["seed"])
         outputs = {"images": likelihood.mean_image(vae.decoder(z))}
     elif signature == "score":
-        reconstruction, kl = vae.neg_elbo_terms(inputs["images"], fixed_seed)
+        reconstruction, kl = vae.neg_elbo_terms(inputs["images"], image_seeds)
         outputs = {
             "neg_elbo": reconstruction + kl,
             "reconstruction": reconstruction,
             "kl": kl,
         }
     elif signature == "reconstruct":
-        _, q = vae.observe_and_encode(inputs["images"], observe_seed)
+        _, q = vae.observe_and_encode(inputs["images"], observe_seeds)
         outputs = {"images": likelihood.mean_image(vae.decoder(q.mean()))}
     elif signature == "log_weights":
-        x, q = vae.observe_and_encode(inputs["images"], observe_seed)
-        log_weights = vae.log_weights(x, q, inputs["num_samples"], inputs["seed"])
+        x, q = vae.observe_and_encode(inputs["images"], observe_seeds)
+        # The z noise of each image: from its pixels and the request's seed.
+        z_seeds = noise.example_seeds(inputs["images"], inputs["seed"])
+        log_weights = vae.log_weights(x, q, inputs["num_samples"], z_seeds)
         outputs = {"log_weights": tf.transpose(log_weights)}
     else:
         raise ValueError(f"No expected outputs for signature {signature!r}.")
@@ -125,9 +129,14 @@ def case_config(tmp_path, case: str) -> config_lib.Config:
     return tiny_config(tmp_path, latent_dim=LATENT_DIM, seed=SEED, **CASES[case])
 
 
+def build(config: config_lib.Config) -> model.VAE:
+    return model.build_vae(TINY_SHAPE, seed=config.seed, **config.model_settings())
+
+
 # Run in a fresh interpreter: loads exports with TensorFlow alone and saves
 # every output of every signature to an .npz file.
 _LOAD_AND_RUN = """
+import os
 import sys
 import numpy as np
 import tensorflow as tf
@@ -142,7 +151,7 @@ def main(exports, inputs_path, out_path):
             outputs = signature(**{key: tf.constant(inputs[key]) for key in specs})
             for key, value in outputs.items():
                 results[f"{case}:{name}:{key}"] = value.numpy()
-        with open(loaded.metadata_file.asset_path.numpy(), "rb") as f:
+        with open(os.path.join(path, "assets", "tfvae.json"), "rb") as f:
             results[f"{case}:asset"] = np.array(f.read())
     np.savez(out_path, **results)
     # Nothing of tfvae, or of TFP, was needed to load and run them.
@@ -181,7 +190,7 @@ def exports(tmp_path_factory):
     for case in CASES:
         tmp_path = tmp_path_factory.mktemp(case)
         config = case_config(tmp_path, case)
-        vae = model.build_vae(config, TINY_SHAPE)
+        vae = build(config)
         path = saved_model.export(vae, config, INFO, str(tmp_path / "export"))
         exported[case] = (config, vae, path)
     return exported
@@ -219,7 +228,7 @@ def test_metadata_describes_the_export(case, exports, elsewhere):
     assert metadata["posterior"] == config.posterior.encode()
     assert metadata["dataset"] == b"tiny_images"
     assert metadata["seed"] == SEED
-    assert metadata["fixed_seed"].tolist() == [SEED, saved_model.FIXED_SEED_STREAM]
+    assert metadata["fixed_seed"].tolist() == [SEED, noise.EXPORT]
     description = json.loads(metadata["json"].item())
     assert description == json.loads(elsewhere[case]["asset"])
     assert config_lib.Config.from_dict(description["config"]) == config
@@ -228,16 +237,83 @@ def test_metadata_describes_the_export(case, exports, elsewhere):
 
 def test_encode_z_is_the_z_that_score_evaluates(exports, elsewhere):
     config, vae, _ = exports["diag-bernoulli"]
-    fixed_seed = saved_model.fixed_seed(config.seed)
-    observe_seed, _ = tf.unstack(
-        tf.random.experimental.stateless_split(fixed_seed, num=2)
+    observe_seeds, _ = noise.split_seed(
+        saved_model.image_seeds(INPUTS["images"], config.seed)
     )
-    x = vae.likelihood.observe(INPUTS["images"], observe_seed)
+    x = vae.likelihood.observe(INPUTS["images"], observe_seeds)
     z = elsewhere["diag-bernoulli"]["encode"]["z"]
     np.testing.assert_allclose(
         elsewhere["diag-bernoulli"]["score"]["reconstruction"],
         -vae.decoder(z).log_prob(x),
         rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("case", ["diag-bernoulli", "full-continuous_bernoulli"])
+def test_an_images_outputs_do_not_depend_on_its_batch(case, exports):
+    """TF Serving batches requests together: an image's noise is its own.
+
+    The same image alone, at row 3 of a batch of 8 and at row 0 of another
+    batch gets the same binarization and z noise, so the same outputs.
+    """
+    _, _, path = exports[case]
+    signatures = tf.saved_model.load(path).signatures
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (1, *TINY_SHAPE), dtype=np.uint8)
+    batch = rng.integers(0, 256, (8, *TINY_SHAPE), dtype=np.uint8)
+    batch[3] = image[0]
+    other = rng.integers(0, 256, (5, *TINY_SHAPE), dtype=np.uint8)
+    other[0] = image[0]
+    placements = {"alone": (image, 0), "row 3 of 8": (batch, 3), "row 0": (other, 0)}
+
+    def outputs(pixels, row):
+        pixels = tf.constant(pixels)
+        encoded = signatures["encode"](images=pixels)
+        scores = signatures["score"](images=pixels)
+        weights = signatures["log_weights"](
+            images=pixels,
+            num_samples=tf.constant(4),
+            seed=tf.constant([5, 6], tf.int64),
+        )["log_weights"]
+        values = {
+            "mean": encoded["mean"],
+            "z": encoded["z"],
+            **scores,
+            "log_weights": weights,
+        }
+        return {name: value.numpy()[row] for name, value in values.items()}
+
+    expected = outputs(*placements["alone"])
+    for placement, (pixels, row) in placements.items():
+        actual = outputs(pixels, row)
+        for name, value in expected.items():
+            np.testing.assert_allclose(
+                actual[name], value, atol=1e-5, err_msg=f"{name}, {placement}"
+            )
+
+
+def test_the_saved_object_holds_no_keras_objects(exports):
+    """ExportArchive saves the signatures' functions and plain variables only."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, path = exports["full-gaussian"]
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    nodes = saved.meta_graphs[0].object_graph_def.nodes
+    identifiers = {
+        node.user_object.identifier
+        for node in nodes
+        if node.WhichOneof("kind") == "user_object"
+    }
+    assert identifiers <= {
+        "_generic_user_object",
+        "signature_map",
+        "trackable_list_wrapper",
+        "trackable_dict_wrapper",
+    }
+    assert {child.local_name for child in nodes[0].children} >= set(
+        saved_model.SIGNATURES
     )
 
 
@@ -252,9 +328,11 @@ def test_sample_is_deterministic_in_its_seed_and_matches_prior_samples(exports):
 
     np.testing.assert_array_equal(draw([5, 6]), draw([5, 6]))
     assert not np.allclose(draw([5, 6]), draw([5, 7]))
-    # The run's samples.png decodes the z of seed [config.seed, 1].
+    # The run's samples.png decodes the z of seed [config.seed, PRIOR_SAMPLES].
     np.testing.assert_allclose(
-        draw([config.seed, 1]), images.prior_samples(vae, 4, config.seed), atol=1e-6
+        draw([config.seed, noise.PRIOR_SAMPLES]),
+        images.prior_samples(vae, 4, config.seed),
+        atol=1e-6,
     )
 
 
@@ -468,7 +546,7 @@ def test_saved_model_cli_runs_every_signature(signature, exports, tmp_path):
     if signature == "metadata":
         assert actual["latent_dim"] == LATENT_DIM
         assert actual["likelihood"] == b"bernoulli"
-        assert actual["fixed_seed"].tolist() == [SEED, saved_model.FIXED_SEED_STREAM]
+        assert actual["fixed_seed"].tolist() == [SEED, noise.EXPORT]
     else:
         assert_outputs_match(actual, expected_outputs(vae, config, signature, INPUTS))
 
@@ -498,7 +576,7 @@ def test_saved_model_cli_casts_inputs_to_the_signature_dtype(exports, tmp_path):
 
 def test_exports_go_to_the_next_free_version(tmp_path):
     config = case_config(tmp_path, "diag-bernoulli")
-    vae = model.build_vae(config, TINY_SHAPE)
+    vae = build(config)
     base = tmp_path / "export" / "tiny"
     base.mkdir(parents=True)
     (base / "README.md").write_text("Not a version.\n")
@@ -514,7 +592,7 @@ def test_exports_go_to_the_next_free_version(tmp_path):
 
 def test_export_refuses_to_run_inside_a_strategy_scope(tmp_path):
     config = case_config(tmp_path, "diag-bernoulli")
-    vae = model.build_vae(config, TINY_SHAPE)
+    vae = build(config)
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
         with pytest.raises(ValueError, match="outside a tf.distribute strategy"):
             saved_model.export(vae, config, INFO, str(tmp_path / "export"))
@@ -522,9 +600,9 @@ def test_export_refuses_to_run_inside_a_strategy_scope(tmp_path):
 
 
 def _save_run(config: config_lib.Config, vae: model.VAE) -> None:
-    config_lib.save(config, config.model_dir)
-    data.save_info(INFO, config.model_dir)
-    vae.save_weights(os.path.join(config.model_dir, model.WEIGHTS_FILENAME))
+    run_dir.save_config(config, config.model_dir)
+    run_dir.save_info(INFO, config.model_dir)
+    vae.save_weights(run_dir.path(config.model_dir, run_dir.WEIGHTS))
 
 
 def _export_cli(*args) -> subprocess.CompletedProcess:
@@ -533,7 +611,7 @@ def _export_cli(*args) -> subprocess.CompletedProcess:
 
 def test_cli_exports_a_run_to_its_own_export_dir(tmp_path):
     config = case_config(tmp_path, "full-gaussian")
-    vae = model.build_vae(config, TINY_SHAPE)
+    vae = build(config)
     _save_run(config, vae)
     result = _export_cli(f"--model_dir={config.model_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -552,29 +630,37 @@ def test_cli_requires_a_model_dir():
     assert "--model_dir is required" in result.stderr
 
 
+def test_cli_reports_a_folder_that_is_not_a_run_without_a_traceback(tmp_path):
+    result = _export_cli(f"--model_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "is not a tfvae run directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 _TRAIN_MIRRORED_AND_EXPORT = """
 import json, os, pathlib
 import keras, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfvae import config as config_lib, data, model, saved_model
+from tfvae import config as config_lib, data, model, run_dir, saved_model
 
 config = config_lib.Config.from_dict(json.loads(CONFIG))
 info = data.DatasetInfo(**{**json.loads(INFO), "image_shape": (8, 8, 1)})
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
-    vae = model.build_vae(config, info.image_shape)
+    vae = model.build_vae(
+        info.image_shape, seed=config.seed, **config.model_settings())
     vae.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
 images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)).astype(np.uint8)
 vae.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=1, verbose=0)
-config_lib.save(config, config.model_dir)
-data.save_info(info, config.model_dir)
-vae.save_weights(os.path.join(config.model_dir, model.WEIGHTS_FILENAME))
+run_dir.save_config(config, config.model_dir)
+run_dir.save_info(info, config.model_dir)
+vae.save_weights(run_dir.path(config.model_dir, run_dir.WEIGHTS))
 # As training will: the model the strategy trained, exported after fit.
 trained = saved_model.export(vae, config, info, BASE)
 # As `python -m tfvae.export` does: rebuilt from the run directory.
-loaded_config, loaded_info, loaded_vae = model.load_vae(config.model_dir)
+loaded_config, loaded_info, loaded_vae = run_dir.load_vae(config.model_dir)
 rebuilt = saved_model.export(loaded_vae, loaded_config, loaded_info, BASE)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync,
                   "trained": trained, "rebuilt": rebuilt}))
@@ -598,7 +684,7 @@ def test_an_export_of_a_mirrored_run_loads_on_one_device(tmp_path):
     assert report["replicas"] == 2
     assert (report["trained"], report["rebuilt"]) == (f"{base}/1", f"{base}/2")
 
-    _, _, trained_vae = model.load_vae(config.model_dir)
+    _, _, trained_vae = run_dir.load_vae(config.model_dir)
     assert len(tf.config.list_logical_devices("CPU")) == 1
     outputs = load_and_run_elsewhere(
         {"trained": report["trained"], "rebuilt": report["rebuilt"]}, tmp_path

@@ -18,16 +18,16 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_SHAPE
 from tests.test_saved_model import (
     INFO,
     INPUTS,
     SIGNATURE_INPUTS,
     assert_outputs_match,
+    build,
     case_config,
     expected_outputs,
 )
-from tfvae import model, saved_model
+from tfvae import saved_model
 
 MODEL_NAME = "tiny"
 STARTUP_SECONDS = 60
@@ -85,7 +85,7 @@ def served(tmp_path_factory):
         )
     tmp_path = tmp_path_factory.mktemp("served")
     config = case_config(tmp_path, "diag-bernoulli")
-    vae = model.build_vae(config, TINY_SHAPE)
+    vae = build(config)
     saved_model.export(vae, config, INFO, str(tmp_path / MODEL_NAME))
     rest_port = _free_port()
     log_path = tmp_path / "server.log"

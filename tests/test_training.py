@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_command, tiny_config, tiny_training_command
-from tfvae import callbacks, model, training
-from tfvae import config as config_lib
+from tests.conftest import run_command, tiny_config, tiny_training_command, tiny_vae
+from tfvae import callbacks, errors, model, training
+from tfvae import run_dir as run_dir_lib
 
 
 def _rows(run_dir):
-    with open(os.path.join(run_dir, config_lib.HISTORY_FILENAME)) as f:
+    with open(os.path.join(run_dir, run_dir_lib.HISTORY)) as f:
         return list(csv.DictReader(f))
 
 
@@ -53,7 +53,7 @@ def test_categorical_runs_report_bits_per_dim(tmp_path):
         tiny_config(tmp_path, likelihood="categorical", binarize=True, epochs=1)
     )
     np.testing.assert_allclose(
-        metrics["test_bits_per_dim"],
+        metrics["test_neg_elbo_bits_per_dim"],
         metrics["test_neg_elbo"] / (8 * 8 * np.log(2)),
         rtol=1e-6,
     )
@@ -100,10 +100,10 @@ def test_interrupted_run_resumes_from_the_last_completed_epoch(tmp_path, monkeyp
     # one: it ends with the same weights.
     uninterrupted = tmp_path / "uninterrupted"
     training.train_and_evaluate(tiny_config(uninterrupted, epochs=3))
-    resumed = model.load_vae(str(run))[2]
+    resumed = run_dir_lib.load_vae(str(run))[2]
     for a, b in zip(
         resumed.weights,
-        model.load_vae(str(uninterrupted / "run"))[2].weights,
+        run_dir_lib.load_vae(str(uninterrupted / "run"))[2].weights,
         strict=True,
     ):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -118,6 +118,52 @@ def test_rerunning_with_more_epochs_continues_and_a_finished_run_is_kept(tmp_pat
     longer = training.train_and_evaluate(dataclasses.replace(config, epochs=3))
     assert [row["epoch"] for row in _rows(tmp_path / "run")] == ["0", "1", "2"]
     assert longer["test_neg_elbo"] < first["test_neg_elbo"]
+
+
+def test_a_finished_run_rerun_without_metrics_reports_its_train_figures(tmp_path):
+    # A kill after the last epoch but before metrics.json was written.
+    config = tiny_config(tmp_path, likelihood="categorical", epochs=1)
+    first = training.train_and_evaluate(config)
+    (tmp_path / "run" / "metrics.json").unlink()
+    again = training.train_and_evaluate(config)
+    for name in ("train_neg_elbo", "train_kl", "train_neg_elbo_bits_per_dim"):
+        assert again[name] == first[name], name
+
+
+def test_fewer_epochs_than_done_keeps_the_model_and_reports_it_truthfully(tmp_path):
+    training.train_and_evaluate(tiny_config(tmp_path, epochs=3))
+    metrics = training.train_and_evaluate(tiny_config(tmp_path, epochs=2))
+    assert metrics["epochs"] == 3
+    assert len(_rows(tmp_path / "run")) == 3
+
+
+def test_a_batch_larger_than_the_split_leaves_nothing_behind(tmp_path):
+    with pytest.raises(errors.UsageError, match="--batch_size=500 is larger than"):
+        training.train_and_evaluate(tiny_config(tmp_path, batch_size=500))
+    assert not (tmp_path / "run").exists()
+    # The corrected command on the same --model_dir is not refused.
+    assert training.train_and_evaluate(tiny_config(tmp_path, epochs=1))["epochs"] == 1
+
+
+def test_a_model_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(errors.UsageError, match="is a file, not a folder"):
+        training.train_and_evaluate(tiny_config(tmp_path))
+    assert (tmp_path / "run").read_text() == "mine"
+
+
+def test_two_runs_in_one_process_agree(tmp_path):
+    # A notebook's habit: the same config twice in one Python process, with
+    # XLA, the IWAE callback and the export that touch process-wide state.
+    settings = dict(epochs=2, jit_compile=True, iwae_every_epochs=1, export=True)
+    a = training.train_and_evaluate(tiny_config(tmp_path / "a", **settings))
+    b = training.train_and_evaluate(tiny_config(tmp_path / "b", **settings))
+    for name in ("train_neg_elbo", "test_neg_elbo", "test_kl"):
+        assert a[name] == b[name], name
+    weights_a = run_dir_lib.load_vae(str(tmp_path / "a" / "run"))[2].weights
+    weights_b = run_dir_lib.load_vae(str(tmp_path / "b" / "run"))[2].weights
+    for x, y in zip(weights_a, weights_b, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
 
 
 def test_a_model_dir_with_another_configuration_is_refused(tmp_path):
@@ -191,7 +237,7 @@ def test_steps_per_execution_does_not_change_training(tmp_path):
         training.train_and_evaluate(
             tiny_config(run, epochs=2, steps_per_execution=steps)
         )
-        vaes.append(model.load_vae(str(run / "run"))[2])
+        vaes.append(run_dir_lib.load_vae(str(run / "run"))[2])
     one, four = vaes
     # noise_step counts every training and test step.
     assert int(four.noise_step.numpy()) == int(one.noise_step.numpy())
@@ -219,7 +265,7 @@ def test_iwae_every_n_epochs_logs_a_bound_below_the_elbo(tmp_path):
     training.train_and_evaluate(
         tiny_config(tmp_path, epochs=2, iwae_every_epochs=1, iwae_samples=50)
     )
-    with open(tmp_path / "run" / config_lib.IWAE_HISTORY_FILENAME) as f:
+    with open(tmp_path / "run" / run_dir_lib.IWAE_HISTORY) as f:
         rows = list(csv.DictReader(f))
     assert [row["epoch"] for row in rows] == ["0", "1"]
     for row in rows:
@@ -244,7 +290,7 @@ def test_mixed_precision_trains_with_float32_distributions(tmp_path, policy):
     assert scores["neg_elbo"].dtype == tf.float32
 
     with training._dtype_policy(policy):
-        vae = model.build_vae(tiny_config(tmp_path), (8, 8, 1))
+        vae = tiny_vae(tmp_path)
     assert vae.encoder.body.layers[-1].compute_dtype == policy.removeprefix("mixed_")
     reconstruction, kl = vae.neg_elbo_terms(
         tf.zeros([2, 8, 8, 1], tf.uint8), tf.constant([0, 1], tf.int64)

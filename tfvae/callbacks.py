@@ -1,4 +1,4 @@
-"""Keras callbacks for training: NaN guard, throughput, image summaries."""
+"""Keras callbacks for training: NaN guard, throughput, image summaries, IWAE."""
 
 import os
 import time
@@ -6,8 +6,9 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from tfvae import images
+from tfvae import adapters, images, iwae, run_dir
 
 
 class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
@@ -110,3 +111,74 @@ class ImageSummaries(keras.callbacks.Callback):
                 step=epoch + 1,
             )
         self.writer.flush()
+
+
+
+class IWAECallback(keras.callbacks.Callback):
+    """Every `every_n_epochs` epochs, estimates the test NLL with the IWAE bound.
+
+    Uses `evaluate_batches` with k = `num_samples` on `test_images` (a dataset
+    of `uint8 [batch, H, W, C]`), the same seed every time so the curve shows
+    the model changing, not the noise. Logs `epoch_nll_k<k>` and
+    `epoch_neg_elbo` to TensorBoard in `<log_dir>/iwae` at step = epoch index
+    (as Keras's TensorBoard callback does) and appends a row (epoch from 0,
+    num_importance_samples, neg_elbo, nll) to `<model_dir>/iwae_history.csv`,
+    which `tfvae.evaluate` plots.
+    """
+
+    def __init__(
+        self,
+        test_images: tf.data.Dataset,
+        num_samples: int,
+        every_n_epochs: int,
+        model_dir: str,
+        samples_per_chunk: int = 200,
+        seed: int = 0,
+        jit_compile: bool = False,
+    ):
+        super().__init__()
+        iwae.sweep(num_samples)
+        iwae.chunk_sizes(num_samples, samples_per_chunk)
+        if every_n_epochs < 1:
+            raise ValueError(
+                "every_n_epochs must be at least 1. Received: "
+                f"every_n_epochs={every_n_epochs}"
+            )
+        self.test_images = test_images
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.model_dir = model_dir
+        self.samples_per_chunk = samples_per_chunk
+        self.seed = seed
+        self.jit_compile = jit_compile
+        self.writer = tf.summary.create_file_writer(
+            os.path.join(run_dir.path(model_dir, run_dir.LOGS), "iwae")
+        )
+        self._evaluable = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        if self._evaluable is None:
+            self._evaluable = adapters.VAEAdapter(self.model, self.jit_compile)
+        means = iwae.evaluate_batches(
+            self._evaluable,
+            self.test_images,
+            self.num_samples,
+            self.samples_per_chunk,
+            self.seed,
+        )
+        logging.info(
+            "Epoch %d: test -ELBO %.3f, IWAE -L_%d %.3f nats.",
+            epoch + 1,
+            means["neg_elbo"],
+            self.num_samples,
+            means["nll"],
+        )
+        with self.writer.as_default():
+            tf.summary.scalar(f"epoch_nll_k{self.num_samples}", means["nll"], epoch)
+            tf.summary.scalar("epoch_neg_elbo", means["neg_elbo"], epoch)
+        self.writer.flush()
+        run_dir.append_iwae_history(
+            self.model_dir, (epoch, self.num_samples, means["neg_elbo"], means["nll"])
+        )

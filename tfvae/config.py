@@ -1,135 +1,418 @@
-"""The frozen run configuration, and how a run directory remembers it.
+"""Run settings, each declared once: a field of `Config` is its flag.
 
-`tfvae.train` turns its flags into one `Config` and writes it to
-`<model_dir>/config.json`. Everything downstream (evaluation, export, a resumed
-run) reads that file instead of re-declaring the model's settings, so a model
-is always rebuilt exactly as it was trained. Defaults live in the flag
-definitions only: every field here is required.
+A field's `setting(...)` holds everything about it: the default, the flag's
+help, its kind and choices, the check of its value, whether a resumed run may
+change it, and which other setting it belongs to (`--binarize` only means
+something with `--likelihood=bernoulli`). From that one declaration:
+
+- `define_flags(Config)` defines the absl flags (`tfvae.train`,
+  `scripts/benchmark.py`); `from_flags(Config)` reads them back, refusing an
+  option given for a setting it does not belong to;
+- `Config(...)` checks every value when it is made, from flags, from Python or
+  from a run's `config.json`, and raises `errors.UsageError` naming the flag
+  and the fix;
+- tests make configs with `Config(model_dir=..., **overrides)`, and a test
+  checks that the README's flag table lists every field with its default.
+
+The same machinery declares other commands' settings (`evaluation.EvalConfig`).
 """
 
 import dataclasses
 import json
-import os
+from collections.abc import Callable
 
-CONFIG_FILENAME = "config.json"
-# Per-epoch CSVs in a run directory: training's Keras CSVLogger writes the
-# first (train and val_ metrics), `tfvae.evaluation.IWAECallback` the second.
-HISTORY_FILENAME = "history.csv"
-IWAE_HISTORY_FILENAME = "iwae_history.csv"
+import keras
+from absl import flags
 
-# Fields that may change between invocations on the same `model_dir` without
-# changing what is being trained: where the data lives, how many epochs to run
-# in total, and how the computation is placed on devices.
-_RESUMABLE_FIELDS = frozenset(
-    {
-        "data_dir",
-        "manual_dir",
-        "epochs",
-        "strategy",
-        "jit_compile",
-        "steps_per_execution",
-        "model_dir",
-        "export_dir",
-        "export",
-        "iwae_every_epochs",
-        "iwae_samples",
-    }
-)
+from tfvae import distribute, errors, heads, model, networks
+
+_KEY = "tfvae_setting"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How one field is a flag: see `setting`."""
+
+    help: str
+    kind: str
+    choices: tuple[str, ...] | None
+    minimum: float | None
+    check: Callable[[object], str | None] | None
+    applies_to: tuple[str, frozenset[str]] | None
+    resumable: bool
+    model: bool
+
+
+def setting(
+    default,
+    help: str,
+    kind: str,
+    *,
+    choices=None,
+    minimum: float | None = None,
+    check: Callable[[object], str | None] | None = None,
+    applies_to: tuple[str, set[str]] | None = None,
+    resumable: bool = False,
+    model: bool = False,
+):
+    """Returns a dataclass field that is also a flag.
+
+    `kind` is one of "string", "bool", "integer", "float", "enum" (one of
+    `choices`) or "integers" (a comma-separated list of positive integers).
+    `minimum` bounds numbers from below (inclusive); `check(value)` returns
+    what is wrong with a value, or None. `applies_to=(flag, values)` refuses
+    the flag unless `flag` has one of `values`. `resumable` settings may change
+    between runs on one `--model_dir`; `model` ones are `model.build_vae`'s
+    arguments.
+    """
+    if kind == "integers":
+        default = tuple(default)
+    meta = Setting(
+        help=help,
+        kind=kind,
+        choices=tuple(choices) if choices is not None else None,
+        minimum=minimum,
+        check=check,
+        applies_to=(applies_to[0], frozenset(applies_to[1])) if applies_to else None,
+        resumable=resumable,
+        model=model,
+    )
+    return dataclasses.field(default=default, metadata={_KEY: meta})
+
+
+def _activation_problem(name: str) -> str | None:
+    try:
+        keras.activations.get(name)
+    except ValueError:
+        return "is not a Keras activation name (e.g. relu, softplus, gelu, tanh)"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines one training run."""
+    """Everything that defines one training run; `python -m tfvae.train`'s flags."""
 
     # Data.
-    dataset: str
-    data_dir: str | None
-    manual_dir: str | None
+    dataset: str = setting(
+        "mnist",
+        "TFDS image dataset with fixed-shape uint8 images and train/test splits.",
+        "string",
+    )
+    data_dir: str | None = setting(
+        None, "TFDS data directory (TFDS default if unset).", "string", resumable=True
+    )
+    manual_dir: str | None = setting(
+        None,
+        "Folder holding the dataset's original downloaded files, to build it "
+        "offline (tfds.download.DownloadConfig(manual_dir=...)).",
+        "string",
+        resumable=True,
+    )
     # Model.
-    likelihood: str
-    binarize: bool
-    gaussian_scale: float | None
-    posterior: str
-    latent_dim: int
-    network: str
-    hidden_units: tuple[int, ...]
-    conv_filters: tuple[int, ...]
-    activation: str
-    kl: str
+    likelihood: str = setting(
+        "bernoulli",
+        "Observation model p(x|z).",
+        "enum",
+        choices=heads.LIKELIHOODS,
+        model=True,
+    )
+    binarize: bool = setting(
+        True,
+        "bernoulli only: observe pixels as fresh Bernoulli(pixel/255) draws "
+        "(dynamic binarization); --nobinarize scores gray pixels as the Pyro "
+        "tutorial does.",
+        "bool",
+        applies_to=("likelihood", {"bernoulli"}),
+        model=True,
+    )
+    gaussian_scale: float | None = setting(
+        None,
+        "gaussian only: fixed per-pixel standard deviation; unset learns it per "
+        "pixel.",
+        "float",
+        check=lambda v: None if v is None or v > 0 else "must be positive",
+        applies_to=("likelihood", {"gaussian"}),
+        model=True,
+    )
+    posterior: str = setting(
+        "diag",
+        "q(z|x): diagonal or full-covariance normal.",
+        "enum",
+        choices=heads.POSTERIORS,
+        model=True,
+    )
+    latent_dim: int = setting(50, "Size of z.", "integer", minimum=1, model=True)
+    network: str = setting(
+        "mlp", "Encoder/decoder bodies.", "enum", choices=networks.NETWORKS, model=True
+    )
+    hidden_units: tuple[int, ...] = setting(
+        (400,),
+        "Dense layer sizes, encoder order (the decoder mirrors them); may be "
+        "empty with --network=conv.",
+        "integers",
+        model=True,
+    )
+    conv_filters: tuple[int, ...] = setting(
+        (32, 64),
+        "conv only: filters per stride-2 convolution.",
+        "integers",
+        check=lambda v: None if v else "must list at least one size",
+        applies_to=("network", {"conv"}),
+        model=True,
+    )
+    activation: str = setting(
+        "softplus",
+        "Hidden activation (a Keras name).",
+        "string",
+        check=_activation_problem,
+        model=True,
+    )
+    kl: str = setting(
+        "analytic",
+        "KL(q||p): closed form, or log q(z) - log p(z) at the sampled z.",
+        "enum",
+        choices=model.KL_ESTIMATORS,
+        model=True,
+    )
     # Optimization.
-    learning_rate: float
-    batch_size: int
-    epochs: int
-    seed: int
+    learning_rate: float = setting(
+        1e-3,
+        "Adam learning rate.",
+        "float",
+        check=lambda v: None if v > 0 else "must be positive",
+    )
+    batch_size: int = setting(256, "Global batch size.", "integer", minimum=1)
+    epochs: int = setting(
+        10,
+        "Total epochs (a resumed run counts those done).",
+        "integer",
+        minimum=1,
+        resumable=True,
+    )
+    seed: int = setting(
+        0,
+        "Seed of the weights, shuffling, binarization and z noise.",
+        "integer",
+        minimum=0,
+    )
     # Execution.
-    strategy: str
-    jit_compile: bool
-    steps_per_execution: int
-    mixed_precision: str
+    strategy: str = setting(
+        "auto",
+        "tf.distribute strategy.",
+        "enum",
+        choices=distribute.STRATEGIES,
+        resumable=True,
+    )
+    jit_compile: bool = setting(
+        True,
+        "Compile the train/test steps with XLA (turned off, with a log line, "
+        "under a multi-replica strategy, where Keras does not support it).",
+        "bool",
+        resumable=True,
+    )
+    steps_per_execution: int = setting(
+        16,
+        "Training steps per compiled call, lowered to the largest divisor of the "
+        "steps per epoch: fewer Python round trips, but the progress bar and the "
+        "NaN check see only each call's end.",
+        "integer",
+        minimum=1,
+        resumable=True,
+    )
+    mixed_precision: str = setting(
+        "float32",
+        "Keras dtype policy: mixed_float16 (with loss scaling) or mixed_bfloat16 "
+        "compute in 16 bits; weights and log-probabilities stay float32.",
+        "enum",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+    )
     # Evaluation during training.
-    iwae_every_epochs: int
-    iwae_samples: int
-    model_dir: str
-    export_dir: str
-    export: bool
+    iwae_every_epochs: int = setting(
+        0,
+        "Every N epochs, also estimate the test log-likelihood with the IWAE "
+        "bound (TensorBoard and iwae_history.csv); 0 never does.",
+        "integer",
+        minimum=0,
+        resumable=True,
+    )
+    iwae_samples: int = setting(
+        100,
+        "Importance samples k for --iwae_every_epochs.",
+        "integer",
+        minimum=1,
+        resumable=True,
+    )
+    # Where things go.
+    model_dir: str | None = setting(
+        None,
+        "Run directory (created, or resumed). Required.",
+        "string",
+        check=lambda v: None if v else "is required (the run directory)",
+        resumable=True,
+    )
+    export_dir: str | None = setting(
+        None,
+        "TF Serving model base path: the SavedModel goes to "
+        "<export_dir>/<version>. Unset means export/<dataset>.",
+        "string",
+        resumable=True,
+    )
+    export: bool = setting(
+        True, "Export a SavedModel after training.", "bool", resumable=True
+    )
+
+    def __post_init__(self):
+        check_values(self)
+        if self.network != "conv" and not self.hidden_units:
+            raise errors.UsageError(
+                f"--hidden_units may be empty only with --network=conv. Received: "
+                f"--network={self.network} --hidden_units="
+            )
+
+    @property
+    def export_base(self) -> str:
+        """The TF Serving model base path exports go to."""
+        return self.export_dir or f"export/{self.dataset}"
+
+    def model_settings(self) -> dict:
+        """Returns the settings `model.build_vae` takes, by name."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.metadata[_KEY].model
+        }
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        missing = sorted(names - set(values))
-        if unknown or missing:
-            raise ValueError(
-                "Not a tfvae configuration: "
-                f"unknown keys {unknown}, missing keys {missing}."
-            )
-        values = dict(values)
-        values["hidden_units"] = tuple(values["hidden_units"])
-        values["conv_filters"] = tuple(values["conv_filters"])
-        return cls(**values)
+        """Returns the Config of a saved dict; unknown or missing keys are refused."""
+        return from_dict(cls, values)
 
 
-def save(config: Config, model_dir: str) -> str:
-    """Writes `config` to `<model_dir>/config.json`; returns the file's path."""
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, CONFIG_FILENAME)
-    with open(path, "w") as f:
-        f.write(config.to_json() + "\n")
-    return path
+def settings_of(cls) -> dict[str, tuple[dataclasses.Field, Setting]]:
+    """Returns {name: (field, Setting)} of a settings dataclass, in order."""
+    return {f.name: (f, f.metadata[_KEY]) for f in dataclasses.fields(cls)}
 
 
-def load(model_dir: str) -> Config:
-    """Reads the `Config` a training run saved in `model_dir`."""
-    path = os.path.join(model_dir, CONFIG_FILENAME)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist: {model_dir!r} is not a tfvae run directory. "
-            "Pass the --model_dir that `python -m tfvae.train` wrote to."
+def check_values(instance) -> None:
+    """Normalizes and checks every setting of `instance`; raises `UsageError`."""
+    for name, (_, meta) in settings_of(type(instance)).items():
+        value = getattr(instance, name)
+        if meta.kind == "integers":
+            value = tuple(value)
+            object.__setattr__(instance, name, value)
+        problem = _problem(meta, value)
+        if problem:
+            shown = ",".join(map(str, value)) if meta.kind == "integers" else value
+            raise errors.UsageError(f"--{name} {problem}. Received: --{name}={shown}")
+
+
+def _problem(meta: Setting, value) -> str | None:
+    if value is None:
+        return meta.check(value) if meta.check else None
+    if meta.kind == "integers":
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+            return "must be a comma-separated list of positive integers"
+    if meta.kind == "enum" and value not in meta.choices:
+        return f"must be one of {', '.join(meta.choices)}"
+    if meta.minimum is not None and value < meta.minimum:
+        return f"must be at least {meta.minimum}"
+    return meta.check(value) if meta.check else None
+
+
+def from_dict(cls, values: dict):
+    """Returns `cls(**values)`, refusing unknown or missing keys."""
+    names = set(settings_of(cls))
+    unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+    if unknown or missing:
+        raise errors.UsageError(
+            f"Not a tfvae {cls.__name__}: unknown keys {unknown}, missing keys "
+            f"{missing}."
         )
-    with open(path) as f:
-        return Config.from_dict(json.load(f))
+    return cls(**values)
+
+
+def resumable_fields(cls=Config) -> frozenset[str]:
+    """Returns the settings a resumed run may change."""
+    return frozenset(n for n, (_, m) in settings_of(cls).items() if m.resumable)
 
 
 def check_compatible(previous: Config, requested: Config) -> None:
-    """Raises ValueError if `requested` cannot continue the run `previous` began.
+    """Raises `UsageError` if `requested` cannot continue the run `previous` began.
 
-    Only data locations, the epoch budget and device placement may differ;
-    anything else would silently mix two different trainings in one directory.
+    Only the `resumable` settings (data locations, the epoch budget, device
+    placement, evaluation during training, where things go) may differ;
+    anything else would mix two trainings in one directory.
     """
     old, new = dataclasses.asdict(previous), dataclasses.asdict(requested)
     changed = [
         f"--{name}: run has {old[name]!r}, requested {new[name]!r}"
         for name in old
-        if name not in _RESUMABLE_FIELDS and old[name] != new[name]
+        if name not in resumable_fields() and old[name] != new[name]
     ]
     if changed:
-        raise ValueError(
+        raise errors.UsageError(
             f"--model_dir={requested.model_dir} holds a run with a different "
             "configuration, so it cannot be resumed:\n  "
             + "\n  ".join(changed)
             + "\nUse a new --model_dir, or repeat the run's original flags "
-            f"(see {os.path.join(requested.model_dir, CONFIG_FILENAME)})."
+            "(see its config.json)."
         )
+
+
+_DEFINE = {
+    "string": flags.DEFINE_string,
+    "bool": flags.DEFINE_bool,
+    "integer": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+}
+
+
+def define_flags(cls, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines one absl flag per field of the settings dataclass `cls`."""
+    for name, (field, meta) in settings_of(cls).items():
+        if meta.kind == "enum":
+            flags.DEFINE_enum(
+                name, field.default, meta.choices, meta.help, flag_values=flag_values
+            )
+        elif meta.kind == "integers":
+            flags.DEFINE_list(
+                name,
+                [str(v) for v in field.default],
+                meta.help,
+                flag_values=flag_values,
+            )
+        else:
+            _DEFINE[meta.kind](name, field.default, meta.help, flag_values=flag_values)
+
+
+def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS):
+    """Returns `cls` made from the parsed flags `define_flags(cls)` defined.
+
+    Raises `UsageError` for a bad value, and for an option given on the
+    command line for a setting it does not belong to (`--binarize` with
+    `--likelihood=gaussian`): it would be ignored.
+    """
+    values = {}
+    for name, (_, meta) in settings_of(cls).items():
+        value = flag_values[name].value
+        if meta.applies_to and flag_values[name].present:
+            owner, allowed = meta.applies_to
+            if flag_values[owner].value not in allowed:
+                raise errors.UsageError(
+                    f"--{name} only applies to --{owner}={'/'.join(sorted(allowed))}; "
+                    f"this run has --{owner}={flag_values[owner].value}. Remove "
+                    f"--{name}."
+                )
+        if meta.kind == "integers":
+            try:
+                value = tuple(int(v) for v in value)
+            except ValueError:
+                raise errors.UsageError(
+                    f"--{name} must be a comma-separated list of positive integers. "
+                    f"Received: --{name}={','.join(value)}"
+                ) from None
+        values[name] = value
+    return cls(**values)

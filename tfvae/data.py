@@ -14,7 +14,6 @@ start from the same raw pixels, and the pipeline stays cheap:
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -22,9 +21,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from tfvae import errors
+
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
-INFO_FILENAME = "dataset.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,19 +36,6 @@ class DatasetInfo:
     num_train: int
     num_test: int
     num_classes: int | None
-
-
-def save_info(info: DatasetInfo, model_dir: str) -> None:
-    """Writes `info` to `<model_dir>/dataset.json`."""
-    with open(os.path.join(model_dir, INFO_FILENAME), "w") as f:
-        json.dump(dataclasses.asdict(info), f, indent=2)
-
-
-def load_info(model_dir: str) -> DatasetInfo:
-    """Reads the `DatasetInfo` a training run saved in `model_dir`."""
-    with open(os.path.join(model_dir, INFO_FILENAME)) as f:
-        values = json.load(f)
-    return DatasetInfo(**{**values, "image_shape": tuple(values["image_shape"])})
 
 
 def expected_manual_files(builder: tfds.core.DatasetBuilder) -> list[str]:
@@ -67,13 +54,13 @@ def _check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> Non
         + "."
     )
     if not os.path.isdir(manual_dir):
-        raise FileNotFoundError(f"--manual_dir={manual_dir} is not a folder.{listing}")
+        raise errors.UsageError(f"--manual_dir={manual_dir} is not a folder.{listing}")
     present = set(os.listdir(manual_dir))
     if not present:
-        raise FileNotFoundError(f"--manual_dir={manual_dir} is empty.{listing}")
+        raise errors.UsageError(f"--manual_dir={manual_dir} is empty.{listing}")
     missing = [name for name in expected if name not in present]
     if missing:
-        raise FileNotFoundError(
+        raise errors.UsageError(
             f"--manual_dir={manual_dir} lacks {', '.join(missing)}.{listing}"
         )
 
@@ -88,19 +75,19 @@ def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(
+        raise errors.UsageError(
             f"Unknown dataset: --dataset={name}. Use a TFDS image dataset name "
             "such as mnist, fashion_mnist, kmnist, emnist or cifar10."
         ) from e
     features = dict(builder.info.features or {})
     image = features.get("image")
     if not isinstance(image, tfds.features.Image):
-        raise ValueError(
+        raise errors.UsageError(
             f"--dataset={name} has no 'image' feature (features: "
             f"{sorted(features)}); tfvae models image datasets."
         )
     if None in image.shape or image.dtype != tf.uint8:
-        raise ValueError(
+        raise errors.UsageError(
             f"--dataset={name} has images of shape {image.shape} and dtype "
             f"{image.dtype.name}; tfvae needs a fixed shape and uint8 pixels."
         )
@@ -138,7 +125,7 @@ def prepare(
     splits = builder.info.splits
     for split in (TRAIN_SPLIT, TEST_SPLIT):
         if split not in splits:
-            raise ValueError(
+            raise errors.UsageError(
                 f"--dataset={name} has no {split!r} split (it has "
                 f"{sorted(splits)}); tfvae trains on 'train' and tests on 'test'."
             )
@@ -190,7 +177,7 @@ def shuffled_batches(
     images = tf.convert_to_tensor(images)
     num_images, steps = images.shape[0], images.shape[0] // batch_size
     if steps == 0:
-        raise ValueError(
+        raise errors.UsageError(
             f"--batch_size={batch_size} is larger than the {num_images} training "
             "images; use a smaller batch."
         )

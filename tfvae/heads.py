@@ -13,6 +13,8 @@ observations (`observe`), what the encoder sees of an observation
 (`parameters`, what the exported `decode` signature returns).
 """
 
+from collections.abc import Callable
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -31,6 +33,10 @@ _PIXEL_MAX = 255.0
 
 def _pixels_to_unit(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) / _PIXEL_MAX
+
+
+def _serializable(cls):
+    return keras.saving.register_keras_serializable(package="tfvae")(cls)
 
 
 class PosteriorHead(keras.layers.Layer):
@@ -65,6 +71,7 @@ class PosteriorHead(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
+@_serializable
 class NormalDiagHead(PosteriorHead):
     """q(z|x) = N(loc, diag(scale^2)); scale = softplus(.) + SCALE_FLOOR."""
 
@@ -85,6 +92,7 @@ class NormalDiagHead(PosteriorHead):
         return {"stddev": posterior.stddev()}
 
 
+@_serializable
 class NormalTriLHead(PosteriorHead):
     """q(z|x) = N(loc, L L^T) with a full lower-triangular scale L."""
 
@@ -168,6 +176,7 @@ class _LogitBernoulli(tfd.Bernoulli):
         return tf.cast(event, logits.dtype) * logits - tf.math.softplus(logits)
 
 
+@_serializable
 class BernoulliHead(LikelihoodHead):
     """Bernoulli per pixel, from logits.
 
@@ -204,6 +213,7 @@ class BernoulliHead(LikelihoodHead):
         return {**super().get_config(), "binarize": self.binarize}
 
 
+@_serializable
 class ContinuousBernoulliHead(LikelihoodHead):
     """Continuous Bernoulli per pixel (Loaiza-Ganem & Cunningham 2019), on [0, 1]."""
 
@@ -214,6 +224,7 @@ class ContinuousBernoulliHead(LikelihoodHead):
         return {"logits": likelihood.distribution.logits}
 
 
+@_serializable
 class GaussianHead(LikelihoodHead):
     """Normal per pixel on [0, 1] values.
 
@@ -248,6 +259,7 @@ class GaussianHead(LikelihoodHead):
         return {**super().get_config(), "scale": self.scale}
 
 
+@_serializable
 class CategoricalHead(LikelihoodHead):
     """256-way categorical per pixel over the integer values 0..255."""
 
@@ -271,3 +283,20 @@ class CategoricalHead(LikelihoodHead):
 
     def parameters(self, likelihood):
         return {"logits": likelihood.distribution.logits}
+
+
+# Builders by flag value. Each takes the model's settings by keyword
+# (`model.build_vae`'s arguments) and uses those it needs.
+POSTERIORS: dict[str, Callable[..., PosteriorHead]] = {
+    "diag": lambda latent_dim, **_: NormalDiagHead(latent_dim, name="posterior"),
+    "full": lambda latent_dim, **_: NormalTriLHead(latent_dim, name="posterior"),
+}
+
+LIKELIHOODS: dict[str, Callable[..., LikelihoodHead]] = {
+    "bernoulli": lambda binarize, **_: BernoulliHead(binarize, name="likelihood"),
+    "continuous_bernoulli": lambda **_: ContinuousBernoulliHead(name="likelihood"),
+    "gaussian": lambda gaussian_scale, **_: GaussianHead(
+        gaussian_scale, name="likelihood"
+    ),
+    "categorical": lambda **_: CategoricalHead(name="likelihood"),
+}

@@ -1,14 +1,21 @@
-"""Pictures of a VAE: image grids as PNG files and TensorBoard summaries."""
+"""Pictures of a VAE as image tensors: grids, and writing them as PNG files.
+
+Every function returns `uint8 [rows, cols, C]` grids (or float images to tile)
+ready for `write_png` and `tf.summary.image`. Training draws its TensorBoard
+pictures from here, so this module must not import matplotlib (a large,
+slow import that training does not need); matplotlib figures live in
+`tfvae.plots`.
+"""
 
 import math
 
 import tensorflow as tf
 
+from tfvae import iwae, noise
 from tfvae.model import VAE
 
-# Seeds the prior samples shown every epoch, so TensorBoard shows the same z
-# decoded by a decoder that improves.
-PRIOR_SAMPLE_SEED_OFFSET = 1
+# The manifold grid spans these prior quantiles; 0 and 1 would be infinite z.
+MANIFOLD_QUANTILES = (0.05, 0.95)
 
 
 def grid(images: tf.Tensor, columns: int) -> tf.Tensor:
@@ -19,12 +26,17 @@ def grid(images: tf.Tensor, columns: int) -> tf.Tensor:
     images = tf.convert_to_tensor(images, tf.float32)
     count, height, width, channels = images.shape
     rows = math.ceil(count / columns)
-    pad = rows * columns - count
-    images = tf.concat([images, tf.zeros([pad, height, width, channels])], axis=0)
+    images = _pad_to(images, rows * columns)
     tiled = tf.reshape(images, [rows, columns, height, width, channels])
     tiled = tf.transpose(tiled, [0, 2, 1, 3, 4])
     tiled = tf.reshape(tiled, [rows * height, columns * width, channels])
     return tf.cast(tf.round(tf.clip_by_value(tiled, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+def _pad_to(images: tf.Tensor, count: int) -> tf.Tensor:
+    """Returns float `images` `[N, ...]` followed by black ones up to `count`."""
+    pad = count - images.shape[0]
+    return tf.concat([images, tf.zeros([pad, *images.shape[1:]], images.dtype)], 0)
 
 
 def write_png(path: str, image: tf.Tensor) -> None:
@@ -38,13 +50,19 @@ def reconstruction_grid(
     """Returns a `uint8` grid: rows of inputs, each followed by their reconstructions.
 
     `images` are raw `uint8 [N, H, W, C]`, `reconstructions` float `[N, H, W, C]`
-    in [0, 1].
+    in [0, 1]. A last, short row of inputs and the one of their
+    reconstructions are each padded with black cells, so every reconstruction
+    sits right below its input.
     """
     inputs = tf.cast(images, tf.float32) / 255.0
+    reconstructions = tf.convert_to_tensor(reconstructions, tf.float32)
     rows = []
     for start in range(0, images.shape[0], columns):
         end = start + columns
-        rows += [inputs[start:end], reconstructions[start:end]]
+        rows += [
+            _pad_to(inputs[start:end], columns),
+            _pad_to(reconstructions[start:end], columns),
+        ]
     return grid(tf.concat(rows, axis=0), columns)
 
 
@@ -57,8 +75,51 @@ def reconstructions(vae: VAE, images: tf.Tensor, columns: int = 8) -> tf.Tensor:
 
 
 def prior_samples(vae: VAE, count: int, seed: int) -> tf.Tensor:
-    """Returns E[x|z] for `count` z ~ p(z) drawn with `seed`: `[count, H, W, C]`."""
-    z = tf.random.stateless_normal(
-        [count, vae.latent_dim], seed=[seed, PRIOR_SAMPLE_SEED_OFFSET]
-    )
+    """Returns E[x|z] for `count` z ~ p(z): `[count, H, W, C]`.
+
+    The z come from the stream `noise.PRIOR_SAMPLES` of `seed`, the same every
+    epoch, so TensorBoard shows the same z decoded by a decoder that improves.
+    """
+    z = vae.prior.sample(count, noise.seed(seed, noise.PRIOR_SAMPLES))
     return vae.decode_mean(z)
+
+
+def interpolation_grid(
+    evaluable: iwae.EvaluableModel, starts: tf.Tensor, ends: tf.Tensor, steps: int
+) -> tf.Tensor:
+    """Returns `uint8` rows: start, `steps` decoded means from z_start to z_end, end.
+
+    `starts` and `ends` are raw `uint8 [pairs, H, W, C]`; z are posterior means.
+    """
+    z_start, z_end = evaluable.encode_mean(starts), evaluable.encode_mean(ends)
+    weights = tf.linspace(0.0, 1.0, steps)[:, tf.newaxis, tf.newaxis]
+    z = (1.0 - weights) * z_start + weights * z_end  # [steps, pairs, latent]
+    decoded = evaluable.decode_mean(tf.reshape(z, [-1, evaluable.latent_dim]))
+    decoded = tf.reshape(decoded, [steps, -1, *decoded.shape[1:]])
+    rows = tf.concat(
+        [
+            tf.cast(starts, tf.float32)[tf.newaxis] / 255.0,
+            decoded,
+            tf.cast(ends, tf.float32)[tf.newaxis] / 255.0,
+        ],
+        axis=0,
+    )  # [steps + 2, pairs, H, W, C]
+    rows = tf.transpose(rows, [1, 0, 2, 3, 4])
+    return grid(tf.reshape(rows, [-1, *rows.shape[2:]]), steps + 2)
+
+
+def manifold_grid(evaluable: iwae.EvaluableModel, size: int) -> tf.Tensor:
+    """Returns `uint8`: E[x|z] over a `size` x `size` grid of 2-D prior quantiles.
+
+    The quantiles are those of N(0, 1), the standard prior, per axis.
+    """
+    if evaluable.latent_dim != 2:
+        raise ValueError(
+            "The latent manifold is drawn for 2-D latents only. Received: "
+            f"latent_dim={evaluable.latent_dim}"
+        )
+    values = tf.math.ndtri(tf.linspace(*MANIFOLD_QUANTILES, size))
+    # Rows run from high to low z_2 so the picture's y axis points up.
+    z2, z1 = tf.meshgrid(values[::-1], values, indexing="ij")
+    z = tf.stack([tf.reshape(z1, [-1]), tf.reshape(z2, [-1])], axis=1)
+    return grid(evaluable.decode_mean(z), size)

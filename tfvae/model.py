@@ -8,44 +8,22 @@ One batch of raw `uint8` images `[batch, H, W, C]` goes through
     z      = q.loc + q.scale @ eps                 # reparameterized sample
     -ELBO  = -log p(x|z) + KL(q(z|x) || p(z))      # nats per example, [batch]
 
-`train_step` and `test_step` both call it.
+`train_step` and `test_step` both call it. `build_vae` makes a VAE from plain
+settings (what `tfvae.train`'s flags hold); every part is a registered Keras
+layer with a `get_config`, so `vae.save("vae.keras")` and
+`keras.models.load_model` round-trip a model.
 """
 
 import math
-import os
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import config as config_lib
-from tfvae import data, heads, networks, noise
-from tfvae.config import Config
+from tfvae import heads, networks, noise, priors
 
 tfd = tfp.distributions
-
-# The latest weights of a run, saved at the end of every epoch.
-WEIGHTS_FILENAME = "model.weights.h5"
-
-POSTERIORS: dict[str, Callable[[Config], heads.PosteriorHead]] = {
-    "diag": lambda c: heads.NormalDiagHead(c.latent_dim, name="posterior"),
-    "full": lambda c: heads.NormalTriLHead(c.latent_dim, name="posterior"),
-}
-
-LIKELIHOODS: dict[str, Callable[[Config], heads.LikelihoodHead]] = {
-    "bernoulli": lambda c: heads.BernoulliHead(c.binarize, name="likelihood"),
-    "continuous_bernoulli": lambda c: heads.ContinuousBernoulliHead(name="likelihood"),
-    "gaussian": lambda c: heads.GaussianHead(c.gaussian_scale, name="likelihood"),
-    "categorical": lambda c: heads.CategoricalHead(name="likelihood"),
-}
-
-NETWORKS: dict[str, Callable[..., tuple[keras.Sequential, keras.Sequential]]] = {
-    "mlp": lambda c, shape, k: networks.mlp(shape, k, c.hidden_units, c.activation),
-    "conv": lambda c, shape, k: networks.conv(
-        shape, k, c.hidden_units, c.activation, c.conv_filters
-    ),
-}
 
 
 def analytic_kl(q: tfd.Distribution, prior: tfd.Distribution, z: tf.Tensor):
@@ -59,47 +37,71 @@ def monte_carlo_kl(q: tfd.Distribution, prior: tfd.Distribution, z: tf.Tensor):
     return q.log_prob(z) - prior.log_prob(z)
 
 
-KL_ESTIMATORS = {"analytic": analytic_kl, "monte_carlo": monte_carlo_kl}
+KL_ESTIMATORS: dict[str, Callable] = {
+    "analytic": analytic_kl,
+    "monte_carlo": monte_carlo_kl,
+}
 
 
-class Encoder(keras.Model):
+def _serializable(cls):
+    return keras.saving.register_keras_serializable(package="tfvae")(cls)
+
+
+class _BodyAndHead(keras.Model):
+    """A network body followed by a distribution head; serializes both."""
+
+    def __init__(self, body: keras.Layer, head: keras.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.body = body
+        self.head = head
+
+    def call(self, inputs):
+        return self.head(self.body(inputs))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "body": keras.saving.serialize_keras_object(self.body),
+            "head": keras.saving.serialize_keras_object(self.head),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(
+            body=keras.saving.deserialize_keras_object(config["body"]),
+            head=keras.saving.deserialize_keras_object(config["head"]),
+            name=config["name"],
+        )
+
+
+@_serializable
+class Encoder(_BodyAndHead):
     """x `[batch, H, W, C]` float in [0, 1] -> q(z|x), event shape `[latent_dim]`."""
 
-    def __init__(self, body: keras.Layer, head: heads.PosteriorHead, **kwargs):
-        super().__init__(**kwargs)
-        self.body = body
-        self.head = head
 
-    def call(self, x):
-        return self.head(self.body(x))
-
-
-class Decoder(keras.Model):
+@_serializable
+class Decoder(_BodyAndHead):
     """z `[batch, latent_dim]` -> p(x|z), event shape `[H, W, C]`."""
 
-    def __init__(self, body: keras.Layer, head: heads.LikelihoodHead, **kwargs):
-        super().__init__(**kwargs)
-        self.body = body
-        self.head = head
 
-    def call(self, z):
-        return self.head(self.body(z))
-
-
+@_serializable
 class VAE(keras.Model):
     """A variational autoencoder trained by minimizing the negative ELBO.
 
-    Randomness (binarization and the reparameterization noise) comes from
-    stateless ops seeded by `(seed, step)`, where `step` is a counter saved
-    with the weights: runs with the same seed agree, a resumed run continues
-    the sequence, and the noise does not depend on the number of replicas.
+    `prior` is a `tfvae.priors` layer; it owns the latent size. `image_shape`
+    is (H, W, C) of the raw images. Randomness (binarization and the
+    reparameterization noise) comes from stateless ops seeded by
+    `(seed, step)`, where `step` is a counter saved with the weights: runs with
+    the same seed agree, a resumed run continues the sequence, and the noise
+    does not depend on the number of replicas (`tfvae.noise`).
     """
 
     def __init__(
         self,
         encoder: Encoder,
         decoder: Decoder,
-        latent_dim: int,
+        prior: keras.Layer,
+        image_shape: tuple[int, int, int],
         kl: str,
         seed: int,
         **kwargs,
@@ -109,9 +111,16 @@ class VAE(keras.Model):
             raise ValueError(
                 f"kl must be one of {sorted(KL_ESTIMATORS)}. Received: {kl=}"
             )
+        if encoder.head.latent_dim != prior.latent_dim:
+            raise ValueError(
+                "The posterior and the prior must have one latent size. Received: "
+                f"posterior latent_dim={encoder.head.latent_dim}, prior "
+                f"latent_dim={prior.latent_dim}"
+            )
         self.encoder = encoder
         self.decoder = decoder
-        self.latent_dim = latent_dim
+        self.prior = prior
+        self.image_shape = tuple(image_shape)
         self.kl = kl
         self.seed = seed
         self.noise_step = self.add_weight(
@@ -127,16 +136,42 @@ class VAE(keras.Model):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
+    def build(self, input_shape=None):
+        # The sub-layers make their weights on a first call; one zero image
+        # builds them all (also when `keras.models.load_model` rebuilds it).
+        self.call(tf.zeros([1, *self.image_shape], tf.uint8))
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            "name": self.name,
+            "encoder": serialize(self.encoder),
+            "decoder": serialize(self.decoder),
+            "prior": serialize(self.prior),
+            "image_shape": list(self.image_shape),
+            "kl": self.kl,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        deserialize = keras.saving.deserialize_keras_object
+        return cls(
+            **{
+                **config,
+                "encoder": deserialize(config["encoder"]),
+                "decoder": deserialize(config["decoder"]),
+                "prior": deserialize(config["prior"]),
+            }
+        )
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.latent_dim
+
     @property
     def likelihood(self) -> heads.LikelihoodHead:
         return self.decoder.head
-
-    @property
-    def prior(self) -> tfd.Distribution:
-        """p(z) = N(0, I), event shape `[latent_dim]`."""
-        return tfd.MultivariateNormalDiag(
-            loc=tf.zeros([self.latent_dim]), scale_diag=tf.ones([self.latent_dim])
-        )
 
     @property
     def metrics(self):
@@ -144,39 +179,29 @@ class VAE(keras.Model):
 
     def next_seed(self) -> tf.Tensor:
         """Returns a fresh stateless seed, int64 `[2]`, and advances the counter."""
-        step = self.noise_step.assign_add(1)
-        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        return noise.seed(self.seed, self.noise_step.assign_add(1))
 
     def observe_and_encode(
         self, images: tf.Tensor, observe_seed: tf.Tensor
     ) -> tuple[tf.Tensor, tfd.Distribution]:
         """Returns (x, q): observations `[batch, H, W, C]` and q(z|x).
 
-        `images` are raw `uint8 [batch, H, W, C]`; `observe_seed` (int `[2]`)
-        drives stochastic observations (dynamic binarization).
+        `images` are raw `uint8 [batch, H, W, C]`; `observe_seed` (int `[2]`,
+        or `[batch, 2]`: one per image) drives stochastic observations
+        (dynamic binarization).
         """
         x = self.likelihood.observe(images, observe_seed)
         return x, self.encoder(self.likelihood.encoder_input(x))
-
-    @staticmethod
-    def split_seed(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Returns (observe_seed, z_seed), each int64 `[2]`, from one seed `[2]`.
-
-        The one convention for turning a seed into the observation noise and
-        the z noise: training, evaluation and the exported signatures share it.
-        """
-        seeds = tf.random.experimental.stateless_split(seed, num=2)
-        return tf.cast(seeds[0], tf.int64), tf.cast(seeds[1], tf.int64)
 
     def posterior_sample(
         self, images: tf.Tensor, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tfd.Distribution, tf.Tensor]:
         """Returns (x, q, z): observations, q(z|x) and one z ~ q, `[batch, latent_dim]`.
 
-        `images` are raw `uint8 [batch, H, W, C]`; `seed` is int `[2]`, split
-        by `split_seed`.
+        `images` are raw `uint8 [batch, H, W, C]`; `seed` is int `[2]` (or
+        `[batch, 2]`), split by `noise.split_seed`.
         """
-        observe_seed, z_seed = self.split_seed(seed)
+        observe_seed, z_seed = noise.split_seed(seed)
         x, q = self.observe_and_encode(images, observe_seed)
         z = self.encoder.head.reparameterize(q, noise.normal(tf.shape(q.loc), z_seed))
         return x, q, z
@@ -188,27 +213,34 @@ class VAE(keras.Model):
 
         reconstruction = -log p(x|z) at one z ~ q(z|x) (the distortion) and
         kl = KL(q(z|x) || p(z)) (the rate); their sum is the negative ELBO.
-        `images` are raw `uint8 [batch, H, W, C]`; `seed` is int `[2]`.
+        `images` are raw `uint8 [batch, H, W, C]`; `seed` is int `[2]` (or
+        `[batch, 2]`: one per image).
         """
         x, q, z = self.posterior_sample(images, seed)
         reconstruction = -self.decoder(z).log_prob(x)
-        kl = KL_ESTIMATORS[self.kl](q, self.prior, z)
+        kl = KL_ESTIMATORS[self.kl](q, self.prior.distribution(), z)
         return reconstruction, kl
 
     def log_weights(
-        self, x: tf.Tensor, q: tfd.Distribution, num_samples: int, z_seed: tf.Tensor
+        self, x: tf.Tensor, q: tfd.Distribution, num_samples, z_seed: tf.Tensor
     ) -> tf.Tensor:
         """Returns importance log-weights log p(x, z_k) - log q(z_k|x), `[k, batch]`.
 
         `x` and `q` come from `observe_and_encode`; z_k ~ q for k =
-        `num_samples`, drawn with the stateless `z_seed` (int `[2]`).
-        logmeanexp over k is the IWAE bound on log p(x) (Burda et al. 2015);
-        callers average chunks of k to fit large k in memory.
+        `num_samples`, drawn with the stateless `z_seed` (int `[2]`, or
+        `[batch, 2]`: one per image). logmeanexp over k is the IWAE bound on
+        log p(x) (Burda et al. 2015); callers average chunks of k to fit large
+        k in memory.
         """
         batch = tf.shape(q.loc)[0]
-        eps = tf.random.stateless_normal(
-            [num_samples, batch, self.latent_dim], z_seed, alg=noise.algorithm()
-        )
+        if z_seed.shape.rank == 2:
+            eps = tf.transpose(
+                noise.normal([batch, num_samples, self.latent_dim], z_seed), [1, 0, 2]
+            )
+        else:
+            eps = tf.random.stateless_normal(
+                [num_samples, batch, self.latent_dim], z_seed, alg=noise.algorithm()
+            )
         z = self.encoder.head.reparameterize(q, eps)
         flat_z = tf.reshape(z, [-1, self.latent_dim])
         flat_x = tf.repeat(x[tf.newaxis], num_samples, axis=0)
@@ -216,15 +248,17 @@ class VAE(keras.Model):
         log_px_given_z = tf.reshape(
             self.decoder(flat_z).log_prob(flat_x), [num_samples, batch]
         )
-        return log_px_given_z + self.prior.log_prob(z) - q.log_prob(z)
+        return log_px_given_z + self.prior.distribution().log_prob(z) - q.log_prob(z)
 
     def posterior_mean(self, images: tf.Tensor) -> tf.Tensor:
         """Returns E_q[z|x], `[batch, latent_dim]`, for raw `uint8` images.
 
-        Stochastic observations use the fixed seed `[seed, 0]`, so pictures
-        of a run are reproducible.
+        Stochastic observations use the fixed stream `noise.POSTERIOR_MEAN`,
+        so pictures of a run are reproducible.
         """
-        _, q = self.observe_and_encode(images, tf.constant([self.seed, 0], tf.int64))
+        _, q = self.observe_and_encode(
+            images, noise.seed(self.seed, noise.POSTERIOR_MEAN)
+        )
         return q.mean()
 
     def decode_mean(self, z: tf.Tensor) -> tf.Tensor:
@@ -269,41 +303,33 @@ class VAE(keras.Model):
         return results
 
 
-def build_vae(config: Config, image_shape: tuple[int, int, int]) -> VAE:
-    """Builds (and creates the weights of) the VAE that `config` describes."""
-    likelihood = LIKELIHOODS[config.likelihood](config)
-    encoder_body, decoder_body = NETWORKS[config.network](
-        config, tuple(image_shape), likelihood.params_per_value
+def build_vae(image_shape: tuple[int, int, int], *, seed: int, **settings) -> VAE:
+    """Builds (and creates the weights of) a VAE for raw images `image_shape`.
+
+    `settings` are plain values by name, those of `Config.model_settings()`:
+    likelihood, binarize, gaussian_scale, posterior, latent_dim, network,
+    hidden_units, conv_filters, activation, kl. `seed` seeds the model's
+    noise (weights are initialized from Keras's global seed).
+    """
+    likelihood = heads.LIKELIHOODS[settings["likelihood"]](**settings)
+    encoder_body, decoder_body = networks.NETWORKS[settings["network"]](
+        tuple(image_shape), likelihood.params_per_value, **settings
     )
     vae = VAE(
-        Encoder(encoder_body, POSTERIORS[config.posterior](config), name="encoder"),
+        Encoder(
+            encoder_body,
+            heads.POSTERIORS[settings["posterior"]](**settings),
+            name="encoder",
+        ),
         Decoder(decoder_body, likelihood, name="decoder"),
-        latent_dim=config.latent_dim,
-        kl=config.kl,
-        seed=config.seed,
+        priors.PRIORS["standard"](settings["latent_dim"]),
+        image_shape=image_shape,
+        kl=settings["kl"],
+        seed=seed,
         name="vae",
     )
-    vae(tf.zeros([1, *image_shape], tf.uint8))
+    vae.build((None, *image_shape))
     return vae
-
-
-def load_vae(model_dir: str) -> tuple[Config, data.DatasetInfo, VAE]:
-    """Rebuilds a trained run's VAE from its model_dir, with no dataset needed.
-
-    Returns the run's `Config`, its `DatasetInfo` and the VAE with the latest
-    weights. Works whatever strategy (and device count) trained it.
-    """
-    config = config_lib.load(model_dir)
-    info = data.load_info(model_dir)
-    weights = os.path.join(model_dir, WEIGHTS_FILENAME)
-    if not os.path.exists(weights):
-        raise FileNotFoundError(
-            f"{weights} does not exist: the run in {model_dir} has not finished "
-            "an epoch yet. Train it first (python -m tfvae.train ...)."
-        )
-    vae = build_vae(config, info.image_shape)
-    vae.load_weights(weights)
-    return config, info, vae
 
 
 def bits_per_dim(nats_per_example: float, image_shape: tuple[int, ...]) -> float:

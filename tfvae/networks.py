@@ -1,12 +1,13 @@
 """Encoder and decoder bodies: the neural networks between data and heads.
 
-A network builder returns `(encoder_body, decoder_body)`:
+A network builder (`NETWORKS`, by flag value) returns `(encoder_body, decoder_body)`:
 - encoder_body: float images `[batch, H, W, C]` in [0, 1] -> features `[batch, F]`;
 - decoder_body: z `[batch, latent_dim]` -> `[batch, H, W, C, params_per_value]`,
   the raw parameters a likelihood head turns into p(x|z).
 """
 
 import math
+from collections.abc import Callable
 
 import keras
 
@@ -105,3 +106,16 @@ def conv(
         name="decoder_body",
     )
     return encoder, decoder
+
+
+# Builders by flag value. Each takes the image shape, the likelihood's
+# parameters per pixel value and the model's settings by keyword
+# (`model.build_vae`'s arguments), and uses those it needs.
+NETWORKS: dict[str, Callable[..., tuple[keras.Sequential, keras.Sequential]]] = {
+    "mlp": lambda shape, k, hidden_units, activation, **_: mlp(
+        shape, k, hidden_units, activation
+    ),
+    "conv": lambda shape, k, hidden_units, activation, conv_filters, **_: conv(
+        shape, k, hidden_units, activation, conv_filters
+    ),
+}

@@ -1,19 +1,38 @@
-"""Stateless noise that does not depend on how a batch is split across replicas.
+"""Every random stream of tfvae, and noise that does not depend on replicas.
 
-Under `tf.distribute`, every replica sees a slice of the global batch. If each
+All randomness is stateless: a draw is a pure function of a seed `[2]`. The
+seeds come from `--seed` (here `s`) and this table, the only place streams are
+named:
+
+| stream                      | seed                    | used by                       |
+|-----------------------------|-------------------------|-------------------------------|
+| epoch order                 | (s, epoch), epoch >= 0  | `data.shuffled_batches`       |
+| training and test steps     | (s, step), step >= 1    | `VAE.next_seed`: a counter    |
+|                             |                         | saved with the weights        |
+| pictures' posterior means   | (s, POSTERIOR_MEAN)     | `VAE.posterior_mean`          |
+| pictures' prior samples     | (s, PRIOR_SAMPLES)      | `images.prior_samples`        |
+| the export's fixed noise    | (s, EXPORT), then per   | `saved_model`: each image's   |
+|                             | image `example_seeds`   | noise from its own pixels     |
+| evaluation batch i          | (eval seed, i)          | `iwae.evaluate_batches`       |
+| its sample chunk j          | `chunk_seed(seed, j)`   | `iwae` and the export's       |
+|                             |                         | `log_weights`                 |
+
+A seed for one batch is split into observation and z noise by `split_seed`.
+The steps, the epoch order and the fixed streams share `(s, n)` pairs with
+different n meanings; they feed different ops, so the numbers do not repeat.
+
+Under `tf.distribute` every replica sees a slice of the global batch. If each
 replica drew its own noise for its slice, N replicas would train on different
 random numbers than one replica with the same global batch, and the two runs
 could never agree. Instead every replica draws the noise for the whole global
-batch from the same stateless seed and keeps the rows of its own slice (the
-slices are consecutive, in replica order, as `MirroredStrategy` splits
-batches). Drawing noise is cheap next to the matrix products it feeds.
+batch from the same seed and keeps the rows of its own slice (consecutive, in
+replica order, as `MirroredStrategy` splits batches).
 
 The generator is chosen for speed where the ops run: ThreeFry inside an
 XLA-compiled function (XLA's Philox on CPU is 3-4x slower; dynamic
-binarization draws one number per pixel, and with Philox it took a quarter of
-an XLA training step), Philox elsewhere (TF's own kernels have no ThreeFry).
-So one seed gives different, equally valid, noise with and without XLA;
-runs with the same flags agree.
+binarization draws one number per pixel), Philox elsewhere (TF's own kernels
+have no ThreeFry). So one seed gives different, equally valid, noise with and
+without XLA; runs with the same flags agree.
 """
 
 import tensorflow as tf
@@ -21,6 +40,65 @@ import tensorflow as tf
 # Not public API: whether the graph being built (or an enclosing one) is
 # compiled by XLA. TensorFlow's own ops use it to pick XLA-only code paths.
 from tensorflow.python.ops import control_flow_util
+
+# The second word of the fixed streams' seeds (see the table).
+POSTERIOR_MEAN = 0
+PRIOR_SAMPLES = 1
+EXPORT = -1
+
+
+def seed(run_seed, stream) -> tf.Tensor:
+    """Returns the stateless seed `(run_seed, stream)`, int64 `[2]`."""
+    return tf.stack(
+        [tf.cast(run_seed, tf.int64), tf.cast(stream, tf.int64)], name="seed"
+    )
+
+
+def split_seed(batch_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Returns (observe_seed, z_seed) from one batch's seed.
+
+    `batch_seed` is int `[2]`, or `[batch, 2]` for one seed per example; each
+    result has its shape. The one convention for turning a seed into the
+    observation noise and the z noise: training, evaluation and the exported
+    signatures share it.
+    """
+    if batch_seed.shape.rank == 2:
+        pairs = tf.map_fn(
+            lambda s: tf.random.experimental.stateless_split(s, num=2),
+            batch_seed,
+            fn_output_signature=tf.TensorSpec([2, 2], batch_seed.dtype),
+        )
+        return tf.cast(pairs[:, 0], tf.int64), tf.cast(pairs[:, 1], tf.int64)
+    seeds = tf.random.experimental.stateless_split(batch_seed, num=2)
+    return tf.cast(seeds[0], tf.int64), tf.cast(seeds[1], tf.int64)
+
+
+def chunk_seed(batch_seed: tf.Tensor, chunk) -> tf.Tensor:
+    """Returns the z seed of importance-sample chunk `chunk` of a batch seed `[2]`.
+
+    Split as training splits its seed, so the ELBO and the IWAE bound of one
+    batch seed score the same observations x.
+    """
+    _, z_seed = split_seed(batch_seed)
+    return tf.cast(tf.random.experimental.stateless_fold_in(z_seed, chunk), tf.int64)
+
+
+def example_seeds(images: tf.Tensor, base_seed: tf.Tensor) -> tf.Tensor:
+    """Returns one seed per example, int64 `[batch, 2]`, from its pixels alone.
+
+    `images` are `[batch, ...]`; `base_seed` is int `[2]`. An image gets the
+    same seed alone, in any batch and at any row, so its noise (and an
+    export's outputs for it) never depend on the rest of the batch.
+    """
+    flat = tf.reshape(tf.bitcast(images, tf.uint8), [tf.shape(images)[0], -1])
+    fingerprint = tf.bitcast(tf.fingerprint(flat), tf.int64)
+    return tf.map_fn(
+        lambda f: tf.cast(
+            tf.random.experimental.stateless_fold_in(base_seed, f), tf.int64
+        ),
+        fingerprint,
+        fn_output_signature=tf.TensorSpec([2], tf.int64),
+    )
 
 
 def algorithm() -> str:
@@ -31,8 +109,17 @@ def algorithm() -> str:
     )
 
 
-def _replica_rows(draw, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Returns this replica's rows of `draw(global_shape, seed, alg=...)`."""
+def _draw(draw, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Returns this replica's rows of `draw(global_shape, seed, alg=...)`.
+
+    A `[batch, 2]` seed draws each row from its own seed instead.
+    """
+    if seed.shape.rank == 2:
+        return tf.map_fn(
+            lambda s: draw(local_shape[1:], s, alg=algorithm()),
+            seed,
+            fn_output_signature=tf.float32,
+        )
     context = tf.distribute.get_replica_context()
     replicas = context.num_replicas_in_sync if context is not None else 1
     if replicas == 1:
@@ -46,14 +133,14 @@ def _replica_rows(draw, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 def uniform(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Returns U[0, 1) float32 noise of `local_shape` ([batch, ...]) for this replica.
 
-    `seed` is a stateless seed, int `[2]`.
+    `seed` is a stateless seed, int `[2]` (or `[batch, 2]`: one per row).
     """
-    return _replica_rows(tf.random.stateless_uniform, local_shape, seed)
+    return _draw(tf.random.stateless_uniform, local_shape, seed)
 
 
 def normal(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Returns N(0, 1) float32 noise of `local_shape` ([batch, ...]) for this replica.
 
-    `seed` is a stateless seed, int `[2]`.
+    `seed` is a stateless seed, int `[2]` (or `[batch, 2]`: one per row).
     """
-    return _replica_rows(tf.random.stateless_normal, local_shape, seed)
+    return _draw(tf.random.stateless_normal, local_shape, seed)

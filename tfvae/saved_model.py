@@ -3,56 +3,45 @@
 `export(vae, config, info, export_base)` writes `<export_base>/<version>/`, the
 next free integer version (TF Serving's model base path layout). Loading it
 needs TensorFlow only (`tf.saved_model.load(path)`, `tensorflow_model_server`,
-`saved_model_cli`): no tfvae, Keras or TFP code. Signatures, all
-`tensorflow/serving/predict` and batch-major, where H, W, C is the image shape
-and L the latent_dim:
+`saved_model_cli`): no tfvae, Keras or TFP code.
 
-  encode (also serving_default)
-      images uint8 [batch, H, W, C] -> mean float32 [batch, L],
-      stddev [batch, L] (diag posterior) or scale_tril [batch, L, L] (full),
-      z [batch, L] (one posterior sample)
-  decode
-      z float32 [batch, L] -> mean float32 [batch, H, W, C] (E[x|z] in [0, 1])
-      plus p(x|z)'s parameters: logits [batch, H, W, C] (bernoulli,
-      continuous_bernoulli) or [batch, H, W, C, 256] (categorical), or loc and
-      scale [batch, H, W, C] (gaussian)
-  sample
-      num_samples int32 [], seed int64 [2] -> images float32
-      [num_samples, H, W, C]: E[x|z] for z ~ N(0, I) drawn with the stateless
-      `seed` (same seed, same images)
-  score
-      images -> neg_elbo, reconstruction, kl float32 [batch], in nats
-  reconstruct
-      images -> images float32 [batch, H, W, C]: E[x|z] at z = the posterior mean
-  log_weights
-      images, num_samples int32 [], seed int64 [2] -> log_weights float32
-      [batch, num_samples]: log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x)
-      drawn with `seed`. logmeanexp over the k of several calls with
-      different seeds is the IWAE bound on log p(x).
-  metadata
-      no inputs -> latent_dim int32, image_shape int32 [3], likelihood,
-      posterior, dataset (strings), seed int64, fixed_seed int64 [2] and json
-      (all of `describe`, one string). TF Serving serves it over gRPC only:
-      its REST API rejects signatures without inputs.
+The signatures, their inputs, outputs and noise contract are documented in
+one place, export/README.md ("Signatures"). In short, all are
+`tensorflow/serving/predict` and batch-major: `encode` (also
+`serving_default`), `decode`, `sample`, `score`, `reconstruct`,
+`log_weights` and `metadata`; images are raw uint8 pixels, and the
+likelihood's preprocessing (binarizing, scaling) happens inside.
 
-Images are raw pixels as TFDS gives them; the likelihood's preprocessing
-(binarizing, scaling) happens inside. The image signatures draw their noise
-from one fixed stateless seed, so their outputs are deterministic:
+Noise. Every image gets its own stateless seed, computed from its pixels
+and the export's fixed seed alone (`noise.example_seeds`):
 
-  fixed_seed = [config.seed, FIXED_SEED_STREAM]                 # int64 [2]
-  observe_seed, z_seed = tf.random.experimental.stateless_split(fixed_seed, 2)
+  fixed_seed  = noise.seed(config.seed, noise.EXPORT)           # [seed, -1]
+  image_seeds = noise.example_seeds(images, fixed_seed)          # [batch, 2]
+  observe_seeds, z_seeds = noise.split_seed(image_seeds)
 
-`observe_seed` drives the observation (dynamic binarization) in encode,
-reconstruct, score and log_weights, so all four see the same x. encode's z is
-mean + scale @ tf.random.stateless_normal([batch, L], z_seed): the z that
-score evaluates, as score is `VAE.neg_elbo_terms(images, fixed_seed)`, which
-splits its seed the same way. An example's noise depends on its row in the
-batch. `sample` with seed [config.seed, 1] decodes the z of the run's
+so an image's outputs do not depend on its row or on the other images of
+its batch (TF Serving's server-side batching merges requests). encode,
+reconstruct, score and log_weights observe an image (dynamic binarization)
+with its observe seed, so all four see the same x; encode's z is the z
+that score evaluates (`VAE.posterior_sample` / `VAE.neg_elbo_terms` with
+`image_seeds`). log_weights draws its z from the request's `seed`, per
+image too: `noise.example_seeds(images, seed)`. `sample` draws z from the
+model's prior, `vae.prior.sample(num_samples, seed)`; seed
+`noise.seed(config.seed, noise.PRIOR_SAMPLES)` decodes the z of the run's
 samples.png.
 
-The version folder also holds `assets/tfvae.json` (what `metadata` returns as
-json) and `assets.extra/tf_serving_warmup_requests`, one PredictRequest per
-signature, which TF Serving replays when it loads the model.
+Why `keras.export.ExportArchive`: it is Keras's public way to write a
+SavedModel of a Keras model with custom endpoints. It tracks the model's
+variables (`track`), wraps each endpoint in a `tf.function` of the given
+input signature (`add_endpoint`) and saves them as signatures
+(`write_out`); the saved object holds only those functions and plain
+variables, not the Keras model, so loading needs neither Keras nor TFP
+(whose distributions the Keras calls return). Two things it cannot do
+through its public API, done here by hand: adding an asset to the saved
+object (so `assets/tfvae.json` is written into the folder after
+`write_out`), and TF Serving's warmup records
+(`assets.extra/tf_serving_warmup_requests`, one PredictRequest per
+signature, which TF Serving replays when it loads the version).
 """
 
 import dataclasses
@@ -61,17 +50,14 @@ import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from tfvae import data, model
+from tfvae import data, model, noise
 from tfvae.config import Config
-
-# Training draws its noise from (seed, step) with step = 1, 2, ... and
-# `VAE.call` from (seed, 0); the export's fixed noise has a stream of its own.
-FIXED_SEED_STREAM = -1
 
 METADATA_FILENAME = "tfvae.json"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
@@ -88,8 +74,21 @@ SIGNATURES = (
 
 
 def fixed_seed(seed: int) -> tf.Tensor:
-    """Returns the stateless seed of the export's image signatures, int64 `[2]`."""
-    return tf.constant([seed, FIXED_SEED_STREAM], tf.int64)
+    """Returns the export's fixed seed, int64 `[2]`: `(seed, noise.EXPORT)`.
+
+    Not the seed of any draw: each image's seed is folded from it and the
+    image's pixels (`image_seeds`).
+    """
+    return noise.seed(seed, noise.EXPORT)
+
+
+def image_seeds(images: tf.Tensor, seed: int) -> tf.Tensor:
+    """Returns the seeds of the image signatures' noise, int64 `[batch, 2]`.
+
+    One per image of `images` (raw uint8 `[batch, H, W, C]`), from its pixels
+    and `fixed_seed(seed)` alone.
+    """
+    return noise.example_seeds(images, fixed_seed(seed))
 
 
 def describe(config: Config, info: data.DatasetInfo) -> dict:
@@ -101,7 +100,8 @@ def describe(config: Config, info: data.DatasetInfo) -> dict:
         "posterior": config.posterior,
         "dataset": info.name,
         "seed": config.seed,
-        "fixed_seed": [config.seed, FIXED_SEED_STREAM],
+        # The base of the per-image seeds: noise.example_seeds(images, it).
+        "fixed_seed": [config.seed, noise.EXPORT],
         "signatures": list(SIGNATURES),
         "config": dataclasses.asdict(config),
         "dataset_info": dataclasses.asdict(info),
@@ -145,28 +145,26 @@ def _checked_num_samples(num_samples: tf.Tensor) -> tf.Tensor:
 
 def _signature_functions(
     vae: model.VAE, config: Config, info: data.DatasetInfo
-) -> dict[str, tf.types.experimental.PolymorphicFunction]:
-    """Returns one tf.function per signature (serving_default aside), by name.
+) -> dict[str, tuple]:
+    """Returns {name: (function, input specs)}, one per signature but serving_default.
 
-    They close over `vae` instead of holding it, so the SavedModel's object
-    graph has no Keras objects (whose traced calls return TFP distributions,
-    which would need TFP to load).
+    In signature order: `encode` first. The functions close over `vae`; the
+    archive saves their traces and the variables they read, not `vae`.
     """
-    latent_dim = config.latent_dim
+    latent_dim = vae.latent_dim
     likelihood = vae.likelihood
     description = describe(config, info)
     image_spec = tf.TensorSpec([None, *info.image_shape], tf.uint8, name="images")
     z_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
 
     def observe_and_encode(images):
-        observe_seed, _ = vae.split_seed(fixed_seed(config.seed))
-        return vae.observe_and_encode(_checked(images, image_spec), observe_seed)
+        observe_seeds, _ = noise.split_seed(image_seeds(images, config.seed))
+        return vae.observe_and_encode(images, observe_seeds)
 
     def encode(images):
+        images = _checked(images, image_spec)
         # The same x and z that score's `neg_elbo_terms` evaluates.
-        _, q, z = vae.posterior_sample(
-            _checked(images, image_spec), fixed_seed(config.seed)
-        )
+        _, q, z = vae.posterior_sample(images, image_seeds(images, config.seed))
         return {"mean": q.mean(), **vae.encoder.head.parameters(q), "z": z}
 
     def decode(z):
@@ -174,15 +172,15 @@ def _signature_functions(
         return {"mean": likelihood.mean_image(p), **likelihood.parameters(p)}
 
     def sample(num_samples, seed):
-        z = tf.random.stateless_normal(
-            [_checked_num_samples(num_samples), latent_dim],
-            _checked(seed, _SEED_SPEC),
+        z = vae.prior.sample(
+            _checked_num_samples(num_samples), _checked(seed, _SEED_SPEC)
         )
         return {"images": vae.decode_mean(z)}
 
     def score(images):
+        images = _checked(images, image_spec)
         reconstruction, kl = vae.neg_elbo_terms(
-            _checked(images, image_spec), fixed_seed(config.seed)
+            images, image_seeds(images, config.seed)
         )
         return {
             "neg_elbo": reconstruction + kl,
@@ -191,16 +189,18 @@ def _signature_functions(
         }
 
     def reconstruct(images):
-        _, q = observe_and_encode(images)
+        _, q = observe_and_encode(_checked(images, image_spec))
         return {"images": vae.decode_mean(q.mean())}
 
     def log_weights(images, num_samples, seed):
+        images = _checked(images, image_spec)
         x, q = observe_and_encode(images)
         weights = vae.log_weights(
             x,
             q,
             _checked_num_samples(num_samples),
-            _checked(seed, _SEED_SPEC),
+            # Per image as well, so a row's z do not depend on the batch.
+            noise.example_seeds(images, _checked(seed, _SEED_SPEC)),
         )
         return {"log_weights": tf.transpose(weights)}
 
@@ -216,7 +216,7 @@ def _signature_functions(
             "json": tf.constant(_to_json(description)),
         }
 
-    functions = {
+    return {
         "encode": (encode, [image_spec]),
         "decode": (decode, [z_spec]),
         "sample": (sample, [_NUM_SAMPLES_SPEC, _SEED_SPEC]),
@@ -225,11 +225,27 @@ def _signature_functions(
         "log_weights": (log_weights, [image_spec, _NUM_SAMPLES_SPEC, _SEED_SPEC]),
         "metadata": (metadata, []),
     }
-    # No autograph: the functions have no tensor-dependent Python control flow.
-    return {
-        name: tf.function(fn, input_signature=specs, autograph=False)
-        for name, (fn, specs) in functions.items()
-    }
+
+
+def _archive(
+    vae: model.VAE, config: Config, info: data.DatasetInfo
+) -> tuple[keras.export.ExportArchive, dict]:
+    """Returns (archive, {signature name: concrete function}) of `vae`."""
+    archive = keras.export.ExportArchive()
+    archive.track(vae)
+    concrete = {}
+    for name, (fn, specs) in _signature_functions(vae, config, info).items():
+        # A tf.function without autograph: no tensor-dependent Python control
+        # flow in the signatures.
+        function = archive.add_endpoint(name, fn, input_signature=specs)
+        concrete[name] = function.get_concrete_function()
+        if name == "encode":
+            # The archive would alias its first endpoint as serving_default
+            # anyway; registering it by name says so. The same traced
+            # function, no second trace.
+            archive.add_endpoint("serving_default", function)
+            concrete["serving_default"] = concrete["encode"]
+    return archive, concrete
 
 
 def _warmup_inputs(
@@ -289,28 +305,26 @@ def export(
             "the SavedModel holds plain variables that load on any device count. "
             f"Received: strategy={tf.distribute.get_strategy()!r}"
         )
-    fresh = model.build_vae(config, info.image_shape)
+    fresh = model.build_vae(
+        info.image_shape, seed=config.seed, **config.model_settings()
+    )
     fresh.set_weights(vae.get_weights())
-    root = tf.Module(name="tfvae")
-    # What the functions read; tracked so that the SavedModel saves them.
-    root.model_variables = [weight.value for weight in fresh.weights]
-    functions = _signature_functions(fresh, config, info)
-    for name, function in functions.items():
-        setattr(root, name, function)
-    signatures = {name: functions[name].get_concrete_function() for name in functions}
-    signatures["serving_default"] = signatures["encode"]
+    archive, signatures = _archive(fresh, config, info)
 
     os.makedirs(export_base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=export_base)
     try:
         # mkdtemp makes the folder private; the model server may be another user.
         os.chmod(staging, 0o755)
-        with tempfile.TemporaryDirectory() as scratch:
-            metadata_path = os.path.join(scratch, METADATA_FILENAME)
-            with open(metadata_path, "w") as f:
-                f.write(_to_json(describe(config, info)))
-            root.metadata_file = tf.saved_model.Asset(metadata_path)
-            tf.saved_model.save(root, staging, signatures=signatures)
+        archive.write_out(staging, verbose=False)
+        # ExportArchive has no public way to add a tf.saved_model.Asset to the
+        # saved object, so the file is written into the folder's assets/
+        # directly: the same place, but not listed in the SavedModel's asset
+        # table (nothing reads it from there; TF Serving keeps the folder).
+        assets = os.path.join(staging, "assets")
+        os.makedirs(assets, exist_ok=True)
+        with open(os.path.join(assets, METADATA_FILENAME), "w") as f:
+            f.write(_to_json(describe(config, info)))
         _write_warmup(
             os.path.join(staging, "assets.extra", WARMUP_FILENAME),
             os.path.basename(os.path.normpath(export_base)),

@@ -2,10 +2,12 @@
 
 Data -> model -> `fit` with resume, checkpoints, TensorBoard and pictures ->
 final test evaluation -> `metrics.json` -> SavedModel export (unless
-`config.export` is off). `tfvae.train` is its command line.
+`config.export` is off). `tfvae.train` is its command line; the files it
+writes are listed in `tfvae.run_dir`.
 """
 
 import contextlib
+import csv
 import dataclasses
 import json
 import os
@@ -16,31 +18,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfvae import (
-    callbacks,
-    data,
-    distribute,
-    evaluation,
-    images,
-    model,
-    saved_model,
-)
+from tfvae import callbacks, data, distribute, errors, images, iwae, model, run_dir
 from tfvae import config as config_lib
-
-BACKUP_DIRNAME = "backup"
-
-
-def _claim_model_dir(config: config_lib.Config) -> None:
-    """Refuses a model_dir that holds something else; saves config.json."""
-    if os.path.exists(os.path.join(config.model_dir, config_lib.CONFIG_FILENAME)):
-        config_lib.check_compatible(config_lib.load(config.model_dir), config)
-    elif os.path.isdir(config.model_dir) and os.listdir(config.model_dir):
-        raise ValueError(
-            f"--model_dir={config.model_dir} is not empty and holds no "
-            f"{config_lib.CONFIG_FILENAME}, so it is not a tfvae run. Use a new "
-            "or empty folder."
-        )
-    config_lib.save(config, config.model_dir)
+from tfvae import saved_model
 
 
 @contextlib.contextmanager
@@ -93,25 +73,11 @@ def _steps_per_execution(requested: int, steps_per_epoch: int) -> int:
     return steps
 
 
-def _resumed_epoch(backup_dir: str) -> int:
-    """Returns the 0-based epoch `BackupAndRestore` will resume at (0 if none).
-
-    Read before `fit`, so a resumed run's data continue where they stopped
-    and it trains on the batches an uninterrupted run would have.
-    """
-    # The file Keras's BackupAndRestore writes with each backup.
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
-
-
 def train_and_evaluate(config: config_lib.Config) -> dict:
     """Trains (or resumes) the run `config` describes; returns metrics.json's dict."""
     strategy = distribute.make_strategy(config.strategy)
     if config.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(
+        raise errors.UsageError(
             f"--batch_size={config.batch_size} does not split evenly over "
             f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
             f"{strategy.num_replicas_in_sync}."
@@ -124,13 +90,11 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
     # same epoch; that needs --model_dir on storage all workers can read.
     scratch = tempfile.mkdtemp(prefix="tfvae-worker-")
     try:
-        chief_backup = os.path.join(config.model_dir, BACKUP_DIRNAME)
+        chief_backup = run_dir.path(config.model_dir, run_dir.BACKUP)
         if os.path.isdir(chief_backup):
-            shutil.copytree(chief_backup, os.path.join(scratch, BACKUP_DIRNAME))
+            shutil.copytree(chief_backup, run_dir.path(scratch, run_dir.BACKUP))
             # With it, this worker's flags are checked against the chief's run.
-            shutil.copy(
-                os.path.join(config.model_dir, config_lib.CONFIG_FILENAME), scratch
-            )
+            shutil.copy(run_dir.path(config.model_dir, run_dir.CONFIG), scratch)
         worker_config = dataclasses.replace(config, model_dir=scratch, export=False)
         return _train(worker_config, strategy)
     finally:
@@ -144,12 +108,18 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     shape = data.image_shape(data.load_builder(config.dataset, config.data_dir))
     keras.utils.set_random_seed(config.seed)
     with _dtype_policy(config.mixed_precision), strategy.scope():
-        vae = model.build_vae(config, shape)
+        vae = model.build_vae(shape, seed=config.seed, **config.model_settings())
     vae.summary(print_fn=logging.info, expand_nested=True)
-    _claim_model_dir(config)
     builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
-    data.save_info(info, config.model_dir)
     steps_per_epoch = info.num_train // config.batch_size
+    if not steps_per_epoch:
+        raise errors.UsageError(
+            f"--batch_size={config.batch_size} is larger than the {info.num_train} "
+            f"training images of {config.dataset}; use a smaller batch."
+        )
+    # Only now, with every check passed, does the run directory change.
+    run_dir.claim(config)
+    run_dir.save_info(info, config.model_dir)
     with _dtype_policy(config.mixed_precision), strategy.scope():
         vae.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -158,14 +128,14 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
                 config.steps_per_execution, steps_per_epoch
             ),
         )
-    backup_dir = os.path.join(config.model_dir, BACKUP_DIRNAME)
+    backup_dir = run_dir.path(config.model_dir, run_dir.BACKUP)
     train_ds, test_ds = data.train_and_test(
-        builder, config.batch_size, config.seed, _resumed_epoch(backup_dir)
+        builder, config.batch_size, config.seed, run_dir.resumed_epoch(config.model_dir)
     )
     train_batches = distribute.distribute_batches(strategy, train_ds)
     test_batches = distribute.distribute_batches(strategy, test_ds)
 
-    log_dir = os.path.join(config.model_dir, "logs")
+    log_dir = run_dir.path(config.model_dir, run_dir.LOGS)
     shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
     throughput = callbacks.Throughput(steps_per_epoch * config.batch_size)
     fit_callbacks = [
@@ -176,12 +146,12 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         ),
         callbacks.RaiseOnNonFiniteLoss(backup_dir),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(config.model_dir, model.WEIGHTS_FILENAME),
+            run_dir.path(config.model_dir, run_dir.WEIGHTS),
             save_weights_only=True,
         ),
         keras.callbacks.TensorBoard(log_dir),
         keras.callbacks.CSVLogger(
-            os.path.join(config.model_dir, config_lib.HISTORY_FILENAME), append=True
+            run_dir.path(config.model_dir, run_dir.HISTORY), append=True
         ),
         callbacks.ImageSummaries(log_dir, shown, config.seed),
         throughput,
@@ -189,12 +159,11 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     if config.iwae_every_epochs:
         # Last: the epoch is backed up before this slower estimate runs.
         fit_callbacks.append(
-            evaluation.IWAECallback(
+            callbacks.IWAECallback(
                 test_ds,
                 config.iwae_samples,
                 config.iwae_every_epochs,
-                log_dir,
-                os.path.join(config.model_dir, config_lib.IWAE_HISTORY_FILENAME),
+                config.model_dir,
                 seed=config.seed,
             )
         )
@@ -207,44 +176,48 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         callbacks=fit_callbacks,
     )
     test = vae.evaluate(test_batches, return_dict=True, verbose=0)
-    metrics = _metrics(config, vae, info, history.history, test, throughput.summary())
-    metrics["replicas"] = strategy.num_replicas_in_sync
+    metrics = {
+        **_metrics(config.model_dir, test, vae.likelihood.discrete, info.image_shape),
+        **throughput.summary(),
+        "epochs": len(run_dir.read_history(config.model_dir).epochs),
+        "dataset": config.dataset,
+        "likelihood": config.likelihood,
+        "replicas": strategy.num_replicas_in_sync,
+    }
     images.write_png(
-        os.path.join(config.model_dir, "reconstructions.png"),
+        run_dir.path(config.model_dir, run_dir.RECONSTRUCTIONS),
         images.reconstructions(vae, shown),
     )
     images.write_png(
-        os.path.join(config.model_dir, "samples.png"),
+        run_dir.path(config.model_dir, run_dir.SAMPLES),
         images.grid(images.prior_samples(vae, 64, config.seed), 8),
     )
     if config.export:
         metrics["export_path"] = saved_model.export(
-            vae, config, info, config.export_dir
+            vae, config, info, config.export_base
         )
-    with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
+    run_dir.write_metrics(config.model_dir, metrics)
     logging.info("Results: %s", json.dumps(metrics, sort_keys=True))
     return metrics
 
 
-def _metrics(config, vae, info, history, test, timing) -> dict:
-    """Returns metrics.json's dict (a no-op rerun keeps the earlier train figures)."""
-    path = os.path.join(config.model_dir, "metrics.json")
+def _metrics(model_dir: str, test: dict, discrete: bool, image_shape) -> dict:
+    """Returns the train (last epoch of history.csv) and test figures, in nats.
+
+    history.csv holds every epoch's training figures, also those of a
+    resumed run that had nothing left to train.
+    """
+    with open(run_dir.path(model_dir, run_dir.HISTORY)) as f:
+        last = list(csv.DictReader(f))[-1]
+    names = ("neg_elbo", "reconstruction", "kl")
     metrics = {}
-    if not history and os.path.exists(path):
-        with open(path) as f:
-            metrics = json.load(f)
-    for name in ("neg_elbo", "reconstruction", "kl"):
-        if history:
-            metrics[f"train_{name}"] = float(history[name][-1])
-        metrics[f"test_{name}"] = float(test[name])
-    if vae.likelihood.discrete:
-        for split in ("train", "test"):
-            metrics[f"{split}_bits_per_dim"] = model.bits_per_dim(
-                metrics[f"{split}_neg_elbo"], info.image_shape
+    for split, values in (("train", last), ("test", test)):
+        metrics.update(
+            iwae.split_metrics(
+                {name: float(values[name]) for name in names},
+                split,
+                image_shape,
+                discrete,
             )
-    metrics.update(timing)
-    metrics.update(
-        epochs=config.epochs, dataset=config.dataset, likelihood=config.likelihood
-    )
+        )
     return metrics
