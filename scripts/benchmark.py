@@ -56,6 +56,8 @@ from tfvae import data, errors, model, run_dir, saved_model, training
 
 # The model's settings are tfvae.train's flags.
 config_lib.define_flags(config_lib.Config)
+# Show them in this command's --help, not only in --helpfull.
+flags.adopt_module_key_flags(config_lib)
 
 flags.DEFINE_bool(
     "compare_xla", True, "Also train with --jit_compile flipped (xla_speedup)."
@@ -320,9 +322,7 @@ def _measure(config) -> dict:
         )
     builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
     floor = _MatmulFloor(
-        model.build_vae(
-            info.image_shape, seed=config.seed, **config.model_settings()
-        ),
+        model.build_vae(info.image_shape, seed=config.seed, **config.model_settings()),
         config.batch_size,
         info.num_train // config.batch_size,
     )
@@ -402,7 +402,9 @@ def main(argv):
             "--network=mlp."
         )
     if config.epochs < 2:
-        raise errors.UsageError("--epochs must be at least 2 to measure a steady state.")
+        raise errors.UsageError(
+            "--epochs must be at least 2 to measure a steady state."
+        )
     if bool(FLAGS.pyro_python) != bool(FLAGS.pyro_script):
         raise errors.UsageError("--pyro_python and --pyro_script go together.")
     if FLAGS.pyro_python and _TUTORIAL_MODEL != {

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfvae import model
@@ -97,6 +98,12 @@ def tiny_config(tmp_path: pathlib.Path, **overrides) -> Config:
         "export": False,
     }
     return Config(**{**settings, **overrides})
+
+
+def tiny_images(count, seed=0):
+    """Returns `count` random raw images of `TINY_SHAPE`, uint8."""
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.integers(0, 256, (count, *TINY_SHAPE)), tf.uint8)
 
 
 def tiny_vae(tmp_path: pathlib.Path, image_shape=TINY_SHAPE, **overrides):

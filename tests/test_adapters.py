@@ -3,8 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import TINY_SHAPE, tiny_config, tiny_vae
-from tests.test_iwae import tiny_images
+from tests.conftest import TINY_SHAPE, tiny_config, tiny_images, tiny_vae
 from tfvae import adapters, data, saved_model
 
 

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import TINY_SHAPE, tiny_vae
-from tests.test_iwae import tiny_images
+from tests.conftest import TINY_SHAPE, tiny_images, tiny_vae
 from tfvae import adapters, images
 
 
 def _cell(picture, row, column, height, width):
-    return picture[row * height : (row + 1) * height, column * width : (column + 1) * width]
+    return picture[
+        row * height : (row + 1) * height, column * width : (column + 1) * width
+    ]
 
 
 def test_grid_tiles_row_by_row_and_leaves_missing_cells_black():

@@ -14,16 +14,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tests.conftest import TINY_SHAPE, tiny_vae
+from tests.conftest import tiny_images, tiny_vae
 from tfvae import adapters, callbacks, iwae, run_dir
 
 tfd = tfp.distributions
-
-
-def tiny_images(count, seed=0):
-    """Returns `count` random raw images of `TINY_SHAPE`, uint8."""
-    rng = np.random.default_rng(seed)
-    return tf.constant(rng.integers(0, 256, (count, *TINY_SHAPE)), tf.uint8)
 
 
 # --- The bound ----------------------------------------------------------------

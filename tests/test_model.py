@@ -53,7 +53,9 @@ def test_monte_carlo_kl_agrees_with_analytic_kl(posterior, tmp_path):
     )
     _, q = vae.observe_and_encode(images, tf.constant([0, 0], tf.int64))
     z = q.sample(20_000, seed=[3, 4])
-    estimates = model.monte_carlo_kl(q, vae.prior.distribution(), z).numpy()  # [samples, batch]
+    estimates = model.monte_carlo_kl(
+        q, vae.prior.distribution(), z
+    ).numpy()  # [samples, batch]
     analytic = model.analytic_kl(q, vae.prior.distribution(), None).numpy()
     standard_error = estimates.std(axis=0) / np.sqrt(len(estimates))
     assert np.all(np.abs(estimates.mean(axis=0) - analytic) < 4 * standard_error + 1e-3)

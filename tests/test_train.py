@@ -33,7 +33,10 @@ def _train(*flags):
             "--activation is not a Keras activation name (e.g. relu, softplus, "
             "gelu, tanh). Received: --activation=sofplus",
         ),
-        (["--batch_size=0"], "--batch_size must be at least 1. Received: --batch_size=0"),
+        (
+            ["--batch_size=0"],
+            "--batch_size must be at least 1. Received: --batch_size=0",
+        ),
         (["--likelihood=gaussian", "--binarize"], "--binarize only applies to"),
         (["--dataset=mnistt"], "Unknown dataset: --dataset=mnistt"),
     ],

@@ -113,7 +113,6 @@ class ImageSummaries(keras.callbacks.Callback):
         self.writer.flush()
 
 
-
 class IWAECallback(keras.callbacks.Callback):
     """Every `every_n_epochs` epochs, estimates the test NLL with the IWAE bound.
 

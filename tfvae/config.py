@@ -127,8 +127,7 @@ class Config:
     )
     gaussian_scale: float | None = setting(
         None,
-        "gaussian only: fixed per-pixel standard deviation; unset learns it per "
-        "pixel.",
+        "gaussian only: fixed per-pixel standard deviation; unset learns it per pixel.",
         "float",
         check=lambda v: None if v is None or v > 0 else "must be positive",
         applies_to=("likelihood", {"gaussian"}),

@@ -16,7 +16,7 @@ class UsageError(ValueError):
 
 
 def reported(main):
-    """Returns `main` with `UsageError`s turned into absl's, printed without traceback."""
+    """Returns `main` reporting a `UsageError` as absl does: no traceback."""
 
     @functools.wraps(main)
     def wrapper(argv):

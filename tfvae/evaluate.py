@@ -13,12 +13,14 @@ The flags are `tfvae.evaluation.EvalConfig`'s fields, checked there. Do not
 import this module next to `tfvae.train`: both define --model_dir.
 """
 
-from absl import app
+from absl import app, flags
 
 from tfvae import config as config_lib
 from tfvae import errors, evaluation
 
 config_lib.define_flags(evaluation.EvalConfig)
+# Show them in this command's --help, not only in --helpfull.
+flags.adopt_module_key_flags(config_lib)
 
 
 @errors.reported

@@ -272,7 +272,10 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
     if info.num_classes is not None:
         pairs = data.split_images_and_labels(builder, split).batch(batch_size)
     else:
-        pairs = ((batch, None) for batch in data.split_images(builder, split).batch(batch_size))
+        pairs = (
+            (batch, None)
+            for batch in data.split_images(builder, split).batch(batch_size)
+        )
     pictures = write_pictures(
         evaluable,
         pairs,

@@ -29,7 +29,6 @@ from tfvae import model
 IWAE_SWEEP = (1, 10, 100, 1000, 5000)
 
 
-
 def sweep(num_samples: int) -> tuple[int, ...]:
     """Returns the k to report: those of `IWAE_SWEEP` below `num_samples`, and it."""
     if num_samples < 1:
@@ -122,8 +121,6 @@ class EvaluableModel(Protocol):
         """Returns E[x|z] for `count` z ~ p(z), `[count, H, W, C]`."""
 
 
-
-
 def evaluate_batches(
     evaluable: EvaluableModel,
     batches: tf.data.Dataset,
@@ -192,5 +189,3 @@ def split_metrics(
                     value, image_shape
                 )
     return metrics
-
-

@@ -4,18 +4,21 @@ All randomness is stateless: a draw is a pure function of a seed `[2]`. The
 seeds come from `--seed` (here `s`) and this table, the only place streams are
 named:
 
-| stream                      | seed                    | used by                       |
-|-----------------------------|-------------------------|-------------------------------|
-| epoch order                 | (s, epoch), epoch >= 0  | `data.shuffled_batches`       |
-| training and test steps     | (s, step), step >= 1    | `VAE.next_seed`: a counter    |
-|                             |                         | saved with the weights        |
-| pictures' posterior means   | (s, POSTERIOR_MEAN)     | `VAE.posterior_mean`          |
-| pictures' prior samples     | (s, PRIOR_SAMPLES)      | `images.prior_samples`        |
-| the export's fixed noise    | (s, EXPORT), then per   | `saved_model`: each image's   |
-|                             | image `example_seeds`   | noise from its own pixels     |
-| evaluation batch i          | (eval seed, i)          | `iwae.evaluate_batches`       |
-| its sample chunk j          | `chunk_seed(seed, j)`   | `iwae` and the export's       |
-|                             |                         | `log_weights`                 |
+| stream                      | seed                    | used by                      |
+|-----------------------------|-------------------------|------------------------------|
+| epoch order                 | (s, epoch), epoch >= 0  | `data.shuffled_batches`      |
+| training and test steps     | (s, step), step >= 1    | `VAE.next_seed`: a counter   |
+|                             |                         | saved with the weights       |
+| pictures' posterior means   | (s, POSTERIOR_MEAN)     | `VAE.posterior_mean`         |
+| pictures' prior samples     | (s, PRIOR_SAMPLES)      | `images.prior_samples`       |
+| the export's fixed noise    | (s, EXPORT), then per   | `saved_model`: each image's  |
+|                             | image `example_seeds`   | noise from its own pixels    |
+| evaluation batch i          | (eval seed, i)          | `iwae.evaluate_batches`      |
+| its sample chunk j          | `chunk_seed(seed, j)`   | `adapters`: a Keras VAE's z, |
+|                             |                         | or the seed sent to an       |
+|                             |                         | export's `log_weights`, which|
+|                             |                         | derives each image's seed    |
+|                             |                         | from it (`example_seeds`)    |
 
 A seed for one batch is split into observation and z noise by `split_seed`.
 The steps, the epoch order and the fixed streams share `(s, n)` pairs with

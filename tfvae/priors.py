@@ -21,7 +21,11 @@ class StandardNormal(keras.layers.Layer):
 
     def __init__(self, latent_dim: int, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        if (
+            isinstance(latent_dim, bool)
+            or not isinstance(latent_dim, int)
+            or latent_dim < 1
+        ):
             raise ValueError(
                 f"latent_dim must be a positive integer. Received: {latent_dim=}"
             )

@@ -169,7 +169,10 @@ def read_iwae_history(model_dir: str) -> dict[int, tuple[int, float]]:
         return {}
     with open(history_path) as f:
         return {
-            int(row["epoch"]) + 1: (int(row["num_importance_samples"]), float(row["nll"]))
+            int(row["epoch"]) + 1: (
+                int(row["num_importance_samples"]),
+                float(row["nll"]),
+            )
             for row in csv.DictReader(f)
         }
 

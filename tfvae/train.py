@@ -6,12 +6,14 @@ are checked up front and turned once into a frozen `Config`;
 from Python). What lands in `--model_dir`: see `tfvae.run_dir`.
 """
 
-from absl import app
+from absl import app, flags
 
 from tfvae import config as config_lib
 from tfvae import errors, training
 
 config_lib.define_flags(config_lib.Config)
+# Show them in this command's --help, not only in --helpfull.
+flags.adopt_module_key_flags(config_lib)
 
 
 @errors.reported

@@ -18,9 +18,18 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfvae import callbacks, data, distribute, errors, images, iwae, model, run_dir
+from tfvae import (
+    callbacks,
+    data,
+    distribute,
+    errors,
+    images,
+    iwae,
+    model,
+    run_dir,
+    saved_model,
+)
 from tfvae import config as config_lib
-from tfvae import saved_model
 
 
 @contextlib.contextmanager
@@ -167,7 +176,7 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
                 seed=config.seed,
             )
         )
-    history = vae.fit(
+    vae.fit(
         train_batches,
         validation_data=test_batches,
         epochs=config.epochs,
