@@ -142,20 +142,35 @@ class History:
     test_neg_elbo: list[float]
 
 
-def read_history(model_dir: str) -> History | None:
-    """Returns the curves of `<model_dir>/history.csv`, or None if it has none."""
+def read_history_rows(model_dir: str) -> dict[int, dict[str, float]]:
+    """Returns {epoch (from 1): its figures} of history.csv ({} if absent).
+
+    Figures are keyed as Keras logs them: neg_elbo, kl, reconstruction and
+    their val_ (test) twins, in nats.
+    """
     history_path = path(model_dir, HISTORY)
     if not os.path.exists(history_path):
-        return None
+        return {}
     with open(history_path) as f:
         rows = list(csv.DictReader(f))
-    # CSVLogger numbers epochs from 0; a resumed run may repeat one.
-    last = {int(row["epoch"]) + 1: row for row in rows}
-    epochs = sorted(last)
+    # CSVLogger numbers epochs from 0; a resumed run may repeat one: the last
+    # row wins.
+    return {
+        int(row["epoch"]) + 1: {k: float(v) for k, v in row.items() if k != "epoch"}
+        for row in rows
+    }
+
+
+def read_history(model_dir: str) -> History | None:
+    """Returns the curves of `<model_dir>/history.csv`, or None if it has none."""
+    rows = read_history_rows(model_dir)
+    if not rows:
+        return None
+    epochs = sorted(rows)
     return History(
         epochs=epochs,
-        train_neg_elbo=[float(last[e]["neg_elbo"]) for e in epochs],
-        test_neg_elbo=[float(last[e]["val_neg_elbo"]) for e in epochs],
+        train_neg_elbo=[rows[e]["neg_elbo"] for e in epochs],
+        test_neg_elbo=[rows[e]["val_neg_elbo"] for e in epochs],
     )
 
 

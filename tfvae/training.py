@@ -7,7 +7,6 @@ writes are listed in `tfvae.run_dir`.
 """
 
 import contextlib
-import csv
 import dataclasses
 import json
 import os
@@ -188,7 +187,6 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     metrics = {
         **_metrics(config.model_dir, test, vae.likelihood.discrete, info.image_shape),
         **throughput.summary(),
-        "epochs": len(run_dir.read_history(config.model_dir).epochs),
         "dataset": config.dataset,
         "likelihood": config.likelihood,
         "replicas": strategy.num_replicas_in_sync,
@@ -211,15 +209,15 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
 
 
 def _metrics(model_dir: str, test: dict, discrete: bool, image_shape) -> dict:
-    """Returns the train (last epoch of history.csv) and test figures, in nats.
+    """Returns the epochs trained and the train and test figures, in nats.
 
-    history.csv holds every epoch's training figures, also those of a
-    resumed run that had nothing left to train.
+    The train figures are the last epoch's of history.csv, which holds every
+    epoch's, also for a resumed run that had nothing left to train.
     """
-    with open(run_dir.path(model_dir, run_dir.HISTORY)) as f:
-        last = list(csv.DictReader(f))[-1]
+    history = run_dir.read_history_rows(model_dir)
+    last = history[max(history)]
     names = ("neg_elbo", "reconstruction", "kl")
-    metrics = {}
+    metrics = {"epochs": len(history)}
     for split, values in (("train", last), ("test", test)):
         metrics.update(
             iwae.split_metrics(
