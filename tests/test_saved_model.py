@@ -238,7 +238,7 @@ def test_metadata_describes_the_export(case, exports, elsewhere):
 def test_encode_z_is_the_z_that_score_evaluates(exports, elsewhere):
     config, vae, _ = exports["diag-bernoulli"]
     observe_seeds, _ = noise.split_seed(
-        saved_model.image_seeds(INPUTS["images"], config.seed)
+        noise.export_seeds(INPUTS["images"], config.seed)
     )
     x = vae.likelihood.observe(INPUTS["images"], observe_seeds)
     z = elsewhere["diag-bernoulli"]["encode"]["z"]

@@ -46,20 +46,18 @@ class VAEAdapter:
             self._chunk_log_weights, jit_compile=jit_compile
         )
 
-    def _export_seeds(self, images):
-        """Returns the export's per-image seeds of `images`, int64 `[batch, 2]`."""
-        return noise.example_seeds(images, noise.seed(self.vae.seed, noise.EXPORT))
-
     def _observe_and_encode(self, images, batch_seed):
         if self.per_image_noise:
-            observe_seed, _ = noise.split_seed(self._export_seeds(images))
+            observe_seed, _ = noise.split_seed(
+                noise.export_seeds(images, self.vae.seed)
+            )
         else:
             observe_seed, _ = noise.split_seed(batch_seed)
         return self.vae.observe_and_encode(images, observe_seed)
 
     def _batch_terms(self, images, seed):
         if self.per_image_noise:
-            seed = self._export_seeds(images)
+            seed = noise.export_seeds(images, self.vae.seed)
         return self.vae.neg_elbo_terms(images, seed)
 
     def _chunk_log_weights(self, images, num_samples, seed, chunk):

@@ -104,6 +104,15 @@ def example_seeds(images: tf.Tensor, base_seed: tf.Tensor) -> tf.Tensor:
     )
 
 
+def export_seeds(images: tf.Tensor, run_seed) -> tf.Tensor:
+    """Returns the seeds of an export's image signatures, int64 `[batch, 2]`.
+
+    One per image of `images` (raw uint8 `[batch, H, W, C]`), from its pixels
+    and the fixed stream `(run_seed, EXPORT)` alone (`example_seeds`).
+    """
+    return example_seeds(images, seed(run_seed, EXPORT))
+
+
 def algorithm() -> str:
     """Returns the stateless RNG for ops built here: "threefry" or "philox"."""
     graph = tf.compat.v1.get_default_graph()

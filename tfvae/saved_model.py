@@ -77,18 +77,9 @@ def fixed_seed(seed: int) -> tf.Tensor:
     """Returns the export's fixed seed, int64 `[2]`: `(seed, noise.EXPORT)`.
 
     Not the seed of any draw: each image's seed is folded from it and the
-    image's pixels (`image_seeds`).
+    image's pixels (`noise.export_seeds`).
     """
     return noise.seed(seed, noise.EXPORT)
-
-
-def image_seeds(images: tf.Tensor, seed: int) -> tf.Tensor:
-    """Returns the seeds of the image signatures' noise, int64 `[batch, 2]`.
-
-    One per image of `images` (raw uint8 `[batch, H, W, C]`), from its pixels
-    and `fixed_seed(seed)` alone.
-    """
-    return noise.example_seeds(images, fixed_seed(seed))
 
 
 def describe(config: Config, info: data.DatasetInfo) -> dict:
@@ -158,13 +149,13 @@ def _signature_functions(
     z_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
 
     def observe_and_encode(images):
-        observe_seeds, _ = noise.split_seed(image_seeds(images, config.seed))
+        observe_seeds, _ = noise.split_seed(noise.export_seeds(images, config.seed))
         return vae.observe_and_encode(images, observe_seeds)
 
     def encode(images):
         images = _checked(images, image_spec)
         # The same x and z that score's `neg_elbo_terms` evaluates.
-        _, q, z = vae.posterior_sample(images, image_seeds(images, config.seed))
+        _, q, z = vae.posterior_sample(images, noise.export_seeds(images, config.seed))
         return {"mean": q.mean(), **vae.encoder.head.parameters(q), "z": z}
 
     def decode(z):
@@ -180,7 +171,7 @@ def _signature_functions(
     def score(images):
         images = _checked(images, image_spec)
         reconstruction, kl = vae.neg_elbo_terms(
-            images, image_seeds(images, config.seed)
+            images, noise.export_seeds(images, config.seed)
         )
         return {
             "neg_elbo": reconstruction + kl,
