@@ -11,7 +11,10 @@ Measures one after the other, in one process (the peer in a subprocess):
   `python -m tfvae.train` runs it (input pipeline, callbacks, validation):
   examples/s at steady state (epochs after the first), the first epoch apart
   (it pays for tracing and compilation); then once more with --jit_compile
-  flipped (`xla_speedup`), unless --nocompare_xla.
+  flipped (`xla_speedup`), unless --nocompare_xla; then on the IWAE bound
+  with k = --compare_iwae_samples samples per example (`iwae_epoch_cost`:
+  its seconds per epoch over the ELBO's; the decoder runs once on all
+  k * batch samples, so the ratio stays near the k-fold products' cost).
 - the matrix-product floor: the time of the model's dense-layer products
   alone for one epoch (forward, weight gradients, input gradients but for the
   first layer), `tf.matmul` in a compiled loop, with and without XLA, measured
@@ -61,6 +64,12 @@ flags.adopt_module_key_flags(config_lib)
 
 flags.DEFINE_bool(
     "compare_xla", True, "Also train with --jit_compile flipped (xla_speedup)."
+)
+flags.DEFINE_integer(
+    "compare_iwae_samples",
+    5,
+    "Also train on the IWAE bound with this k (iwae_epoch_cost); 0 skips it.",
+    lower_bound=0,
 )
 flags.DEFINE_integer(
     "repeats", 5, "Timed repetitions of the floor and of evaluation.", lower_bound=1
@@ -227,10 +236,14 @@ def _best_seconds(run, repeats: int) -> float:
     return min(times)
 
 
-def _train(config, jit_compile: bool, model_dir: str) -> dict:
+def _train(config, jit_compile: bool, model_dir: str, **overrides) -> dict:
     metrics = training.train_and_evaluate(
         dataclasses.replace(
-            config, jit_compile=jit_compile, model_dir=model_dir, export=False
+            config,
+            jit_compile=jit_compile,
+            model_dir=model_dir,
+            export=False,
+            **overrides,
         )
     )
     return {key: metrics[key] for key in _TRAIN_KEYS} | {
@@ -304,7 +317,7 @@ def _pyro(config, python: str, script: str, epochs: int) -> dict:
 def _measure(config) -> dict:
     """Runs every measurement; returns the report."""
     report = {
-        "dataset": config.dataset,
+        "dataset": config.dataset_name,
         "network": config.network,
         "hidden_units": list(config.hidden_units),
         "latent_dim": config.latent_dim,
@@ -320,7 +333,9 @@ def _measure(config) -> dict:
         report["pyro"] = _pyro(
             config, FLAGS.pyro_python, FLAGS.pyro_script, FLAGS.pyro_epochs
         )
-    builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    builder, info = data.prepare(
+        config.dataset, config.data_dir, config.manual_dir, config.image_source
+    )
     floor = _MatmulFloor(
         model.build_vae(info.image_shape, seed=config.seed, **config.model_settings()),
         config.batch_size,
@@ -370,6 +385,19 @@ def _measure(config) -> dict:
             report["jit_compile_flipped"] = flipped
             report["xla_speedup"] = round(
                 xla["train_examples_per_s"] / no_xla["train_examples_per_s"], 3
+            )
+        if FLAGS.compare_iwae_samples and config.objective == "elbo":
+            iwae = _train(
+                config,
+                config.jit_compile,
+                os.path.join(work_dir, "iwae"),
+                objective="iwae",
+                train_samples=FLAGS.compare_iwae_samples,
+                kl="monte_carlo",
+            )
+            report["iwae"] = {"k": FLAGS.compare_iwae_samples, **iwae}
+            report["iwae_epoch_cost"] = round(
+                iwae["seconds_per_epoch"] / report["seconds_per_epoch"], 3
             )
 
         run_config, _, vae = run_dir.load_vae(model_dir)

@@ -107,9 +107,14 @@ def tiny_images(count, seed=0):
 
 
 def tiny_vae(tmp_path: pathlib.Path, image_shape=TINY_SHAPE, **overrides):
-    """Returns the VAE of `tiny_config(tmp_path, **overrides)` for `image_shape`."""
+    """Returns the VAE of `tiny_config(tmp_path, **overrides)` for `image_shape`.
+
+    A conditional one has the 16 classes of `tiny_images`.
+    """
     config = tiny_config(tmp_path, **overrides)
-    return model.build_vae(image_shape, seed=config.seed, **config.model_settings())
+    return model.build_vae(
+        image_shape, seed=config.seed, num_classes=16, **config.model_settings()
+    )
 
 
 def run_command(command: list[str], timeout: float = 300, env: dict | None = None):

@@ -47,6 +47,42 @@ def test_flags_become_a_config():
         (["--seed=-1"], "--seed must be at least 0. Received: --seed=-1"),
         (["--learning_rate=0"], "--learning_rate must be positive"),
         (["--model_dir="], "--model_dir is required"),
+        (["--image_folder=faces"], "--image_folder=faces needs --image_size=H,W"),
+        (
+            ["--image_folder=faces", "--image_size=8,8", "--dataset=cifar10"],
+            "--image_folder replaces --dataset: remove --dataset=cifar10",
+        ),
+        (
+            ["--image_folder=faces", "--image_size=8,8", "--manual_dir=m"],
+            "--manual_dir only applies to a TFDS --dataset",
+        ),
+        (["--image_size=8,8"], "--image_size and --image_channels only apply to"),
+        (["--image_channels=3"], "--image_size and --image_channels only apply to"),
+        (["--image_folder=f", "--image_size=8"], "--image_size must be two sizes"),
+        (
+            ["--image_folder=f", "--image_size=8,8", "--image_channels=2"],
+            "--image_channels must be 1 or 3",
+        ),
+        (
+            ["--likelihood=categorical", "--mixture_components=3"],
+            "--mixture_components only applies to --likelihood=logistic_mixture",
+        ),
+        (["--prior=vamp"], "--kl=analytic needs one stochastic layer"),
+        (["--latent_dim=100,50"], "add --kl=monte_carlo"),
+        (["--latent_dim=100,,50"], "Received: --latent_dim=100,,50"),
+        (["--prior_components=5"], "--prior_components only applies to --prior"),
+        (["--gradient=dreg"], "--gradient only applies to --objective=iwae"),
+        (["--objective=iwae", "--beta=2"], "--beta only applies to --objective=elbo"),
+        (["--beta=-1"], "--beta must be at least 0"),
+        (["--train_samples=0"], "--train_samples must be at least 1"),
+        (
+            ["--objective=iwae", "--gradient=dreg", "--prior=vamp", "--kl=monte_carlo"],
+            "--gradient=dreg supports one stochastic layer",
+        ),
+        (
+            ["--conditional", "--prior=vamp", "--kl=monte_carlo"],
+            "--conditional cannot use --prior=vamp",
+        ),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(argv, message):
@@ -59,7 +95,7 @@ def _shown(default) -> str:
     """Returns a default as the README's flag table writes it."""
     if isinstance(default, bool):
         return "on" if default else "off"
-    if default is None:
+    if default is None or default == ():
         return "unset"
     if isinstance(default, tuple):
         return ",".join(map(str, default))

@@ -1,12 +1,21 @@
 """Tests for tfvae.data: preparing datasets, manual dirs, the pipeline."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image
 
-from tests.conftest import MNIST_FILES, MNIST_MANUAL_DIR, TINY_SHAPE, requires_mnist
-from tfvae import data, errors, run_dir
+from tests.conftest import (
+    MNIST_FILES,
+    MNIST_MANUAL_DIR,
+    TINY_SHAPE,
+    requires_mnist,
+    tiny_config,
+)
+from tfvae import data, errors, evaluation, run_dir, training
 
 
 def test_prepare_tiny_dataset(tmp_path):
@@ -117,3 +126,167 @@ def test_real_mnist_builds_offline_from_manual_dir(tmp_path):
 def test_named_image_datasets_are_accepted_by_metadata(tmp_path, name, shape):
     """What the issue names works by name: only metadata is read, no download."""
     assert data.image_shape(data.load_builder(name, str(tmp_path))) == shape
+
+
+# --- A user's own images: --image_folder -----------------------------------------
+
+
+def _write_image(path, pixels: np.ndarray) -> None:
+    """Writes `uint8 [H, W, C]` pixels (C = 1 or 3) to `path` as a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+
+
+def _make_folder(root, counts, classes=("cats", "dogs"), shape=(10, 12, 3)):
+    """Writes random images into `root/<split>/<class>/` (no class folder if
+    `classes` is empty); `counts` is {split: images per class}. Returns root."""
+    rng = np.random.default_rng(0)
+    for split, count in counts.items():
+        for folder in classes or [""]:
+            for index in range(count):
+                pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+                _write_image(root / split / folder / f"{index}.png", pixels)
+    return root
+
+
+def test_an_image_folder_is_built_once_with_labels_from_class_subfolders(tmp_path):
+    root = _make_folder(tmp_path / "pets", {"train": 3, "test": 2})
+    folder = data.ImageFolder(str(root), size=(8, 6))
+    builder, info = data.prepare("mnist", str(tmp_path / "tfds"), None, folder)
+    assert info == data.DatasetInfo("pets", (8, 6, 3), 6, 4, 2)
+    assert builder.info.features["label"].names == ["cats", "dogs"]
+    train = data.load_split(builder, data.TRAIN_SPLIT)
+    assert train.shape == (6, 8, 6, 3) and train.dtype == np.uint8
+    pairs = list(data.split_images_and_labels(builder, data.TEST_SPLIT))
+    assert sorted(int(label) for _, label in pairs) == [0, 0, 1, 1]
+    batch = next(iter(data.train_and_test(builder, batch_size=2, seed=0)[0]))
+    assert batch.shape == (2, 8, 6, 3) and batch.dtype == tf.uint8
+    # Built once: a second prepare finds it in the data dir.
+    again = data.load_builder("mnist", str(tmp_path / "tfds"), folder)
+    assert again.is_prepared() and again.data_dir == builder.data_dir
+    # A changed folder is built anew.
+    _write_image(root / "train" / "cats" / "new.png", train[0])
+    changed = data.load_builder("mnist", str(tmp_path / "tfds"), folder)
+    assert not changed.is_prepared()
+
+
+def test_images_are_center_cropped_to_the_aspect_ratio_then_resized(tmp_path):
+    # 10 high, 60 wide: red | green | blue columns 10, 40 and 10 wide. The
+    # square center crop (and the resizing filter around it) sees only green;
+    # squeezing the whole image, or cropping at an edge, would show red or blue.
+    pixels = np.zeros((10, 60, 3), np.uint8)
+    pixels[:, :10, 0] = pixels[:, 10:50, 1] = pixels[:, 50:, 2] = 200
+    for split in ("train", "test"):
+        _write_image(tmp_path / "rgb" / split / "a.png", pixels)
+    folder = data.ImageFolder(str(tmp_path / "rgb"), size=(4, 4))
+    builder, _ = data.prepare("mnist", str(tmp_path / "tfds"), None, folder)
+    image = data.load_split(builder, data.TRAIN_SPLIT)[0]
+    np.testing.assert_array_equal(image, np.broadcast_to([0, 200, 0], (4, 4, 3)))
+
+
+def test_grayscale_folders_without_classes_and_channel_conversion(tmp_path):
+    root = _make_folder(tmp_path / "gray", {"train": 4, "test": 2}, (), (9, 9, 1))
+    builder, info = data.prepare(
+        "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8))
+    )
+    assert info == data.DatasetInfo("gray", (8, 8, 1), 4, 2, None)
+    assert "label" not in builder.info.features
+    # --image_channels=3 makes RGB of them; =1 makes a mixed folder grayscale.
+    _, rgb = data.prepare(
+        "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8), 3)
+    )
+    assert rgb.image_shape == (8, 8, 3)
+    _write_image(root / "train" / "color.png", np.zeros((9, 9, 3), np.uint8))
+    _, mixed = data.prepare(
+        "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8), 1)
+    )
+    assert (mixed.image_shape, mixed.num_train) == ((8, 8, 1), 5)
+
+
+def _unreadable(root):
+    (root / "train" / "cats" / "notes.png").write_bytes(b"not an image")
+
+
+def _truncated(root):
+    path = root / "test" / "dogs" / "0.png"
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def _mixed_channels(root):
+    _write_image(root / "test" / "dogs" / "gray.png", np.zeros((10, 12, 1), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda root: os.rename(root, f"{root}_gone"), r"pets is not a folder"),
+        (lambda root: os.rename(root / "test", root / "val"), "has no test/ folder"),
+        (
+            lambda root: [os.remove(p) for p in root.glob("train/*/*.png")],
+            r"pets/train holds no images",
+        ),
+        (_unreadable, r"Cannot read the image .*pets/train/cats/notes\.png"),
+        (_truncated, r"Cannot read the image .*pets/test/dogs/0\.png"),
+        (
+            _mixed_channels,
+            r"mixes channel counts: .*cats/0\.png is RGB, .*dogs/gray\.png is "
+            r"grayscale\. Pass --image_channels=1",
+        ),
+        (
+            lambda root: _write_image(
+                root / "train" / "loose.png", np.zeros((4, 4, 3), np.uint8)
+            ),
+            "holds both images and subfolders",
+        ),
+        (
+            lambda root: (root / "train" / "cats" / "kittens").mkdir(),
+            "is a folder inside a class folder",
+        ),
+    ],
+)
+def test_bad_image_folders_are_refused_naming_the_problem(tmp_path, spoil, message):
+    root = _make_folder(tmp_path / "pets", {"train": 2, "test": 1})
+    spoil(root)
+    with pytest.raises(errors.UsageError, match=message):
+        data.prepare(
+            "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8))
+        )
+    # Nothing half-built is left to be taken for the dataset.
+    built = tmp_path / "tfds" / "tfvae_image_folder"
+    assert not built.exists() or not list(built.glob("*/*/dataset_info.json"))
+
+
+def test_an_image_folder_config_names_the_dataset_after_the_folder(tmp_path):
+    config = tiny_config(
+        tmp_path,
+        dataset="mnist",
+        image_folder="/data/faces/",
+        image_size=(64, 48),
+        image_channels=1,
+        export_dir=None,
+    )
+    assert config.image_source == data.ImageFolder("/data/faces/", (64, 48), 1)
+    assert (config.dataset_name, config.export_base) == ("faces", "export/faces")
+    assert tiny_config(tmp_path).image_source is None
+
+
+def test_a_folder_of_images_trains_evaluates_and_exports(tmp_path):
+    root = _make_folder(tmp_path / "shapes", {"train": 24, "test": 8}, ("a", "b"))
+    config = tiny_config(
+        tmp_path,
+        dataset="mnist",
+        image_folder=str(root),
+        image_size=(8, 8),
+        epochs=1,
+        export=True,
+    )
+    metrics = training.train_and_evaluate(config)
+    assert metrics["dataset"] == "shapes" and np.isfinite(metrics["test_neg_elbo"])
+    assert run_dir.load_info(config.model_dir) == data.DatasetInfo(
+        "shapes", (8, 8, 3), 48, 16, 2
+    )
+    assert os.path.isdir(metrics["export_path"])
+    results = evaluation.evaluate_run(
+        evaluation.EvalConfig(model_dir=config.model_dir, num_importance_samples=3)
+    )
+    assert results["num_examples"] == 16 and results["dataset"] == "shapes"

@@ -92,9 +92,14 @@ def _assert_same_weights(a_dir, b_dir):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=2e-5)
 
 
-def _train_command(root, strategy, epochs, data_dir, prelude=""):
+def _train_command(root, strategy, epochs, data_dir, prelude="", **overrides):
     return tiny_training_command(
-        root, prelude, strategy=strategy, epochs=epochs, data_dir=str(data_dir)
+        root,
+        prelude,
+        strategy=strategy,
+        epochs=epochs,
+        data_dir=str(data_dir),
+        **overrides,
     )
 
 
@@ -104,12 +109,36 @@ def tiny_data_dir(tmp_path):
     return tmp_path / "tfds"
 
 
+# The ELBO, and the K-sample objectives with their own noise per sample and
+# layer: the IWAE bound with the DReG gradient, and two stochastic layers
+# under a learned prior, conditional on the class.
+_FAMILY = [
+    {},
+    {"objective": "iwae", "train_samples": 3, "kl": "monte_carlo", "gradient": "dreg"},
+    {
+        "latent_dim": (3, 2),
+        "kl": "monte_carlo",
+        "prior": "mog",
+        "prior_components": 3,
+        "conditional": True,
+        "train_samples": 2,
+    },
+]
+
+
 @pytest.mark.slow
-def test_mirrored_training_matches_one_device(tmp_path, tiny_data_dir):
-    one = run_command(_train_command(tmp_path / "one", "one_device", 2, tiny_data_dir))
+@pytest.mark.parametrize(
+    "settings", _FAMILY, ids=["elbo", "iwae-dreg", "two-layer-cvae"]
+)
+def test_mirrored_training_matches_one_device(tmp_path, tiny_data_dir, settings):
+    one = run_command(
+        _train_command(tmp_path / "one", "one_device", 2, tiny_data_dir, **settings)
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_command(
-        _train_command(tmp_path / "two", "mirrored", 2, tiny_data_dir, _TWO_CPUS)
+        _train_command(
+            tmp_path / "two", "mirrored", 2, tiny_data_dir, _TWO_CPUS, **settings
+        )
     )
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads(two.stdout.strip().splitlines()[-1])["replicas"] == 2

@@ -1,11 +1,15 @@
 """Tests for tfvae.heads: shapes, observations and validation of every head."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from absl import flags
 
-from tfvae import heads
+from tests.conftest import REPO, tiny_vae
+from tfvae import config as config_lib
+from tfvae import heads, model
 
 tfd = tfp.distributions
 
@@ -25,6 +29,7 @@ LIKELIHOOD_HEADS = {
     "gaussian_learned": lambda: heads.GaussianHead(scale=None),
     "gaussian_fixed": lambda: heads.GaussianHead(scale=0.1),
     "categorical": heads.CategoricalHead,
+    "logistic_mixture": lambda: heads.LogisticMixtureHead(components=3),
 }
 
 
@@ -127,8 +132,164 @@ def test_posterior_shapes_and_reparameterization(head_cls):
         (lambda: heads.NormalDiagHead(latent_dim=0), "latent_dim=0"),
         (lambda: heads.GaussianHead(scale=-1.0), "scale=-1.0"),
         (lambda: heads.BernoulliHead(binarize="yes"), "binarize='yes'"),
+        (lambda: heads.LogisticMixtureHead(components=0), "components=0"),
     ],
 )
 def test_constructors_echo_bad_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# --- The discretized logistic mixture ------------------------------------------
+
+# Raw decoder outputs for one pixel value each: [logits, locations on [-1, 1],
+# log-scales] of 2 components. Includes sharp and broad components and
+# locations beyond the pixel range, where the edge bins hold nearly all mass.
+MIXTURE_PARAMS = np.array(
+    [
+        [0.3, -0.4, -0.2, 0.5, -2.0, -3.0],
+        [1.0, 2.0, 0.9, -0.95, -9.0, -5.0],
+        [-3.0, 0.0, 1.7, -2.5, -4.0, 1.5],
+        [0.0, 0.0, 0.0039, -0.0039, -7.0, -7.0],
+        [0.5, -0.5, 40.0, -40.0, -7.0, -6.0],
+    ],
+    np.float32,
+)
+
+
+def _mixture_mass_numpy(params: np.ndarray) -> np.ndarray:
+    """Returns P(x = v) for v = 0..255 of each row of raw `params`, directly.
+
+    The PixelCNN++ formula in float64: F(v + 1/2) - F(v - 1/2) on [-1, 1]
+    (bins of half-width 1/255), with the tails in the edge bins.
+    """
+    logits, loc, log_scale = np.split(params.astype(np.float64), 3, axis=-1)
+    weights = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    scale = np.exp(np.maximum(log_scale, -7.0))
+    values = np.arange(256)[None, :, None]  # [1, 256, 1] against [rows, 1, K].
+    centers = values / 127.5 - 1.0
+    loc, scale, weights = loc[:, None, :], scale[:, None, :], weights[:, None, :]
+
+    def cdf(edge):  # The logistic CDF, a sigmoid, written without overflow.
+        return 0.5 + 0.5 * np.tanh((edge - loc) / (2 * scale))
+
+    upper = np.where(values == 255, 1.0, cdf(centers + 1 / 255))
+    lower = np.where(values == 0, 0.0, cdf(centers - 1 / 255))
+    return ((upper - lower) * weights).sum(-1)  # [rows, 256]
+
+
+def _per_value_log_prob(head, params):
+    """log p(v) for every value v = 0..255 of every row: `[rows, 256]`."""
+    rows = params.shape[0]
+    # One pixel per row and value: batch 256, image [rows, 1, 1].
+    tiled = tf.tile(
+        tf.constant(params)[tf.newaxis, :, None, None, :], [256, 1, 1, 1, 1]
+    )
+    values = tf.tile(
+        tf.range(256)[:, tf.newaxis, tf.newaxis, tf.newaxis], [1, rows, 1, 1]
+    )
+    pixelwise = head(tiled).distribution  # Batch [256, rows, 1, 1], no sum.
+    return tf.transpose(pixelwise.log_prob(values)[:, :, 0, 0]).numpy()
+
+
+def test_logistic_mixture_probabilities_sum_to_one_over_the_256_values():
+    head = heads.LogisticMixtureHead(components=2)
+    probs = np.exp(_per_value_log_prob(head, MIXTURE_PARAMS).astype(np.float64))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_logistic_mixture_log_prob_matches_a_direct_computation():
+    head = heads.LogisticMixtureHead(components=2)
+    mass = _mixture_mass_numpy(MIXTURE_PARAMS)
+    actual = _per_value_log_prob(head, MIXTURE_PARAMS)
+    # Where the direct formula still has the digits (mass above 1e-6).
+    usable = mass > 1e-6
+    np.testing.assert_allclose(
+        actual[usable], np.log(mass[usable]), rtol=1e-4, atol=1e-5
+    )
+    # And an image's log_prob is the sum over its pixels (values 0, 17, 255).
+    params = tf.constant(MIXTURE_PARAMS[None, :3, None, None, :])
+    x = tf.constant([[[[0]], [[17]], [[255]]]])
+    np.testing.assert_allclose(
+        head(params).log_prob(x),
+        [np.log(mass[0, 0] * mass[1, 17] * mass[2, 255])],
+        rtol=1e-5,
+    )
+
+
+def test_logistic_mixture_is_finite_with_finite_gradients_far_in_the_tails():
+    head = heads.LogisticMixtureHead(components=2)
+    # Sharp components far from the observed values: tiny masses.
+    params = tf.constant(
+        [[[[[0.0, 0.0, 30.0, -30.0, -7.0, -7.0]], [[0.0, 0.0, 1.0, 1.0, -7.0, -9.0]]]]]
+    )
+    x = tf.constant([[[[128], [0]]]])
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        log_prob = head(params).log_prob(x)
+    assert np.all(np.isfinite(log_prob.numpy())) and log_prob.numpy()[0] < -1e3
+    assert np.all(np.isfinite(tape.gradient(log_prob, params).numpy()))
+
+
+def test_logistic_mixture_mean_image_is_the_expected_pixel_value():
+    head = heads.LogisticMixtureHead(components=2)
+    params = tf.constant(MIXTURE_PARAMS[None, :, None, None, :])
+    mean = head.mean_image(head(params)).numpy()[0, :, 0, 0]
+    expected = _mixture_mass_numpy(MIXTURE_PARAMS) @ np.arange(256) / 255
+    np.testing.assert_allclose(mean, expected, atol=1e-5)
+    assert np.all((0 <= mean) & (mean <= 1))
+
+
+def test_logistic_mixture_parameters_are_per_component():
+    head = heads.LogisticMixtureHead(components=3)
+    params = tf.random.normal([BATCH, *SHAPE, head.params_per_value], seed=3)
+    parameters = head.parameters(head(params))
+    assert head.params_per_value == 9 and head.discrete
+    assert set(parameters) == {"logits", "loc", "scale"}
+    assert all(v.shape == (BATCH, *SHAPE, 3) for v in parameters.values())
+    assert np.all(parameters["scale"].numpy() > 0)
+
+
+def _train_one_step(vae: model.VAE, images: np.ndarray) -> dict:
+    """Compiles `vae` as training does and fits one batch; returns the logs."""
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    before = [w.numpy() for w in vae.trainable_weights]
+    batches = tf.data.Dataset.from_tensors(tf.constant(images))
+    history = vae.fit(batches, verbose=0, shuffle=False).history
+    logs = {name: values[-1] for name, values in history.items()}
+    assert all(np.isfinite(value) for value in logs.values()), logs
+    after = [w.numpy() for w in vae.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    return logs
+
+
+def test_a_tiny_vae_with_the_logistic_mixture_trains_a_step(tmp_path):
+    vae = tiny_vae(tmp_path, likelihood="logistic_mixture", mixture_components=2)
+    assert vae.likelihood.params_per_value == 6 and vae.likelihood.discrete
+    images = np.random.default_rng(4).integers(0, 256, (16, 8, 8, 1), np.uint8)
+    logs = _train_one_step(vae, images)
+    # Random pixels: about 8 bits of each of the 64 values, in nats.
+    assert logs["reconstruction"] > 0.5 * 64 * 8 * np.log(2)
+
+
+def test_the_cifar10_flagfile_trains_on_cifar_shaped_data(tmp_path):
+    """configs/cifar10.flags, as `tfvae.train` reads it, on generated 32x32x3 data."""
+    values = flags.FlagValues()
+    config_lib.define_flags(config_lib.Config, values)
+    values(
+        [
+            "train",
+            f"--flagfile={REPO / 'configs' / 'cifar10.flags'}",
+            f"--model_dir={tmp_path / 'run'}",
+        ]
+    )
+    config = config_lib.from_flags(config_lib.Config, values)
+    assert (config.dataset, config.likelihood) == ("cifar10", "logistic_mixture")
+    assert config.network == "conv"
+    keras.utils.set_random_seed(config.seed)
+    vae = model.build_vae((32, 32, 3), seed=config.seed, **config.model_settings())
+    assert vae.likelihood.params_per_value == 3 * config.mixture_components
+    images = np.random.default_rng(5).integers(0, 256, (8, 32, 32, 3), np.uint8)
+    _train_one_step(vae, images)
+    mean = vae.likelihood.mean_image(vae.decoder(tf.zeros([2, vae.latent_dim])))
+    assert mean.shape == (2, 32, 32, 3)

@@ -45,3 +45,32 @@ def test_normal_noise_has_unit_moments_under_xla():
         lambda: noise.normal(tf.constant([100_000, 2]), SEED), True
     ).numpy()
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
+
+
+def test_sample_noise_keeps_its_first_samples_whatever_their_number():
+    seed = tf.constant([4, 2], tf.int64)
+    few = noise.normal_samples(3, tf.constant([5, 2]), seed)
+    many = noise.normal_samples(40, tf.constant([5, 2]), seed)
+    assert few.shape == (3, 5, 2) and many.shape == (40, 5, 2)
+    np.testing.assert_array_equal(few, many[:3])
+    # One sample is the plain draw of the batch's shape.
+    np.testing.assert_array_equal(
+        noise.normal_samples(1, tf.constant([5, 2]), seed)[0],
+        noise.normal(tf.constant([5, 2]), seed),
+    )
+    # Per-row seeds: a row's samples do not depend on the other rows.
+    rows = noise.example_seeds(tf.constant([[1], [2], [3]], tf.uint8), seed)
+    both = noise.normal_samples(4, tf.constant([3, 2]), rows)
+    alone = noise.normal_samples(4, tf.constant([1, 2]), rows[1:2])
+    np.testing.assert_array_equal(both[:, 1:2], alone)
+
+
+def test_each_layer_draws_from_its_own_seed():
+    seed = tf.constant([4, 2], tf.int64)
+    assert noise.layer_seed(seed, 0) is seed
+    layers = {tuple(noise.layer_seed(seed, layer).numpy()) for layer in range(4)}
+    assert len(layers) == 4
+    rows = tf.stack([seed, seed + 1])
+    np.testing.assert_array_equal(
+        noise.layer_seed(rows, 2)[1], noise.layer_seed(seed + 1, 2)
+    )

@@ -40,6 +40,9 @@ CASES = {
     "diag-bernoulli": dict(posterior="diag", likelihood="bernoulli", binarize=True),
     "full-gaussian": dict(posterior="full", likelihood="gaussian"),
     "diag-categorical": dict(posterior="diag", likelihood="categorical"),
+    "diag-logistic_mixture": dict(
+        posterior="diag", likelihood="logistic_mixture", mixture_components=2
+    ),
     "full-continuous_bernoulli": dict(
         posterior="full", likelihood="continuous_bernoulli", kl="monte_carlo"
     ),
@@ -160,13 +163,14 @@ def main(exports, inputs_path, out_path):
 """
 
 
-def load_and_run_elsewhere(exports: dict[str, str], workdir) -> dict:
+def load_and_run_elsewhere(exports: dict[str, str], workdir, inputs=INPUTS) -> dict:
     """Runs every signature of `exports` ({case: path}) in a fresh process.
 
-    Returns {case: {signature: {output: array}, "asset": bytes}}.
+    `inputs` holds every input by name. Returns {case: {signature: {output:
+    array}, "asset": bytes}}.
     """
     inputs_path, out_path = workdir / "inputs.npz", workdir / "outputs.npz"
-    np.savez(inputs_path, **INPUTS)
+    np.savez(inputs_path, **inputs)
     result = run_python(
         _LOAD_AND_RUN + f"\nmain({exports!r}, {str(inputs_path)!r}, {str(out_path)!r})"
     )
@@ -697,3 +701,140 @@ def test_an_export_of_a_mirrored_run_loads_on_one_device(tmp_path):
                 outputs[version][signature],
                 expected_outputs(trained_vae, config, signature, INPUTS),
             )
+
+
+# The model family: a learned prior, two stochastic layers, a conditional VAE.
+FAMILY = {
+    "vamp": dict(prior="vamp", prior_components=4, kl="monte_carlo"),
+    "two_layer": dict(
+        latent_dim=(LATENT_DIM, 2), kl="monte_carlo", prior="mog", prior_components=3
+    ),
+    "cvae": dict(conditional=True, objective="iwae", train_samples=2, kl="monte_carlo"),
+}
+# Four of everything, so that one `labels` input fits every signature.
+FAMILY_INPUTS = {
+    "images": INPUTS["images"][:4],
+    "z": INPUTS["z"],
+    "num_samples": np.int32(4),
+    "seed": INPUTS["seed"],
+    "labels": np.array([3, 0, 15, 7], np.int64),
+}
+
+
+def _family_expected(vae, config, signature, inputs) -> dict[str, np.ndarray]:
+    """Returns what an export of `vae` must answer, from the Keras model's methods."""
+    labels = tf.constant(inputs["labels"]) if vae.conditional else None
+    if "images" in inputs:
+        images = tf.constant(inputs["images"])
+        image_seeds = noise.example_seeds(images, noise.seed(config.seed, noise.EXPORT))
+        observe_seeds, _ = noise.split_seed(image_seeds)
+    if signature in ("encode", "serving_default"):
+        _, chain = vae.posterior_sample(images, image_seeds, labels)
+        outputs = {}
+        for layer, (q, z) in enumerate(zip(chain.qs, chain.zs, strict=True)):
+            suffix = f"_{layer + 1}" if layer else ""
+            outputs |= {f"mean{suffix}": q.mean(), f"stddev{suffix}": q.stddev()}
+            outputs[f"z{suffix}"] = z
+    elif signature == "decode":
+        p = vae.decode(tf.constant(inputs["z"]), labels)
+        outputs = {
+            "mean": vae.likelihood.mean_image(p),
+            "logits": p.distribution.logits,
+        }
+    elif signature == "sample":
+        z = vae.sample_latent(inputs["num_samples"], tf.constant(inputs["seed"]))
+        outputs = {"images": vae.decode_mean(z, labels)}
+    elif signature == "score":
+        reconstruction, kl = vae.neg_elbo_terms(images, image_seeds, labels)
+        outputs = {"neg_elbo": reconstruction + kl, "reconstruction": reconstruction}
+        outputs["kl"] = kl
+    elif signature == "reconstruct":
+        _, q = vae.observe_and_encode(images, observe_seeds, labels)
+        outputs = {"images": vae.decode_mean(q.mean(), labels)}
+    else:
+        x, q = vae.observe_and_encode(images, observe_seeds, labels)
+        z_seeds = noise.example_seeds(images, tf.constant(inputs["seed"]))
+        weights = vae.log_weights(x, q, inputs["num_samples"], z_seeds, labels)
+        outputs = {"log_weights": tf.transpose(weights)}
+    return {name: np.asarray(value) for name, value in outputs.items()}
+
+
+@pytest.fixture(scope="module")
+def family_exports(tmp_path_factory):
+    """{case: (config, vae, export path)} for the model family."""
+    exported = {}
+    for case, settings in FAMILY.items():
+        tmp_path = tmp_path_factory.mktemp(case)
+        config = tiny_config(tmp_path, latent_dim=LATENT_DIM, seed=SEED)
+        config = dataclasses.replace(config, **settings)
+        vae = model.build_vae(
+            TINY_SHAPE,
+            seed=config.seed,
+            num_classes=INFO.num_classes,
+            **config.model_settings(),
+        )
+        path = saved_model.export(vae, config, INFO, str(tmp_path / "export"))
+        exported[case] = (config, vae, path)
+    return exported
+
+
+def test_family_exports_run_without_tfvae_and_match_the_keras_model(
+    family_exports, tmp_path
+):
+    paths = {case: path for case, (_, _, path) in family_exports.items()}
+    answers = load_and_run_elsewhere(paths, tmp_path, FAMILY_INPUTS)
+    for case, (config, vae, _) in family_exports.items():
+        signatures = set(answers[case]) - {"asset"}
+        assert signatures == set(SIGNATURE_INPUTS), case
+        for signature in signatures - {"metadata"}:
+            expected = _family_expected(vae, config, signature, FAMILY_INPUTS)
+            assert_outputs_match(answers[case][signature], expected)
+        metadata = answers[case]["metadata"]
+        assert metadata["prior"] == config.prior.encode()
+        assert metadata["latent_dims"].tolist() == list(config.latent_dim)
+        assert metadata["num_classes"] == (16 if config.conditional else 0)
+    # The two-layer encode returns the top layer too.
+    assert answers["two_layer"]["encode"]["z_2"].shape == (4, 2)
+
+
+def test_a_conditional_export_refuses_labels_that_do_not_fit(family_exports):
+    loaded = tf.saved_model.load(family_exports["cvae"][2])
+    sample = loaded.signatures["sample"]
+    seed = tf.constant([1, 2], tf.int64)
+    for labels, message in [
+        ([1, 2], "labels must hold one class per image"),
+        ([1, 2, 16], "labels must be classes 0 .. 15"),
+        ([1, -1, 2], "labels must be classes 0 .. num_classes - 1"),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            sample(
+                num_samples=tf.constant(3),
+                seed=seed,
+                labels=tf.constant(labels, tf.int64),
+            )
+    # Images of the classes asked for: the same z decoded for other classes differ.
+    a = sample(
+        num_samples=tf.constant(2), seed=seed, labels=tf.constant([1, 1], tf.int64)
+    )
+    b = sample(
+        num_samples=tf.constant(2), seed=seed, labels=tf.constant([2, 2], tf.int64)
+    )
+    assert not np.allclose(a["images"], b["images"])
+
+
+@pytest.mark.parametrize("case", list(FAMILY))
+def test_saved_model_cli_calls_a_family_exports_sample(case, family_exports, tmp_path):
+    config, vae, path = family_exports[case]
+    inputs = {"num_samples": np.int32(3), "seed": np.array([1, 2], np.int64)}
+    exprs = "num_samples=3;seed=[1, 2]"
+    if config.conditional:
+        inputs["labels"] = np.array([0, 1, 2], np.int64)
+        exprs += ";labels=[0, 1, 2]"
+    result = _saved_model_cli_run(path, "sample", tmp_path, "--input_exprs", exprs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "images.npy"),
+        _family_expected(vae, config, "sample", inputs)["images"],
+        rtol=1e-5,
+        atol=1e-5,
+    )

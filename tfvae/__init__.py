@@ -5,13 +5,13 @@ Modules, in the order one batch meets them:
   train       `python -m tfvae.train`: flags -> Config -> train_and_evaluate
   training    train_and_evaluate: data, model, fit, metrics, export
   run_dir     the files of a run directory, and reading a run back
-  data        TFDS image datasets -> uint8 batches [batch, H, W, C]
+  data        TFDS image datasets, or an image folder -> uint8 [batch, H, W, C]
   distribute  tf.distribute strategies by name, and each worker's input
   noise       every random stream, and noise independent of replicas
-  networks    encoder/decoder bodies (mlp, conv)
+  networks    encoder/decoder bodies (mlp, conv), bodies between latent layers
   heads       Keras 3 layers returning tfd distributions: q(z|x), p(x|z)
-  priors      the prior p(z), owner of the latent size
-  model       the VAE, its negative ELBO, train_step/test_step
+  priors      the prior p(z): N(0, I), a learned mixture, the VampPrior
+  model       the VAE, its objectives (ELBO, IWAE), train_step/test_step
   callbacks   NaN guard, throughput, TensorBoard pictures, IWAE during training
   iwae        the importance-weighted bound on log p(x), in chunks
   adapters    what evaluation runs on: a Keras VAE or an export's signatures

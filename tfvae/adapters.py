@@ -10,7 +10,7 @@ import json
 import tensorflow as tf
 
 from tfvae import config as config_lib
-from tfvae import heads, images, model, noise
+from tfvae import errors, heads, images, model, noise
 
 
 class VAEAdapter:
@@ -39,6 +39,7 @@ class VAEAdapter:
     ):
         self.vae = vae
         self.latent_dim = vae.latent_dim
+        self.num_classes = vae.num_classes
         self.discrete = vae.likelihood.discrete
         self.per_image_noise = per_image_noise
         self._neg_elbo_terms = tf.function(self._batch_terms, jit_compile=jit_compile)
@@ -46,48 +47,48 @@ class VAEAdapter:
             self._chunk_log_weights, jit_compile=jit_compile
         )
 
-    def _observe_and_encode(self, images, batch_seed):
+    def _observe_and_encode(self, images, batch_seed, labels):
         if self.per_image_noise:
             observe_seed, _ = noise.split_seed(
                 noise.export_seeds(images, self.vae.seed)
             )
         else:
             observe_seed, _ = noise.split_seed(batch_seed)
-        return self.vae.observe_and_encode(images, observe_seed)
+        return self.vae.observe_and_encode(images, observe_seed, labels)
 
-    def _batch_terms(self, images, seed):
+    def _batch_terms(self, images, seed, labels):
         if self.per_image_noise:
             seed = noise.export_seeds(images, self.vae.seed)
-        return self.vae.neg_elbo_terms(images, seed)
+        return self.vae.neg_elbo_terms(images, seed, labels)
 
-    def _chunk_log_weights(self, images, num_samples, seed, chunk):
-        x, q = self._observe_and_encode(images, seed)
+    def _chunk_log_weights(self, images, num_samples, seed, chunk, labels):
+        x, q = self._observe_and_encode(images, seed, labels)
         z_seed = noise.chunk_seed(seed, chunk)
         if self.per_image_noise:
             z_seed = noise.example_seeds(images, z_seed)
-        return self.vae.log_weights(x, q, num_samples, z_seed)
+        return self.vae.log_weights(x, q, num_samples, z_seed, labels)
 
-    def neg_elbo_terms(self, images, seed):
-        return self._neg_elbo_terms(images, seed)
+    def neg_elbo_terms(self, images, seed, labels=None):
+        return self._neg_elbo_terms(images, seed, labels)
 
-    def log_weights(self, images, num_samples, seed, chunk):
+    def log_weights(self, images, num_samples, seed, chunk, labels=None):
         # num_samples is a Python int: it fixes the compiled shapes.
-        return self._log_weights(images, num_samples, seed, tf.constant(chunk))
+        return self._log_weights(images, num_samples, seed, tf.constant(chunk), labels)
 
-    def encode_mean(self, images):
+    def encode_mean(self, images, labels=None):
         if self.per_image_noise:
-            return self._observe_and_encode(images, None)[1].mean()
-        return self.vae.posterior_mean(images)
+            return self._observe_and_encode(images, None, labels)[1].mean()
+        return self.vae.posterior_mean(images, labels)
 
-    def decode_mean(self, z):
-        return self.vae.decode_mean(z)
+    def decode_mean(self, z, labels=None):
+        return self.vae.decode_mean(z, labels)
 
-    def reconstruction_grid(self, batch):
+    def reconstruction_grid(self, batch, labels=None):
         if self.per_image_noise:
             return images.reconstruction_grid(
-                batch, self.decode_mean(self.encode_mean(batch))
+                batch, self.decode_mean(self.encode_mean(batch, labels), labels)
             )
-        return images.reconstructions(self.vae, batch)
+        return images.reconstructions(self.vae, batch, labels)
 
     def prior_samples(self, count, seed):
         return images.prior_samples(self.vae, count, seed)
@@ -105,42 +106,69 @@ class SavedModelAdapter:
     """
 
     def __init__(self, export_dir: str):
-        self._signatures = tf.saved_model.load(export_dir).signatures
+        try:
+            self._signatures = tf.saved_model.load(export_dir).signatures
+        except (OSError, ValueError, IndexError, tf.errors.OpError) as e:
+            raise errors.UsageError(
+                f"{export_dir} cannot be loaded as a SavedModel, it is damaged "
+                f"({str(e).splitlines()[0]}). Export the run again (python -m "
+                "tfvae.export), or pass another version's folder."
+            ) from None
+        if "metadata" not in self._signatures:
+            raise errors.UsageError(
+                f"{export_dir} is a SavedModel, but not a tfvae export: it has no "
+                "metadata signature. Pass a folder that tfvae.export wrote."
+            )
         description = json.loads(self._signatures["metadata"]()["json"].numpy())
         self.config = config_lib.Config.from_dict(description["config"])
+        # The most samples its sample and log_weights take per call.
+        self.max_samples = description["max_samples"]
         self.latent_dim = description["latent_dim"]
+        self.num_classes = description.get("num_classes")
         self.discrete = heads.LIKELIHOODS[self.config.likelihood](
             **self.config.model_settings()
         ).discrete
 
-    def neg_elbo_terms(self, images, seed):
+    def _labels(self, labels) -> dict:
+        """Returns the `labels` input of a conditional export's signatures, or {}."""
+        if not self.config.conditional:
+            return {}
+        return {"labels": tf.cast(labels, tf.int64)}
+
+    def neg_elbo_terms(self, images, seed, labels=None):
         del seed  # The export observes with its own fixed seed.
-        scores = self._signatures["score"](images=images)
+        scores = self._signatures["score"](images=images, **self._labels(labels))
         return scores["reconstruction"], scores["kl"]
 
-    def log_weights(self, images, num_samples, seed, chunk):
+    def log_weights(self, images, num_samples, seed, chunk, labels=None):
         log_weights = self._signatures["log_weights"](
             images=images,
             num_samples=tf.constant(num_samples, tf.int32),
             seed=noise.chunk_seed(seed, chunk),
+            **self._labels(labels),
         )["log_weights"]
         return tf.transpose(log_weights)  # The export is batch-major.
 
-    def encode_mean(self, images):
-        return self._signatures["encode"](images=images)["mean"]
+    def encode_mean(self, images, labels=None):
+        return self._signatures["encode"](images=images, **self._labels(labels))["mean"]
 
-    def decode_mean(self, z):
-        return self._signatures["decode"](z=z)["mean"]
+    def decode_mean(self, z, labels=None):
+        return self._signatures["decode"](z=z, **self._labels(labels))["mean"]
 
-    def reconstruction_grid(self, batch):
+    def reconstruction_grid(self, batch, labels=None):
         return images.reconstruction_grid(
             batch,
-            self._signatures["reconstruct"](images=batch)["images"],
+            self._signatures["reconstruct"](images=batch, **self._labels(labels))[
+                "images"
+            ],
         )
 
     def prior_samples(self, count, seed):
-        # The z `images.prior_samples` draws, so both adapters show the same.
+        # The z (and classes) `images.prior_samples` draws, so both adapters
+        # show the same.
+        labels = images.sample_labels(self.num_classes, count)
         return self._signatures["sample"](
             num_samples=tf.constant(count, tf.int32),
             seed=noise.seed(seed, noise.PRIOR_SAMPLES),
+            **self._labels(labels),
         )["images"]

@@ -1,4 +1,4 @@
-"""Keras callbacks for training: NaN guard, throughput, image summaries, IWAE."""
+"""Keras callbacks for training: backups, NaN guard, throughput, images, IWAE."""
 
 import os
 import time
@@ -9,6 +9,36 @@ import tensorflow as tf
 from absl import logging
 
 from tfvae import adapters, images, iwae, run_dir
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore` of a run, checksummed, with no silent fallback.
+
+    Backs up every epoch into `<model_dir>/backup`, keeping the previous
+    epoch's backup too (`double_checkpoint`) and both after training (a rerun
+    of a finished run trains nothing). After each save it writes the sha256 of
+    the backup's files beside them (`run_dir.write_backup_checksums`), so a
+    damaged backup is detected, not restored. `run_dir.restore_backup`
+    checks them before `fit` and puts the newest intact backup in place; this
+    callback then restores it, and raises if that fails, where Keras would
+    quietly fall back to the previous backup, without rewinding the data or
+    the history.
+    """
+
+    def __init__(self, model_dir: str):
+        super().__init__(
+            run_dir.path(model_dir, run_dir.BACKUP),
+            double_checkpoint=True,
+            delete_checkpoint=False,
+        )
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def _save_model(self):
+        run_dir.keep_previous_checksums(self.backup_dir)
+        super()._save_model()
+        run_dir.write_backup_checksums(self.backup_dir)
 
 
 class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
@@ -82,6 +112,8 @@ class Throughput(keras.callbacks.Callback):
         steady = self.epoch_seconds[1:] or self.epoch_seconds
         seconds = sum(steady) / len(steady)
         return {
+            # This process's epochs only: a resumed run's earlier ones are not here.
+            "train_seconds": round(sum(self.epoch_seconds), 1),
             "first_epoch_s": round(self.epoch_seconds[0], 3),
             "seconds_per_epoch": round(seconds, 3),
             "train_examples_per_s": round(self.examples_per_epoch / seconds, 1),
@@ -91,10 +123,18 @@ class Throughput(keras.callbacks.Callback):
 class ImageSummaries(keras.callbacks.Callback):
     """Every epoch, writes test reconstructions and prior samples to TensorBoard."""
 
-    def __init__(self, log_dir: str, test_images: tf.Tensor, seed: int):
+    def __init__(
+        self,
+        log_dir: str,
+        test_images: tf.Tensor,
+        seed: int,
+        test_labels: tf.Tensor | None = None,
+    ):
         super().__init__()
         self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "images"))
         self.test_images = test_images
+        # The images' classes, for a conditional VAE.
+        self.test_labels = test_labels
         self.seed = seed
 
     def on_epoch_end(self, epoch, logs=None):
@@ -102,7 +142,9 @@ class ImageSummaries(keras.callbacks.Callback):
         with self.writer.as_default():
             tf.summary.image(
                 "reconstructions (inputs above, reconstructions below)",
-                images.reconstructions(self.model, self.test_images)[None],
+                images.reconstructions(self.model, self.test_images, self.test_labels)[
+                    None
+                ],
                 step=epoch + 1,
             )
             tf.summary.image(
@@ -181,3 +223,29 @@ class IWAECallback(keras.callbacks.Callback):
         run_dir.append_iwae_history(
             self.model_dir, (epoch, self.num_samples, means["neg_elbo"], means["nll"])
         )
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Raises the VAE's KL weight linearly to its `beta` over `epochs` epochs.
+
+    Epoch e (0-based) trains with weight beta * min(1, (e + 1) / epochs). The
+    weight follows the epoch index alone, so a resumed run (which Keras
+    restarts at the epoch it resumes) continues at the right weight.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        if epochs < 1:
+            raise ValueError(f"epochs must be at least 1. Received: {epochs=}")
+        self.epochs = epochs
+
+    def weight(self, epoch: int) -> float:
+        """Returns the KL weight of epoch `epoch` (0-based)."""
+        return self.model.beta * min(1.0, (epoch + 1) / self.epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.kl_weight.assign(self.weight(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = self.weight(epoch)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import keras
 from absl import flags
 
-from tfvae import distribute, errors, heads, model, networks
+from tfvae import data, distribute, errors, heads, model, networks, priors
 
 _KEY = "tfvae_setting"
 
@@ -88,6 +88,73 @@ def _activation_problem(name: str) -> str | None:
     return None
 
 
+def _combination_problem(config) -> str | None:
+    """Returns what is wrong with a combination of model settings, or None."""
+    layers = len(config.latent_dim)
+    if config.kl == "analytic" and (layers > 1 or config.prior != "standard"):
+        return (
+            "--kl=analytic needs one stochastic layer and --prior=standard (no "
+            "other KL has a closed form); add --kl=monte_carlo. Received: "
+            f"--latent_dim={','.join(map(str, config.latent_dim))} "
+            f"--prior={config.prior}"
+        )
+    if config.objective == "iwae" and (
+        config.beta != 1 or config.free_bits or config.kl_warmup_epochs
+    ):
+        return (
+            "--objective=iwae has no separate KL term to weight: drop --beta, "
+            "--free_bits and --kl_warmup_epochs, or use --objective=elbo."
+        )
+    if config.gradient == "dreg" and (layers > 1 or config.prior == "vamp"):
+        return (
+            "--gradient=dreg supports one stochastic layer and a prior that does "
+            "not share the encoder (not --prior=vamp). Received: "
+            f"--latent_dim={','.join(map(str, config.latent_dim))} "
+            f"--prior={config.prior}"
+        )
+    if config.prior == "vamp" and layers > 1:
+        return (
+            "--prior=vamp needs one stochastic layer: its components are the "
+            "encoder's q(z1|u_k), over the bottom layer. Use --prior=standard "
+            "or mog with --latent_dim="
+            f"{','.join(map(str, config.latent_dim))}."
+        )
+    if config.conditional and config.prior == "vamp":
+        return (
+            "--conditional cannot use --prior=vamp: the pseudo-inputs have no "
+            "class label. Use --prior=standard or mog."
+        )
+    return None
+
+
+def _image_folder_problem(config) -> str | None:
+    """Returns what is wrong with the --image_folder settings, or None."""
+    default_dataset = settings_of(type(config))["dataset"][0].default
+    if not config.image_folder:
+        if config.image_size or config.image_channels:
+            return (
+                "--image_size and --image_channels only apply to --image_folder: "
+                "add --image_folder=PATH, or remove them."
+            )
+        return None
+    if config.dataset != default_dataset:
+        return (
+            f"--image_folder replaces --dataset: remove --dataset={config.dataset} "
+            f"(the folder {config.image_folder} is the dataset)."
+        )
+    if config.manual_dir:
+        return (
+            "--manual_dir only applies to a TFDS --dataset; remove it with "
+            "--image_folder."
+        )
+    if not config.image_size:
+        return (
+            f"--image_folder={config.image_folder} needs --image_size=H,W, the "
+            "size every image is cropped and resized to (e.g. --image_size=64,64)."
+        )
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines one training run; `python -m tfvae.train`'s flags."""
@@ -107,6 +174,27 @@ class Config:
         "offline (tfds.download.DownloadConfig(manual_dir=...)).",
         "string",
         resumable=True,
+    )
+    image_folder: str | None = setting(
+        None,
+        "Train on your own images instead of --dataset: a folder with train/ "
+        "and test/, each holding images or one subfolder of images per class "
+        "(the labels). Built once into --data_dir; needs --image_size.",
+        "string",
+    )
+    image_size: tuple[int, ...] = setting(
+        (),
+        "image_folder only: H,W every image is center-cropped (to that aspect "
+        "ratio) and resized to.",
+        "integers",
+        check=lambda v: None if len(v) in (0, 2) else "must be two sizes, H,W",
+    )
+    image_channels: int | None = setting(
+        None,
+        "image_folder only: 1 converts every image to grayscale, 3 to RGB; "
+        "unset keeps the files' own channels, which must then agree.",
+        "integer",
+        check=lambda v: None if v in (None, 1, 3) else "must be 1 or 3",
     )
     # Model.
     likelihood: str = setting(
@@ -133,6 +221,15 @@ class Config:
         applies_to=("likelihood", {"gaussian"}),
         model=True,
     )
+    mixture_components: int = setting(
+        10,
+        "logistic_mixture only: logistic components per pixel value (10 in "
+        "PixelCNN++).",
+        "integer",
+        minimum=1,
+        applies_to=("likelihood", {"logistic_mixture"}),
+        model=True,
+    )
     posterior: str = setting(
         "diag",
         "q(z|x): diagonal or full-covariance normal.",
@@ -140,7 +237,14 @@ class Config:
         choices=heads.POSTERIORS,
         model=True,
     )
-    latent_dim: int = setting(50, "Size of z.", "integer", minimum=1, model=True)
+    latent_dim: tuple[int, ...] = setting(
+        (50,),
+        "Size of z; one size per stochastic layer, bottom first (100,50 is the "
+        "IWAE paper's two-layer model: q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1)).",
+        "integers",
+        check=lambda v: None if v else "must list at least one size",
+        model=True,
+    )
     network: str = setting(
         "mlp", "Encoder/decoder bodies.", "enum", choices=networks.NETWORKS, model=True
     )
@@ -168,9 +272,86 @@ class Config:
     )
     kl: str = setting(
         "analytic",
-        "KL(q||p): closed form, or log q(z) - log p(z) at the sampled z.",
+        "KL(q||p): closed form (one layer, --prior=standard), or log q(z) - "
+        "log p(z) at the sampled z.",
         "enum",
         choices=model.KL_ESTIMATORS,
+        model=True,
+    )
+    prior: str = setting(
+        "standard",
+        "p(z) of the top layer: N(0, I), a learned mixture of diagonal normals, "
+        "or the VampPrior (the encoder at learned pseudo-inputs); the last two "
+        "need --kl=monte_carlo.",
+        "enum",
+        choices=priors.PRIORS,
+        model=True,
+    )
+    prior_components: int = setting(
+        500,
+        "mog/vamp only: mixture components (pseudo-inputs for vamp).",
+        "integer",
+        minimum=1,
+        applies_to=("prior", {"mog", "vamp"}),
+        model=True,
+    )
+    conditional: bool = setting(
+        False,
+        "Condition the encoder and decoder on the dataset's class label (a "
+        "conditional VAE); the exported signatures then take `labels`.",
+        "bool",
+        model=True,
+    )
+    # Objective.
+    objective: str = setting(
+        "elbo",
+        "What training minimizes: the negative ELBO averaged over "
+        "--train_samples samples, or the negative IWAE bound with "
+        "k=--train_samples (Burda et al. 2015).",
+        "enum",
+        choices=model.OBJECTIVES,
+        model=True,
+    )
+    train_samples: int = setting(
+        1,
+        "Latent samples per example in the objective (the IWAE paper's k).",
+        "integer",
+        minimum=1,
+        model=True,
+    )
+    gradient: str = setting(
+        "standard",
+        "iwae only: the encoder's gradient as is, or doubly reparameterized "
+        "(DReG, Tucker et al. 2018; one stochastic layer, not with vamp).",
+        "enum",
+        choices=model.GRADIENTS,
+        applies_to=("objective", {"iwae"}),
+        model=True,
+    )
+    beta: float = setting(
+        1.0,
+        "elbo only: weight of the KL term (beta-VAE); metrics still report "
+        "the true -ELBO.",
+        "float",
+        minimum=0,
+        applies_to=("objective", {"elbo"}),
+        model=True,
+    )
+    kl_warmup_epochs: int = setting(
+        0,
+        "elbo only: raise the KL weight linearly to --beta over this many "
+        "epochs (epoch e weighs beta * min(1, (e + 1) / N)); 0 starts at --beta.",
+        "integer",
+        minimum=0,
+        applies_to=("objective", {"elbo"}),
+    )
+    free_bits: float = setting(
+        0.0,
+        "elbo only: floor, in nats, of each stochastic layer's KL per example "
+        "in the objective (free bits, Kingma et al. 2016).",
+        "float",
+        minimum=0,
+        applies_to=("objective", {"elbo"}),
         model=True,
     )
     # Optimization.
@@ -179,6 +360,14 @@ class Config:
         "Adam learning rate.",
         "float",
         check=lambda v: None if v > 0 else "must be positive",
+    )
+    learning_rate_decay: float = setting(
+        1.0,
+        "Per-epoch factor of the learning rate (epoch e trains at "
+        "learning_rate * decay**e); it follows the optimizer's step count, so "
+        "a resumed run continues the schedule. 1 keeps it constant.",
+        "float",
+        check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]",
     )
     batch_size: int = setting(256, "Global batch size.", "integer", minimum=1)
     epochs: int = setting(
@@ -259,19 +448,46 @@ class Config:
     export: bool = setting(
         True, "Export a SavedModel after training.", "bool", resumable=True
     )
+    export_max_samples: int = setting(
+        1000,
+        "The largest num_samples an export's sample and log_weights signatures "
+        "accept (their memory grows with it); larger requests are refused.",
+        "integer",
+        minimum=1,
+        check=lambda v: None if v < 2**31 else "must fit in an int32",
+        resumable=True,
+    )
 
     def __post_init__(self):
         check_values(self)
+        problem = _image_folder_problem(self)
+        if problem:
+            raise errors.UsageError(problem)
         if self.network != "conv" and not self.hidden_units:
             raise errors.UsageError(
                 f"--hidden_units may be empty only with --network=conv. Received: "
                 f"--network={self.network} --hidden_units="
             )
+        problem = _combination_problem(self)
+        if problem:
+            raise errors.UsageError(problem)
 
     @property
     def export_base(self) -> str:
         """The TF Serving model base path exports go to."""
-        return self.export_dir or f"export/{self.dataset}"
+        return self.export_dir or f"export/{self.dataset_name}"
+
+    @property
+    def image_source(self) -> data.ImageFolder | None:
+        """The `--image_folder` to train on, or None to use `--dataset`."""
+        if not self.image_folder:
+            return None
+        return data.ImageFolder(self.image_folder, self.image_size, self.image_channels)
+
+    @property
+    def dataset_name(self) -> str:
+        """`--dataset`, or the name of the `--image_folder` folder."""
+        return self.image_source.name if self.image_source else self.dataset
 
     def model_settings(self) -> dict:
         """Returns the settings `model.build_vae` takes, by name."""
@@ -300,7 +516,8 @@ def check_values(instance) -> None:
     for name, (_, meta) in settings_of(type(instance)).items():
         value = getattr(instance, name)
         if meta.kind == "integers":
-            value = tuple(value)
+            # A single size (as runs saved before lists were allowed hold it).
+            value = (value,) if isinstance(value, int) else tuple(value)
             object.__setattr__(instance, name, value)
         problem = _problem(meta, value)
         if problem:
@@ -346,8 +563,12 @@ def check_compatible(previous: Config, requested: Config) -> None:
     anything else would mix two trainings in one directory.
     """
     old, new = dataclasses.asdict(previous), dataclasses.asdict(requested)
+
+    def shown(value):
+        return ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+
     changed = [
-        f"--{name}: run has {old[name]!r}, requested {new[name]!r}"
+        f"--{name}: run has {shown(old[name])}, requested {shown(new[name])}"
         for name in old
         if name not in resumable_fields() and old[name] != new[name]
     ]

@@ -6,7 +6,8 @@ importance-weighted bound on the test negative log-likelihood (Burda et al.
 draws reconstructions, prior samples, interpolations, the latent space and the
 training curve. The model's settings come from the run's saved configuration;
 `--export_dir=export/mnist/1 --output_dir=DIR` evaluates an exported
-SavedModel through its signatures instead. Results land in `RUN/eval/`
+SavedModel through its signatures instead (`--export_dir=export/mnist`: its
+latest version, as TF Serving does). Results land in `RUN/eval/`
 (metrics.json, PNGs, TensorBoard events); `tfvae.evaluation` has the details.
 
 The flags are `tfvae.evaluation.EvalConfig`'s fields, checked there. Do not

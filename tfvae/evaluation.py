@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import adapters, data, errors, images, iwae, plots, run_dir
+from tfvae import adapters, data, errors, images, iwae, plots, run_dir, saved_model
 from tfvae import config as config_lib
 
 # Pictures: how many images of the split, samples and grid cells they show.
@@ -56,8 +56,9 @@ class EvalConfig:
     )
     export_dir: str | None = config_lib.setting(
         None,
-        "Instead of --model_dir: one exported SavedModel version folder, e.g. "
-        "export/mnist/1 (needs --output_dir).",
+        "Instead of --model_dir: an exported SavedModel, its version folder "
+        "(export/mnist/1) or its model base path (export/mnist: the latest "
+        "version, as TF Serving does). Needs --output_dir.",
         "string",
     )
     output_dir: str | None = config_lib.setting(
@@ -150,18 +151,25 @@ def write_pictures(
     for the latent scatter. The ELBO curve is drawn only if `history` is given.
     Images are `uint8 [rows, cols, C]`, ready for `tf.summary.image`.
     """
-    means, labels, shown = [], [], []
+    conditional = evaluable.num_classes is not None
+    means, labels, shown, shown_labels = [], [], [], []
     for batch_images, batch_labels in images_and_labels:
-        means.append(evaluable.encode_mean(batch_images).numpy())
+        # A conditional model encodes (and decodes) with the images' classes.
+        condition = batch_labels if conditional else None
+        means.append(evaluable.encode_mean(batch_images, condition).numpy())
         if batch_labels is not None:
             labels.append(batch_labels.numpy())
         if sum(len(s) for s in shown) < _SHOWN_IMAGES:
             shown.append(batch_images)
+            shown_labels.append(condition)
     shown = tf.concat(shown, axis=0)[:_SHOWN_IMAGES]
+    shown_labels = (
+        tf.concat(shown_labels, axis=0)[:_SHOWN_IMAGES] if conditional else None
+    )
     pairs = min(_INTERPOLATION_PAIRS, len(shown) // 2)
     coordinates, method = plots.embed_2d(np.concatenate(means), seed)
     pictures = {
-        "reconstructions.png": evaluable.reconstruction_grid(shown),
+        "reconstructions.png": evaluable.reconstruction_grid(shown, shown_labels),
         "prior_samples.png": images.grid(
             evaluable.prior_samples(_PRIOR_SAMPLES, seed), _GRID_COLUMNS
         ),
@@ -170,6 +178,8 @@ def write_pictures(
             shown[:pairs],
             shown[pairs : 2 * pairs],
             _INTERPOLATION_STEPS,
+            None if shown_labels is None else shown_labels[:pairs],
+            None if shown_labels is None else shown_labels[pairs : 2 * pairs],
         ),
         "latent_scatter.png": _decode_png(
             plots.scatter_png(
@@ -181,7 +191,8 @@ def write_pictures(
             )
         ),
     }
-    if evaluable.latent_dim == 2:
+    # A conditional decoder needs a class for each cell: no single picture.
+    if evaluable.latent_dim == 2 and not conditional:
         pictures["latent_manifold.png"] = images.manifold_grid(
             evaluable, _MANIFOLD_SIZE
         )
@@ -195,13 +206,30 @@ def write_pictures(
     return pictures
 
 
-def _load(eval_config: EvalConfig) -> tuple[config_lib.Config, iwae.EvaluableModel]:
-    """Returns the training `Config` and the evaluable model `eval_config` names."""
+def _load(
+    eval_config: EvalConfig,
+) -> tuple[config_lib.Config, iwae.EvaluableModel, str]:
+    """Returns the training `Config`, the model `eval_config` names, its path."""
     if eval_config.model_dir:
         config, _, vae = run_dir.load_vae(eval_config.model_dir)
-        return config, adapters.VAEAdapter(vae, eval_config.jit_compile)
-    evaluable = adapters.SavedModelAdapter(eval_config.export_dir)
-    return evaluable.config, evaluable
+        evaluable = adapters.VAEAdapter(vae, eval_config.jit_compile)
+        return config, evaluable, eval_config.model_dir
+    export_dir = saved_model.latest_version(eval_config.export_dir)
+    evaluable = adapters.SavedModelAdapter(export_dir)
+    # The most samples one call of sample or log_weights asks for.
+    needed = max(
+        min(eval_config.samples_per_chunk, eval_config.num_importance_samples),
+        _PRIOR_SAMPLES,
+    )
+    if needed > evaluable.max_samples:
+        raise errors.UsageError(
+            f"{export_dir} serves at most {evaluable.max_samples} samples per call "
+            f"(its max_samples), and this evaluation asks for {needed} at once "
+            f"(--samples_per_chunk, and {_PRIOR_SAMPLES} prior samples). Lower "
+            "--samples_per_chunk, or export the run again with a larger "
+            "--export_max_samples."
+        )
+    return evaluable.config, evaluable, export_dir
 
 
 def evaluate_run(eval_config: EvalConfig) -> dict:
@@ -212,11 +240,22 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
     `eval_config.results_dir`; an export's folder stays untouched. See the
     module docstring for what is written.
     """
-    config, evaluable = _load(eval_config)
+    config, evaluable, model_name = _load(eval_config)
+    model_dir, output_dir = eval_config.model_dir, eval_config.results_dir
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise errors.UsageError(
+            f"{output_dir}, where the results go, is a file, not a folder. Pass "
+            "another --output_dir, or move the file away."
+        )
+    # Read now, so that a damaged file stops the evaluation before its long
+    # computation. An export has no training history; its curve is not drawn.
+    history = run_dir.read_history(model_dir) if model_dir else None
+    iwae_history = run_dir.read_iwae_history(model_dir) if model_dir else None
     builder, info = data.prepare(
         config.dataset,
         eval_config.data_dir or config.data_dir,
         eval_config.manual_dir or config.manual_dir,
+        config.image_source,
     )
     split, batch_size = eval_config.split, eval_config.batch_size
     num_samples = eval_config.num_importance_samples
@@ -224,14 +263,13 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
         num_examples = builder.info.splits[split].num_examples
     except (KeyError, ValueError) as e:
         raise errors.UsageError(
-            f"--split={split} is not a split of {config.dataset}: use one of "
+            f"--split={split} is not a split of {config.dataset_name}: use one of "
             f"{sorted(builder.info.splits)}, or a TFDS slice such as test[:1000]."
         ) from e
-    model_name = eval_config.model_dir or eval_config.export_dir
     logging.info(
         "Evaluating %s on %s %s (%d images): -ELBO and the IWAE bound with k=%d.",
         model_name,
-        config.dataset,
+        config.dataset_name,
         split,
         num_examples,
         num_samples,
@@ -239,7 +277,12 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
     start = time.perf_counter()
     means = iwae.evaluate_batches(
         evaluable,
-        data.batches(data.split_images(builder, split), batch_size),
+        data.batches(
+            (data.split_images_and_labels if config.conditional else data.split_images)(
+                builder, split
+            ),
+            batch_size,
+        ),
         num_samples,
         eval_config.samples_per_chunk,
         eval_config.seed,
@@ -261,14 +304,11 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
         "seed": eval_config.seed,
         "jit_compile": eval_config.jit_compile,
         "seconds": round(seconds, 1),
-        "dataset": config.dataset,
+        "dataset": info.name,
         "likelihood": config.likelihood,
         "model": model_name,
     }
 
-    model_dir, output_dir = eval_config.model_dir, eval_config.results_dir
-    # An export has no training history; its curve is not drawn.
-    history = run_dir.read_history(model_dir) if model_dir else None
     if info.num_classes is not None:
         pairs = data.split_images_and_labels(builder, split).batch(batch_size)
     else:
@@ -283,7 +323,7 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
         eval_config.seed,
         split,
         history=history,
-        iwae_history=run_dir.read_iwae_history(model_dir) if model_dir else None,
+        iwae_history=iwae_history,
         # The curve shows test figures: another split's bound would not match.
         final_nll=(num_samples, metrics[f"{prefix}_nll"])
         if prefix == data.TEST_SPLIT

@@ -2,7 +2,9 @@ r"""Exports a trained run as a SavedModel: `python -m tfvae.export --model_dir=R
 
 Writes `<export_dir>/<version>/`, the next free integer version, the layout
 TF Serving watches; `--export_dir` defaults to the run's own (its
-config.json's `--export_dir`, else export/<dataset>). The model is rebuilt
+config.json's `--export_dir`, else export/<dataset>), and
+`--export_max_samples` (the most samples `sample` and `log_weights` serve
+per call) to the run's too. The model is rebuilt
 from the run directory (`run_dir.load_vae`), outside any distribution
 strategy, so whatever trained it, the export loads on any device count.
 Signatures and their noise: export/README.md.
@@ -10,6 +12,8 @@ Signatures and their noise: export/README.md.
 Do not import this module next to `tfvae.train`: both define --model_dir and
 --export_dir.
 """
+
+import dataclasses
 
 from absl import app, flags
 
@@ -22,6 +26,12 @@ flags.DEFINE_string(
     "TF Serving model base path: the SavedModel goes to <export_dir>/<version>. "
     "Unset means the run's own --export_dir (see its config.json), or "
     "export/<dataset> if that is unset too.",
+)
+flags.DEFINE_integer(
+    "export_max_samples",
+    None,
+    "The largest num_samples the export's sample and log_weights signatures "
+    "accept. Unset means the run's own (see its config.json).",
 )
 
 FLAGS = flags.FLAGS
@@ -36,6 +46,10 @@ def main(argv):
             "--model_dir is required (a tfvae.train run directory)."
         )
     config, info, vae = run_dir.load_vae(FLAGS.model_dir)
+    if FLAGS.export_max_samples is not None:
+        config = dataclasses.replace(
+            config, export_max_samples=FLAGS.export_max_samples
+        )
     saved_model.export(vae, config, info, FLAGS.export_dir or config.export_base)
 
 

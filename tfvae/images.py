@@ -66,35 +66,59 @@ def reconstruction_grid(
     return grid(tf.concat(rows, axis=0), columns)
 
 
-def reconstructions(vae: VAE, images: tf.Tensor, columns: int = 8) -> tf.Tensor:
+def reconstructions(
+    vae: VAE, images: tf.Tensor, labels: tf.Tensor = None, columns: int = 8
+) -> tf.Tensor:
     """Returns `reconstruction_grid` of raw `uint8 [N, H, W, C]` `images`.
 
-    A reconstruction is E[x|z] at z = the posterior mean.
+    A reconstruction is E[x|z] at z = the posterior mean; a conditional VAE
+    also takes the images' int `labels` `[N]`.
     """
-    return reconstruction_grid(images, vae.likelihood.mean_image(vae(images)), columns)
+    inputs = (images, labels) if vae.conditional else images
+    return reconstruction_grid(images, vae.likelihood.mean_image(vae(inputs)), columns)
+
+
+def sample_labels(num_classes: int | None, count: int) -> tf.Tensor | None:
+    """Returns the classes the pictures' samples are drawn for: 0, 1, 2, ... cycling.
+
+    int32 `[count]` for a conditional VAE (`num_classes` set), else None.
+    """
+    return None if num_classes is None else tf.range(count) % num_classes
 
 
 def prior_samples(vae: VAE, count: int, seed: int) -> tf.Tensor:
-    """Returns E[x|z] for `count` z ~ p(z): `[count, H, W, C]`.
+    """Returns E[x|z1] for `count` z1 drawn from the model: `[count, H, W, C]`.
 
     The z come from the stream `noise.PRIOR_SAMPLES` of `seed`, the same every
     epoch, so TensorBoard shows the same z decoded by a decoder that improves.
+    A conditional VAE draws them for the classes of `sample_labels`.
     """
-    z = vae.prior.sample(count, noise.seed(seed, noise.PRIOR_SAMPLES))
-    return vae.decode_mean(z)
+    z = vae.sample_latent(count, noise.seed(seed, noise.PRIOR_SAMPLES))
+    return vae.decode_mean(z, sample_labels(vae.num_classes, count))
 
 
 def interpolation_grid(
-    evaluable: iwae.EvaluableModel, starts: tf.Tensor, ends: tf.Tensor, steps: int
+    evaluable: iwae.EvaluableModel,
+    starts: tf.Tensor,
+    ends: tf.Tensor,
+    steps: int,
+    start_labels: tf.Tensor | None = None,
+    end_labels: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Returns `uint8` rows: start, `steps` decoded means from z_start to z_end, end.
 
     `starts` and `ends` are raw `uint8 [pairs, H, W, C]`; z are posterior means.
+    A conditional model encodes each with its labels `[pairs]` and decodes the
+    whole row with the start's class.
     """
-    z_start, z_end = evaluable.encode_mean(starts), evaluable.encode_mean(ends)
+    z_start = evaluable.encode_mean(starts, start_labels)
+    z_end = evaluable.encode_mean(ends, end_labels)
     weights = tf.linspace(0.0, 1.0, steps)[:, tf.newaxis, tf.newaxis]
     z = (1.0 - weights) * z_start + weights * z_end  # [steps, pairs, latent]
-    decoded = evaluable.decode_mean(tf.reshape(z, [-1, evaluable.latent_dim]))
+    row_labels = None if start_labels is None else tf.tile(start_labels, [steps])
+    decoded = evaluable.decode_mean(
+        tf.reshape(z, [-1, evaluable.latent_dim]), row_labels
+    )
     decoded = tf.reshape(decoded, [steps, -1, *decoded.shape[1:]])
     rows = tf.concat(
         [
@@ -122,4 +146,4 @@ def manifold_grid(evaluable: iwae.EvaluableModel, size: int) -> tf.Tensor:
     # Rows run from high to low z_2 so the picture's y axis points up.
     z2, z1 = tf.meshgrid(values[::-1], values, indexing="ij")
     z = tf.stack([tf.reshape(z1, [-1]), tf.reshape(z2, [-1])], axis=1)
-    return grid(evaluable.decode_mean(z), size)
+    return grid(evaluable.decode_mean(z, None), size)

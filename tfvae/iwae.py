@@ -88,19 +88,30 @@ def logmeanexp_prefixes(
 
 
 class EvaluableModel(Protocol):
-    """What evaluation needs of a model; images are raw `uint8 [batch, H, W, C]`."""
+    """What evaluation needs of a model; images are raw `uint8 [batch, H, W, C]`.
+
+    `labels` are the images' int classes `[batch]` for a conditional VAE,
+    else None.
+    """
 
     latent_dim: int
+    # The number of classes of a conditional VAE, else None.
+    num_classes: int | None
     # True when p(x|z) is a probability mass over the 256 pixel values.
     discrete: bool
 
     def neg_elbo_terms(
-        self, images: tf.Tensor, seed: tf.Tensor
+        self, images: tf.Tensor, seed: tf.Tensor, labels: tf.Tensor | None
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns (reconstruction, kl), each `[batch]` nats; seed is int64 `[2]`."""
 
     def log_weights(
-        self, images: tf.Tensor, num_samples: int, seed: tf.Tensor, chunk: int
+        self,
+        images: tf.Tensor,
+        num_samples: int,
+        seed: tf.Tensor,
+        chunk: int,
+        labels: tf.Tensor | None,
     ) -> tf.Tensor:
         """Returns chunk `chunk`'s importance log-weights, `[num_samples, batch]`.
 
@@ -108,17 +119,22 @@ class EvaluableModel(Protocol):
         draws its own z.
         """
 
-    def encode_mean(self, images: tf.Tensor) -> tf.Tensor:
-        """Returns the posterior means E_q[z|x], `[batch, latent_dim]`."""
+    def encode_mean(self, images: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+        """Returns the posterior means E_q[z1|x], `[batch, latent_dim]`."""
 
-    def decode_mean(self, z: tf.Tensor) -> tf.Tensor:
+    def decode_mean(self, z: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
         """Returns E[x|z] as float pixels in [0, 1], `[batch, H, W, C]`."""
 
-    def reconstruction_grid(self, images: tf.Tensor) -> tf.Tensor:
+    def reconstruction_grid(
+        self, images: tf.Tensor, labels: tf.Tensor | None
+    ) -> tf.Tensor:
         """Returns a `uint8` grid: rows of inputs over their reconstructions."""
 
     def prior_samples(self, count: int, seed: int) -> tf.Tensor:
-        """Returns E[x|z] for `count` z ~ p(z), `[count, H, W, C]`."""
+        """Returns E[x|z1] for `count` draws from the model, `[count, H, W, C]`.
+
+        A conditional VAE draws them for the classes 0, 1, 2, ... cycling.
+        """
 
 
 def evaluate_batches(
@@ -133,7 +149,8 @@ def evaluate_batches(
 
     Keys: neg_elbo, reconstruction, kl, nll (the IWAE bound -L_k at k =
     `num_samples`) and nll_k<k> for every k of `sweep(num_samples)`.
-    `batches` yields `uint8 [batch, H, W, C]`; batch i uses the stateless
+    `batches` yields `uint8 [batch, H, W, C]` (or `(images, labels)` for a
+    conditional VAE, whose bound is on log p(x|y)); batch i uses the stateless
     seed (seed, i) and chunk j of its samples a seed folded from it, so the
     numbers are reproducible for a given seed, batch size and chunk size.
     """
@@ -142,10 +159,11 @@ def evaluate_batches(
     sums = collections.defaultdict(float)
     count = 0
     for index, batch in enumerate(batches):
+        batch, labels = batch if isinstance(batch, tuple) else (batch, None)
         batch_seed = tf.constant([seed, index], tf.int64)
-        reconstruction, kl = evaluable.neg_elbo_terms(batch, batch_seed)
+        reconstruction, kl = evaluable.neg_elbo_terms(batch, batch_seed, labels)
         chunks = (
-            evaluable.log_weights(batch, size, batch_seed, chunk)
+            evaluable.log_weights(batch, size, batch_seed, chunk, labels)
             for chunk, size in enumerate(sizes)
         )
         bounds = logmeanexp_prefixes(chunks, ks)

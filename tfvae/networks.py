@@ -4,12 +4,18 @@ A network builder (`NETWORKS`, by flag value) returns `(encoder_body, decoder_bo
 - encoder_body: float images `[batch, H, W, C]` in [0, 1] -> features `[batch, F]`;
 - decoder_body: z `[batch, latent_dim]` -> `[batch, H, W, C, params_per_value]`,
   the raw parameters a likelihood head turns into p(x|z).
+
+Between two stochastic layers (`--latent_dim=100,50`), `latent_body` makes the
+networks of q(z2|z1) and p(z1|z2). A conditional VAE joins the one-hot class
+to the encoder's input as `CONDITIONING[network]` says (`join_condition`) and
+to z before the decoder body.
 """
 
 import math
 from collections.abc import Callable
 
 import keras
+import tensorflow as tf
 
 
 def _check_sizes(name: str, sizes: tuple[int, ...], allow_empty: bool) -> None:
@@ -119,3 +125,36 @@ NETWORKS: dict[str, Callable[..., tuple[keras.Sequential, keras.Sequential]]] = 
         shape, k, hidden_units, activation, conv_filters
     ),
 }
+
+
+def latent_body(depth: int, width: int, activation: str) -> keras.Sequential:
+    """Returns `depth` dense layers of `width` units: `[batch, D]` -> `[batch, width]`.
+
+    The IWAE paper's networks between stochastic layers of sizes 100 and 50
+    are two layers of 100 units: `model.build_vae` uses `depth` = the number of
+    `--hidden_units` and `width` = twice the upper layer's size.
+    """
+    return keras.Sequential(
+        _dense_stack((width,) * depth, activation), name="latent_body"
+    )
+
+
+def join_condition(mode: str, inputs: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
+    """Returns the encoder's input joined with the one-hot class `[batch, classes]`.
+
+    mode "vector": flattened inputs and the one-hot side by side, `[batch,
+    H*W*C + classes]` (the mlp body's Flatten leaves it as is); "channels":
+    the one-hot as constant extra channels, `[batch, H, W, C + classes]`.
+    """
+    one_hot = tf.cast(one_hot, inputs.dtype)
+    if mode == "vector":
+        flat = tf.reshape(inputs, [tf.shape(inputs)[0], -1])
+        return tf.concat([flat, one_hot], axis=-1)
+    if mode == "channels":
+        planes = tf.ones_like(inputs[..., :1]) * one_hot[:, tf.newaxis, tf.newaxis, :]
+        return tf.concat([inputs, planes], axis=-1)
+    raise ValueError(f"mode must be 'vector' or 'channels'. Received: {mode=}")
+
+
+# How each network's encoder takes a class label (`join_condition`).
+CONDITIONING: dict[str, str] = {"mlp": "vector", "conv": "channels"}

@@ -20,7 +20,8 @@ named:
 |                             |                         | derives each image's seed    |
 |                             |                         | from it (`example_seeds`)    |
 
-A seed for one batch is split into observation and z noise by `split_seed`.
+A seed for one batch is split into observation and z noise by `split_seed`;
+the z noise of stochastic layer l > 0 (bottom first) is `layer_seed(z_seed, l)`.
 The steps, the epoch order and the fixed streams share `(s, n)` pairs with
 different n meanings; they feed different ops, so the numbers do not repeat.
 
@@ -86,6 +87,23 @@ def chunk_seed(batch_seed: tf.Tensor, chunk) -> tf.Tensor:
     return tf.cast(tf.random.experimental.stateless_fold_in(z_seed, chunk), tf.int64)
 
 
+def layer_seed(z_seed: tf.Tensor, layer: int) -> tf.Tensor:
+    """Returns the z seed of stochastic layer `layer` (0 is the bottom, x's).
+
+    `z_seed` is int `[2]` or `[batch, 2]`; the result has its shape. Layer 0
+    keeps `z_seed` itself, so a one-layer model draws what it always drew.
+    """
+    if layer == 0:
+        return z_seed
+
+    def fold(s):
+        return tf.cast(tf.random.experimental.stateless_fold_in(s, layer), tf.int64)
+
+    if z_seed.shape.rank == 2:
+        return tf.map_fn(fold, z_seed, fn_output_signature=tf.TensorSpec([2], tf.int64))
+    return fold(z_seed)
+
+
 def example_seeds(images: tf.Tensor, base_seed: tf.Tensor) -> tf.Tensor:
     """Returns one seed per example, int64 `[batch, 2]`, from its pixels alone.
 
@@ -127,10 +145,16 @@ def _draw(draw, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     A `[batch, 2]` seed draws each row from its own seed instead.
     """
     if seed.shape.rank == 2:
-        return tf.map_fn(
-            lambda s: draw(local_shape[1:], s, alg=algorithm()),
-            seed,
-            fn_output_signature=tf.float32,
+        # An empty batch gets empty noise: map_fn cannot stack zero rows of a
+        # shape it does not know statically.
+        return tf.cond(
+            tf.shape(seed)[0] > 0,
+            lambda: tf.map_fn(
+                lambda s: draw(local_shape[1:], s, alg=algorithm()),
+                seed,
+                fn_output_signature=tf.float32,
+            ),
+            lambda: tf.zeros(tf.concat([[0], local_shape[1:]], axis=0)),
         )
     context = tf.distribute.get_replica_context()
     replicas = context.num_replicas_in_sync if context is not None else 1
@@ -140,6 +164,38 @@ def _draw(draw, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     global_shape = tf.concat([[local_batch * replicas], local_shape[1:]], axis=0)
     start = tf.cast(context.replica_id_in_sync_group, local_batch.dtype) * local_batch
     return draw(global_shape, seed, alg=algorithm())[start : start + local_batch]
+
+
+def normal_samples(num_samples, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Returns `num_samples` draws of N(0, 1) noise of `local_shape`, `[K, batch, ...]`.
+
+    Drawn sample-major, so the first k samples are the same whatever K is
+    (an IWAE sweep's k=10 is the first 10 of its k=5000), and K=1 draws what
+    `normal(local_shape, seed)` draws. `seed` is int `[2]` (this replica's
+    rows of the global batch's draw) or `[batch, 2]` (one per row).
+    """
+    num_samples = tf.cast(num_samples, tf.int32)
+    local_shape = tf.cast(local_shape, tf.int32)
+    if seed.shape.rank == 2:
+        rows = tf.map_fn(
+            lambda s: tf.random.stateless_normal(
+                tf.concat([[num_samples], local_shape[1:]], axis=0), s, alg=algorithm()
+            ),
+            seed,
+            fn_output_signature=tf.float32,
+        )  # [batch, K, ...]
+        return tf.experimental.numpy.swapaxes(rows, 0, 1)
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    local_batch = local_shape[0]
+    global_shape = tf.concat(
+        [[num_samples, local_batch * replicas], local_shape[1:]], axis=0
+    )
+    draw = tf.random.stateless_normal(global_shape, seed, alg=algorithm())
+    if replicas == 1:
+        return draw
+    start = tf.cast(context.replica_id_in_sync_group, local_batch.dtype) * local_batch
+    return draw[:, start : start + local_batch]
 
 
 def uniform(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -1,11 +1,26 @@
-"""The prior p(z): a Keras 3 layer that owns the latent size and its sampler.
+"""The prior p(z): Keras 3 layers that own the (top) latent size and its sampler.
 
 The VAE holds one prior object and everything reads it from there: the KL
 term, the IWAE weights, the exported `sample` signature and the prior-sample
-pictures. A learned prior is a layer with weights here, and all of those
-follow it without edits.
+pictures. Each prior has
+
+- `distribution(encoder)`: p(z), batch shape `[]`, event shape `[latent_dim]`;
+- `sample(num_samples, seed, encoder)`: `[num_samples, latent_dim]` draws;
+
+where `encoder` is the VAE's q(z|x) network: the VampPrior's components are
+q(z|u_k) at its learned pseudo-inputs u_k; the other priors ignore it. A
+learned prior's weights train with the model and save with it.
+
+| `--prior` | p(z)                                           | KL term     |
+|-----------|------------------------------------------------|-------------|
+| standard  | N(0, I)                                        | closed form |
+| mog       | mixture of `components` learned diag. normals  | Monte Carlo |
+| vamp      | (1/K) sum_k q(z|u_k), K = `components`         | Monte Carlo |
+
+The VampPrior is Tomczak & Welling (2018)'s.
 """
 
+import math
 from collections.abc import Callable
 
 import keras
@@ -15,39 +30,180 @@ import tensorflow_probability as tfp
 tfd = tfp.distributions
 
 
-@keras.saving.register_keras_serializable(package="tfvae")
-class StandardNormal(keras.layers.Layer):
-    """p(z) = N(0, I), event shape `[latent_dim]`."""
+def _serializable(cls):
+    return keras.saving.register_keras_serializable(package="tfvae")(cls)
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
+
+
+class Prior(keras.layers.Layer):
+    """Base class: p(z) over `[latent_dim]`; see the module docstring."""
+
+    # Whether KL(q || p) has a closed form for a normal q.
+    analytic_kl = False
 
     def __init__(self, latent_dim: int, **kwargs):
         super().__init__(**kwargs)
-        if (
-            isinstance(latent_dim, bool)
-            or not isinstance(latent_dim, int)
-            or latent_dim < 1
-        ):
-            raise ValueError(
-                f"latent_dim must be a positive integer. Received: {latent_dim=}"
-            )
+        _check_positive("latent_dim", latent_dim)
         self.latent_dim = latent_dim
 
-    def distribution(self) -> tfd.Distribution:
+    def distribution(self, encoder=None) -> tfd.Distribution:
         """Returns p(z): batch shape `[]`, event shape `[latent_dim]`."""
-        return tfd.MultivariateNormalDiag(
-            loc=tf.zeros([self.latent_dim]), scale_diag=tf.ones([self.latent_dim])
-        )
+        raise NotImplementedError
 
-    def sample(self, num_samples, seed: tf.Tensor) -> tf.Tensor:
+    def sample(self, num_samples, seed: tf.Tensor, encoder=None) -> tf.Tensor:
         """Returns `num_samples` z ~ p(z) drawn with stateless `seed` (int `[2]`).
 
         Shape `[num_samples, latent_dim]`; the same seed gives the same z.
         """
-        return tf.random.stateless_normal([num_samples, self.latent_dim], seed)
+        raise NotImplementedError
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim}
 
 
-PRIORS: dict[str, Callable[..., keras.layers.Layer]] = {
-    "standard": lambda latent_dim: StandardNormal(latent_dim, name="prior"),
+@_serializable
+class StandardNormal(Prior):
+    """p(z) = N(0, I)."""
+
+    analytic_kl = True
+
+    def distribution(self, encoder=None):
+        return tfd.MultivariateNormalDiag(
+            loc=tf.zeros([self.latent_dim]), scale_diag=tf.ones([self.latent_dim])
+        )
+
+    def sample(self, num_samples, seed, encoder=None):
+        return tf.random.stateless_normal([num_samples, self.latent_dim], seed)
+
+
+class _Mixture(Prior):
+    def __init__(self, latent_dim: int, components: int, **kwargs):
+        super().__init__(latent_dim, **kwargs)
+        _check_positive("components", components)
+        self.components = components
+
+    def sample(self, num_samples, seed, encoder=None):
+        # A component per draw, then a reparameterized draw from it: plain
+        # stateless ops (TFP's mixture sampler wants int32 seeds).
+        seeds = tf.random.experimental.stateless_split(seed, num=2)
+        index = tf.random.stateless_categorical(
+            tf.zeros([1, self.components]) + self._logits(), num_samples, seeds[0]
+        )[0]
+        eps = tf.random.stateless_normal([num_samples, self.latent_dim], seeds[1])
+        return self._component_sample(index, eps, encoder)
+
+    def _logits(self) -> tf.Tensor:
+        """Returns the mixture weights' logits, `[components]`."""
+        raise NotImplementedError
+
+    def _component_sample(self, index, eps, encoder) -> tf.Tensor:
+        """Returns z `[n, latent_dim]` from components `index` `[n]` and noise `eps`."""
+        raise NotImplementedError
+
+    def get_config(self):
+        return {**super().get_config(), "components": self.components}
+
+
+@_serializable
+class MixtureOfGaussians(_Mixture):
+    """p(z) = sum_k pi_k N(mu_k, diag(sigma_k^2)), all learned.
+
+    Starts as N(0, I)-like: means drawn from N(0, I), unit scales, equal weights.
+    """
+
+    def build(self, input_shape=None):
+        self.means = self.add_weight(
+            shape=(self.components, self.latent_dim),
+            initializer="random_normal",
+            name="means",
+        )
+        self.raw_scales = self.add_weight(
+            shape=(self.components, self.latent_dim),
+            # softplus(log(e - 1)) = 1.
+            initializer=keras.initializers.Constant(math.log(math.e - 1.0)),
+            name="raw_scales",
+        )
+        self.logits = self.add_weight(
+            shape=(self.components,), initializer="zeros", name="logits"
+        )
+
+    def _scales(self) -> tf.Tensor:
+        return tf.math.softplus(tf.cast(self.raw_scales, tf.float32)) + 1e-4
+
+    def _logits(self):
+        return tf.cast(self.logits, tf.float32)
+
+    def distribution(self, encoder=None):
+        return tfd.MixtureSameFamily(
+            tfd.Categorical(logits=self._logits()),
+            tfd.MultivariateNormalDiag(
+                loc=tf.cast(self.means, tf.float32), scale_diag=self._scales()
+            ),
+        )
+
+    def _component_sample(self, index, eps, encoder):
+        means = tf.gather(tf.cast(self.means, tf.float32), index)
+        return means + tf.gather(self._scales(), index) * eps
+
+
+@_serializable
+class VampPrior(_Mixture):
+    """p(z) = (1/K) sum_k q(z|u_k): the encoder at K learned pseudo-inputs.
+
+    The pseudo-inputs live where the encoder's inputs do, `[K, H, W, C]` in
+    [0, 1] (a sigmoid of free weights); `image_shape` gives their shape.
+    """
+
+    def __init__(self, latent_dim: int, components: int, image_shape, **kwargs):
+        super().__init__(latent_dim, components, **kwargs)
+        self.image_shape = tuple(image_shape)
+
+    def build(self, input_shape=None):
+        self.pseudo_logits = self.add_weight(
+            shape=(self.components, *self.image_shape),
+            # Dim, varied images: sigmoid(-2 +- 0.5) is about 0.12, near the
+            # mean MNIST pixel.
+            initializer=keras.initializers.RandomNormal(mean=-2.0, stddev=0.5),
+            name="pseudo_logits",
+        )
+
+    def pseudo_inputs(self) -> tf.Tensor:
+        """Returns the pseudo-inputs u_k, float32 `[components, H, W, C]` in [0, 1]."""
+        return tf.math.sigmoid(tf.cast(self.pseudo_logits, tf.float32))
+
+    def distribution(self, encoder=None):
+        if encoder is None:
+            raise ValueError("The VampPrior needs the encoder: distribution(encoder).")
+        return tfd.MixtureSameFamily(
+            tfd.Categorical(logits=self._logits()), encoder(self.pseudo_inputs())
+        )
+
+    def _logits(self):
+        return tf.zeros([self.components])
+
+    def _component_sample(self, index, eps, encoder):
+        # Only the chosen pseudo-inputs go through the encoder.
+        posterior = encoder(tf.gather(self.pseudo_inputs(), index))
+        return encoder.head.reparameterize(posterior, eps)
+
+    def get_config(self):
+        return {**super().get_config(), "image_shape": list(self.image_shape)}
+
+
+# Builders by flag value. Each takes the top latent size, the raw image shape
+# and the model's settings by keyword (`model.build_vae`'s arguments).
+PRIORS: dict[str, Callable[..., Prior]] = {
+    "standard": lambda latent_dim, image_shape, **_: StandardNormal(
+        latent_dim, name="prior"
+    ),
+    "mog": lambda latent_dim, image_shape, prior_components, **_: MixtureOfGaussians(
+        latent_dim, prior_components, name="prior"
+    ),
+    "vamp": lambda latent_dim, image_shape, prior_components, **_: VampPrior(
+        latent_dim, prior_components, image_shape, name="prior"
+    ),
 }

@@ -26,7 +26,7 @@ with its observe seed, so all four see the same x; encode's z is the z
 that score evaluates (`VAE.posterior_sample` / `VAE.neg_elbo_terms` with
 `image_seeds`). log_weights draws its z from the request's `seed`, per
 image too: `noise.example_seeds(images, seed)`. `sample` draws z from the
-model's prior, `vae.prior.sample(num_samples, seed)`; seed
+model, top-down from its prior (`VAE.sample_latent(num_samples, seed)`); seed
 `noise.seed(config.seed, noise.PRIOR_SAMPLES)` decodes the z of the run's
 samples.png.
 
@@ -56,7 +56,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from tfvae import data, model, noise
+from tfvae import data, errors, model, noise
 from tfvae.config import Config
 
 METADATA_FILENAME = "tfvae.json"
@@ -85,7 +85,11 @@ def fixed_seed(seed: int) -> tf.Tensor:
 def describe(config: Config, info: data.DatasetInfo) -> dict:
     """Returns what an export says about itself (`metadata`, `assets/tfvae.json`)."""
     return {
-        "latent_dim": config.latent_dim,
+        # The size of the z that decode takes (the bottom layer's).
+        "latent_dim": config.latent_dim[0],
+        "latent_dims": list(config.latent_dim),
+        "prior": config.prior,
+        "num_classes": info.num_classes if config.conditional else None,
         "image_shape": list(info.image_shape),
         "likelihood": config.likelihood,
         "posterior": config.posterior,
@@ -94,6 +98,8 @@ def describe(config: Config, info: data.DatasetInfo) -> dict:
         # The base of the per-image seeds: noise.example_seeds(images, it).
         "fixed_seed": [config.seed, noise.EXPORT],
         "signatures": list(SIGNATURES),
+        # The largest num_samples that sample and log_weights accept.
+        "max_samples": config.export_max_samples,
         "config": dataclasses.asdict(config),
         "dataset_info": dataclasses.asdict(info),
     }
@@ -105,6 +111,8 @@ def _to_json(description: dict) -> str:
 
 _NUM_SAMPLES_SPEC = tf.TensorSpec([], tf.int32, name="num_samples")
 _SEED_SPEC = tf.TensorSpec([2], tf.int64, name="seed")
+# A conditional VAE's classes, one per image (or per sample).
+_LABELS_SPEC = tf.TensorSpec([None], tf.int64, name="labels")
 
 
 def _checked(tensor: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
@@ -122,15 +130,31 @@ def _checked(tensor: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
     return tf.ensure_shape(tensor, spec.shape, name=spec.name)
 
 
-def _checked_num_samples(num_samples: tf.Tensor) -> tf.Tensor:
-    """Returns `num_samples`, made to fail at run time unless a positive scalar."""
+def _checked_num_samples(num_samples: tf.Tensor, max_samples: int) -> tf.Tensor:
+    """Returns `num_samples`, made to fail at run time unless in 1..`max_samples`.
+
+    `sample` and `log_weights` allocate in proportion to num_samples: without
+    a bound, one request for millions of samples takes a whole TF Serving
+    process down (std::bad_alloc aborts it). The bound is fixed at export
+    time (`--export_max_samples`, reported by `metadata` as max_samples).
+    """
     num_samples = _checked(num_samples, _NUM_SAMPLES_SPEC)
-    check = tf.debugging.assert_positive(
-        num_samples, message="num_samples must be a positive int32 scalar"
-    )
-    # Without the dependency, the op drawing -1 samples could fail first, with
-    # a vaguer message.
-    with tf.control_dependencies([check]):
+    checks = [
+        tf.debugging.assert_positive(
+            num_samples, message="num_samples must be a positive int32 scalar"
+        ),
+        tf.debugging.assert_less_equal(
+            num_samples,
+            max_samples,
+            # No quotes: TF escapes them in the error message.
+            message=f"num_samples must be at most {max_samples}, the max_samples "
+            "of this export (set by --export_max_samples when it was exported): "
+            "request fewer, and concatenate requests with other seeds",
+        ),
+    ]
+    # Without the dependency, the ops drawing the samples could run (and
+    # allocate) first, or fail first with a vaguer message.
+    with tf.control_dependencies(checks):
         return tf.identity(num_samples)
 
 
@@ -145,33 +169,82 @@ def _signature_functions(
     latent_dim = vae.latent_dim
     likelihood = vae.likelihood
     description = describe(config, info)
+    max_samples = config.export_max_samples
     image_spec = tf.TensorSpec([None, *info.image_shape], tf.uint8, name="images")
     z_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
 
-    def observe_and_encode(images):
+    def checked_labels(labels, batch_of):
+        """Returns `labels` checked against `batch_of`'s batch (None if unconditional).
+
+        `batch_of` is the images or z of the call, or sample's num_samples.
+        """
+        if not vae.conditional:
+            return None
+        labels = _checked(labels, _LABELS_SPEC)
+        expected = tf.shape(batch_of)[0] if batch_of.shape.rank else batch_of
+        checks = [
+            tf.debugging.assert_equal(
+                tf.size(labels),
+                tf.cast(expected, tf.int32),
+                message="labels must hold one class per image (per sample for "
+                "sample's num_samples)",
+            ),
+            tf.debugging.assert_non_negative(
+                labels, message="labels must be classes 0 .. num_classes - 1"
+            ),
+            tf.debugging.assert_less(
+                labels,
+                tf.constant(vae.num_classes, tf.int64),
+                message=f"labels must be classes 0 .. {vae.num_classes - 1}",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
+
+    def observe_and_encode(images, labels):
         observe_seeds, _ = noise.split_seed(noise.export_seeds(images, config.seed))
-        return vae.observe_and_encode(images, observe_seeds)
+        return vae.observe_and_encode(images, observe_seeds, labels)
 
-    def encode(images):
+    def encode(images, labels=None):
         images = _checked(images, image_spec)
+        labels = checked_labels(labels, images)
         # The same x and z that score's `neg_elbo_terms` evaluates.
-        _, q, z = vae.posterior_sample(images, noise.export_seeds(images, config.seed))
-        return {"mean": q.mean(), **vae.encoder.head.parameters(q), "z": z}
+        _, chain = vae.posterior_sample(
+            images, noise.export_seeds(images, config.seed), labels
+        )
+        q = chain.qs[0]
+        outputs = {"mean": q.mean(), **vae.encoder.head.parameters(q), "z": chain.zs[0]}
+        # Layers above the bottom one: "z_2", "mean_2", "stddev_2", ...
+        for layer in range(1, len(chain.zs)):
+            q = chain.qs[layer]
+            head = vae.upper_encoders[layer - 1].head
+            layer_outputs = {
+                "mean": q.mean(),
+                **head.parameters(q),
+                "z": chain.zs[layer],
+            }
+            outputs.update(
+                {f"{name}_{layer + 1}": value for name, value in layer_outputs.items()}
+            )
+        return outputs
 
-    def decode(z):
-        p = vae.decoder(_checked(z, z_spec))
+    def decode(z, labels=None):
+        z = _checked(z, z_spec)
+        p = vae.decode(z, checked_labels(labels, z))
         return {"mean": likelihood.mean_image(p), **likelihood.parameters(p)}
 
-    def sample(num_samples, seed):
-        z = vae.prior.sample(
-            _checked_num_samples(num_samples), _checked(seed, _SEED_SPEC)
-        )
-        return {"images": vae.decode_mean(z)}
+    def sample(num_samples, seed, labels=None):
+        num_samples = _checked_num_samples(num_samples, max_samples)
+        labels = checked_labels(labels, num_samples)
+        z = vae.sample_latent(num_samples, _checked(seed, _SEED_SPEC))
+        return {"images": vae.decode_mean(z, labels)}
 
-    def score(images):
+    def score(images, labels=None):
         images = _checked(images, image_spec)
         reconstruction, kl = vae.neg_elbo_terms(
-            images, noise.export_seeds(images, config.seed)
+            images,
+            noise.export_seeds(images, config.seed),
+            checked_labels(labels, images),
         )
         return {
             "neg_elbo": reconstruction + kl,
@@ -179,19 +252,23 @@ def _signature_functions(
             "kl": kl,
         }
 
-    def reconstruct(images):
-        _, q = observe_and_encode(_checked(images, image_spec))
-        return {"images": vae.decode_mean(q.mean())}
-
-    def log_weights(images, num_samples, seed):
+    def reconstruct(images, labels=None):
         images = _checked(images, image_spec)
-        x, q = observe_and_encode(images)
+        labels = checked_labels(labels, images)
+        _, q = observe_and_encode(images, labels)
+        return {"images": vae.decode_mean(q.mean(), labels)}
+
+    def log_weights(images, num_samples, seed, labels=None):
+        images = _checked(images, image_spec)
+        labels = checked_labels(labels, images)
+        x, q = observe_and_encode(images, labels)
         weights = vae.log_weights(
             x,
             q,
-            _checked_num_samples(num_samples),
+            _checked_num_samples(num_samples, max_samples),
             # Per image as well, so a row's z do not depend on the batch.
             noise.example_seeds(images, _checked(seed, _SEED_SPEC)),
+            labels,
         )
         return {"log_weights": tf.transpose(weights)}
 
@@ -201,19 +278,29 @@ def _signature_functions(
             "image_shape": tf.constant(info.image_shape, tf.int32),
             "likelihood": tf.constant(config.likelihood),
             "posterior": tf.constant(config.posterior),
+            "prior": tf.constant(config.prior),
+            "latent_dims": tf.constant(config.latent_dim, tf.int32),
+            # 0 for a VAE that takes no labels.
+            "num_classes": tf.constant(vae.num_classes or 0, tf.int32),
             "dataset": tf.constant(info.name),
             "seed": tf.constant(config.seed, tf.int64),
+            "max_samples": tf.constant(config.export_max_samples, tf.int32),
             "fixed_seed": fixed_seed(config.seed),
             "json": tf.constant(_to_json(description)),
         }
 
+    # A conditional VAE's signatures take the classes last.
+    labels = [_LABELS_SPEC] if vae.conditional else []
     return {
-        "encode": (encode, [image_spec]),
-        "decode": (decode, [z_spec]),
-        "sample": (sample, [_NUM_SAMPLES_SPEC, _SEED_SPEC]),
-        "score": (score, [image_spec]),
-        "reconstruct": (reconstruct, [image_spec]),
-        "log_weights": (log_weights, [image_spec, _NUM_SAMPLES_SPEC, _SEED_SPEC]),
+        "encode": (encode, [image_spec, *labels]),
+        "decode": (decode, [z_spec, *labels]),
+        "sample": (sample, [_NUM_SAMPLES_SPEC, _SEED_SPEC, *labels]),
+        "score": (score, [image_spec, *labels]),
+        "reconstruct": (reconstruct, [image_spec, *labels]),
+        "log_weights": (
+            log_weights,
+            [image_spec, _NUM_SAMPLES_SPEC, _SEED_SPEC, *labels],
+        ),
         "metadata": (metadata, []),
     }
 
@@ -249,6 +336,8 @@ def _warmup_inputs(
             spec.dtype.as_numpy_dtype,
         )
         for spec in tf.nest.flatten(signature.structured_input_signature)
+        # An unconditional VAE's functions keep their `labels=None` default.
+        if spec is not None
     }
     if "num_samples" in values:
         values["num_samples"] = np.ones([], np.int32)
@@ -269,6 +358,52 @@ def _write_warmup(path: str, model_name: str, signatures: dict) -> None:
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
             writer.write(log.SerializeToString())
+
+
+def check_export_base(export_base: str) -> None:
+    """Raises `UsageError` if `export_base` exists and is not a folder."""
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise errors.UsageError(
+            f"--export_dir={export_base} is a file, not a folder (a TF Serving "
+            "model base path, holding one folder per version). Pass a folder, "
+            "or move the file away."
+        )
+
+
+def latest_version(export_dir: str) -> str:
+    """Returns `export_dir` if it is a SavedModel, else its latest version folder.
+
+    As TF Serving does with a model base path: the highest integer folder,
+    logged. Raises `UsageError` for a folder holding neither, and for a
+    latest version without its saved_model.pb.
+    """
+    if os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+        return export_dir
+    if not os.path.exists(export_dir):
+        raise errors.UsageError(
+            f"--export_dir={export_dir} does not exist. Pass an export's version "
+            "folder (e.g. export/mnist/1) or its model base path (export/mnist)."
+        )
+    versions = (
+        [int(name) for name in os.listdir(export_dir) if name.isdigit()]
+        if os.path.isdir(export_dir)
+        else []
+    )
+    if not versions:
+        raise errors.UsageError(
+            f"--export_dir={export_dir} holds neither a SavedModel (saved_model.pb) "
+            "nor numbered version folders. Pass an export's version folder (e.g. "
+            "export/mnist/1) or its model base path (export/mnist)."
+        )
+    latest = os.path.join(export_dir, str(max(versions)))
+    if not os.path.isfile(os.path.join(latest, "saved_model.pb")):
+        raise errors.UsageError(
+            f"{latest}, the latest version in --export_dir={export_dir}, holds no "
+            "saved_model.pb: it is not a complete export. Export the run again "
+            "(python -m tfvae.export), or pass an older version's folder."
+        )
+    logging.info("Using %s, the latest version in %s.", latest, export_dir)
+    return latest
 
 
 def next_version(export_base: str) -> int:
@@ -296,8 +431,12 @@ def export(
             "the SavedModel holds plain variables that load on any device count. "
             f"Received: strategy={tf.distribute.get_strategy()!r}"
         )
+    check_export_base(export_base)
     fresh = model.build_vae(
-        info.image_shape, seed=config.seed, **config.model_settings()
+        info.image_shape,
+        seed=config.seed,
+        num_classes=info.num_classes,
+        **config.model_settings(),
     )
     fresh.set_weights(vae.get_weights())
     archive, signatures = _archive(fresh, config, info)

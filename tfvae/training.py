@@ -81,6 +81,18 @@ def _steps_per_execution(requested: int, steps_per_epoch: int) -> int:
     return steps
 
 
+def _learning_rate(config: config_lib.Config, steps_per_epoch: int):
+    """Returns Adam's learning rate: a float, or a per-epoch staircase decay."""
+    if config.learning_rate_decay == 1:
+        return config.learning_rate
+    return keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate,
+        decay_steps=steps_per_epoch,
+        decay_rate=config.learning_rate_decay,
+        staircase=True,
+    )
+
+
 def train_and_evaluate(config: config_lib.Config) -> dict:
     """Trains (or resumes) the run `config` describes; returns metrics.json's dict."""
     strategy = distribute.make_strategy(config.strategy)
@@ -101,8 +113,10 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
         chief_backup = run_dir.path(config.model_dir, run_dir.BACKUP)
         if os.path.isdir(chief_backup):
             shutil.copytree(chief_backup, run_dir.path(scratch, run_dir.BACKUP))
-            # With it, this worker's flags are checked against the chief's run.
+            # With it, this worker's flags are checked against the chief's run,
+            # and its backup against the history of the epochs it has done.
             shutil.copy(run_dir.path(config.model_dir, run_dir.CONFIG), scratch)
+            shutil.copy(run_dir.path(config.model_dir, run_dir.HISTORY), scratch)
         worker_config = dataclasses.replace(config, model_dir=scratch, export=False)
         return _train(worker_config, strategy)
     finally:
@@ -113,24 +127,37 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     """Trains in `config.model_dir` (a chief's, or a worker's scratch folder)."""
     # Build the model from metadata first: a configuration that cannot fit
     # the images fails before any download.
-    shape = data.image_shape(data.load_builder(config.dataset, config.data_dir))
+    builder = data.load_builder(config.dataset, config.data_dir, config.image_source)
+    num_classes = data.num_classes(builder)
+    if config.conditional and not num_classes:
+        raise errors.UsageError(
+            f"--conditional needs class labels, and --dataset={config.dataset} "
+            "has no ClassLabel feature named 'label'. Drop --conditional."
+        )
     keras.utils.set_random_seed(config.seed)
     with _dtype_policy(config.mixed_precision), strategy.scope():
-        vae = model.build_vae(shape, seed=config.seed, **config.model_settings())
+        vae = model.build_vae(
+            data.image_shape(builder),
+            seed=config.seed,
+            num_classes=num_classes,
+            **config.model_settings(),
+        )
     vae.summary(print_fn=logging.info, expand_nested=True)
-    builder, info = data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    builder, info = data.prepare(
+        config.dataset, config.data_dir, config.manual_dir, config.image_source
+    )
     steps_per_epoch = info.num_train // config.batch_size
     if not steps_per_epoch:
         raise errors.UsageError(
             f"--batch_size={config.batch_size} is larger than the {info.num_train} "
-            f"training images of {config.dataset}; use a smaller batch."
+            f"training images of {config.dataset_name}; use a smaller batch."
         )
     # Only now, with every check passed, does the run directory change.
     run_dir.claim(config)
     run_dir.save_info(info, config.model_dir)
     with _dtype_policy(config.mixed_precision), strategy.scope():
         vae.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
+            optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
             jit_compile=_jit_compile(config, strategy),
             steps_per_execution=_steps_per_execution(
                 config.steps_per_execution, steps_per_epoch
@@ -138,32 +165,47 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         )
     backup_dir = run_dir.path(config.model_dir, run_dir.BACKUP)
     train_ds, test_ds = data.train_and_test(
-        builder, config.batch_size, config.seed, run_dir.resumed_epoch(config.model_dir)
+        builder,
+        config.batch_size,
+        config.seed,
+        run_dir.restore_backup(config.model_dir),
+        with_labels=config.conditional,
     )
     train_batches = distribute.distribute_batches(strategy, train_ds)
     test_batches = distribute.distribute_batches(strategy, test_ds)
 
     log_dir = run_dir.path(config.model_dir, run_dir.LOGS)
-    shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
+    # The test images the pictures show (with their classes, if conditional).
+    shown, shown_labels = next(
+        iter(data.split_images_and_labels(builder, data.TEST_SPLIT).batch(16))
+        if config.conditional
+        else (
+            (batch, None)
+            for batch in data.split_images(builder, data.TEST_SPLIT).batch(16)
+        )
+    )
     throughput = callbacks.Throughput(steps_per_epoch * config.batch_size)
     fit_callbacks = [
-        # Kept after training (a rerun of a finished run trains nothing), and
-        # doubled so a kill during a save falls back to the one before.
-        keras.callbacks.BackupAndRestore(
-            backup_dir, delete_checkpoint=False, double_checkpoint=True
+        # Before the backup: a kill between the two leaves a row of an epoch
+        # the backup has not done, which a resumed run drops, never a
+        # backed-up epoch without its row.
+        keras.callbacks.CSVLogger(
+            run_dir.path(config.model_dir, run_dir.HISTORY), append=True
         ),
+        # The last two epochs, checksummed, kept after training (a rerun of a
+        # finished run trains nothing).
+        callbacks.BackupAndRestore(config.model_dir),
         callbacks.RaiseOnNonFiniteLoss(backup_dir),
         keras.callbacks.ModelCheckpoint(
             run_dir.path(config.model_dir, run_dir.WEIGHTS),
             save_weights_only=True,
         ),
         keras.callbacks.TensorBoard(log_dir),
-        keras.callbacks.CSVLogger(
-            run_dir.path(config.model_dir, run_dir.HISTORY), append=True
-        ),
-        callbacks.ImageSummaries(log_dir, shown, config.seed),
+        callbacks.ImageSummaries(log_dir, shown, config.seed, shown_labels),
         throughput,
     ]
+    if config.kl_warmup_epochs:
+        fit_callbacks.insert(0, callbacks.KLWarmup(config.kl_warmup_epochs))
     if config.iwae_every_epochs:
         # Last: the epoch is backed up before this slower estimate runs.
         fit_callbacks.append(
@@ -187,13 +229,15 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     metrics = {
         **_metrics(config.model_dir, test, vae.likelihood.discrete, info.image_shape),
         **throughput.summary(),
-        "dataset": config.dataset,
+        "dataset": info.name,
         "likelihood": config.likelihood,
+        "objective": config.objective,
+        "prior": config.prior,
         "replicas": strategy.num_replicas_in_sync,
     }
     images.write_png(
         run_dir.path(config.model_dir, run_dir.RECONSTRUCTIONS),
-        images.reconstructions(vae, shown),
+        images.reconstructions(vae, shown, shown_labels),
     )
     images.write_png(
         run_dir.path(config.model_dir, run_dir.SAMPLES),
@@ -216,7 +260,7 @@ def _metrics(model_dir: str, test: dict, discrete: bool, image_shape) -> dict:
     """
     history = run_dir.read_history_rows(model_dir)
     last = history[max(history)]
-    names = ("neg_elbo", "reconstruction", "kl")
+    names = ("loss", "neg_elbo", "reconstruction", "kl")
     metrics = {"epochs": len(history)}
     for split, values in (("train", last), ("test", test)):
         metrics.update(

@@ -1,0 +1,103 @@
+r"""Prints the model family's results table: one row per config, from finished runs.
+
+    python scripts/results.py --runs=runs [--configs=vae,iwae,vamp,two_layer]
+
+Each config `configs/<name>.flags` is trained and evaluated (k=5000 on the
+10,000 test images) by
+
+    python scripts/report.py --train_flags=configs/<name>.flags \
+        --model_dir=runs/<name> [--epochs=N] [--manual_dir=...]
+
+This script reads `runs/<name>/metrics.json` (epochs, training seconds) and
+`runs/<name>/eval/metrics.json` (test -ELBO, the IWAE bound), prints one JSON
+object per config, then the README's markdown table. A config without a
+finished evaluation is named, not skipped silently.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+from tfvae import run_dir
+
+flags.DEFINE_string("runs", "runs", "Folder holding one run directory per config.")
+flags.DEFINE_list(
+    "configs",
+    ["vae", "iwae", "vamp", "two_layer", "cvae", "best"],
+    "Config names (configs/<name>.flags, <runs>/<name>).",
+)
+
+FLAGS = flags.FLAGS
+
+# Test NLL (nats) of the published model each config reproduces, on
+# dynamically binarized MNIST unless noted, and where it comes from.
+PUBLISHED = {
+    "vae": (86.76, "Burda et al. 2015, VAE k=1, 3280 epochs"),
+    "iwae": (85.54, "Burda et al. 2015, IWAE k=5, 3280 epochs"),
+    "two_layer": (83.89, "Burda et al. 2015, two layers, IWAE k=5"),
+    "vamp": (85.57, "Tomczak & Welling 2018, static binarization"),
+    "best": (86.76, "to beat: Burda et al. 2015's one-layer VAE"),
+}
+
+
+def row(name: str, runs: str) -> dict:
+    """Returns one config's figures; raises FileNotFoundError naming a missing file."""
+    model_dir = os.path.join(runs, name)
+    train = run_dir.read_metrics(model_dir)
+    evaluation = run_dir.read_metrics(os.path.join(model_dir, "eval"))
+    if not train or not evaluation:
+        raise FileNotFoundError(
+            f"{model_dir} has no metrics.json of a finished training and of "
+            "its evaluation (eval/metrics.json); run scripts/report.py first."
+        )
+    published, source = PUBLISHED.get(name, (None, ""))
+    return {
+        "config": name,
+        "command": f"python scripts/report.py --train_flags=configs/{name}.flags",
+        "epochs": train["epochs"],
+        "train_minutes": round(train.get("train_seconds", float("nan")) / 60, 1),
+        "test_neg_elbo": round(evaluation["test_neg_elbo"], 2),
+        "k": evaluation["num_importance_samples"],
+        "test_nll": round(evaluation["test_nll"], 2),
+        "published_nll": published,
+        "published_source": source,
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    """Returns the README's results table for `rows`."""
+    lines = [
+        "| config | epochs | training minutes | test -ELBO | NLL, k=5000 | published |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        published = (
+            f"{r['published_nll']} ({r['published_source']})"
+            if r["published_nll"]
+            else "-"
+        )
+        lines.append(
+            f"| `configs/{r['config']}.flags` | {r['epochs']} | {r['train_minutes']} "
+            f"| {r['test_neg_elbo']} | {r['test_nll']} | {published} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    rows = []
+    for name in FLAGS.configs:
+        try:
+            rows.append(row(name, FLAGS.runs))
+        except FileNotFoundError as e:
+            logging.warning("No finished run and evaluation of %s: %s", name, e)
+    # The script's output: JSON lines, then the table.
+    sys.stdout.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    sys.stdout.write(markdown(rows) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
