@@ -270,12 +270,13 @@ def test_a_nan_loss_stops_every_worker_with_the_step(tmp_path, tiny_data_dir):
         import numpy as np
         import tensorflow as tf
         from tfvae import model
-        real = model.VAE.neg_elbo_terms
-        def poisoned(self, images, seed):
-            reconstruction, kl = real(self, images, seed)
+        real = model.VAE.objective_terms
+        def poisoned(self, images, seed, labels=None, num_samples=1):
+            terms, chain = real(self, images, seed, labels, num_samples)
             # 6 training + 3 validation steps per epoch: step 12 is in epoch 2.
-            return reconstruction + tf.where(seed[1] >= 12, np.nan, 0.0), kl
-        model.VAE.neg_elbo_terms = poisoned
+            bad = tf.where(seed[1] >= 12, np.nan, 0.0)
+            return {name: value + bad for name, value in terms.items()}, chain
+        model.VAE.objective_terms = poisoned
         """
     )
     root = tmp_path / "job"

@@ -70,3 +70,15 @@ def test_the_vamp_prior_needs_the_encoder():
     prior.build(None)
     with pytest.raises(ValueError, match="needs the encoder"):
         prior.distribution()
+
+
+@pytest.mark.parametrize("prior", ["standard", "mog", "vamp"])
+def test_log_prob_is_the_distributions(tmp_path, prior):
+    vae = _vae_prior(tmp_path, prior)
+    z = tf.random.stateless_normal([7, 5, 2], [1, 1]) * 3
+    np.testing.assert_allclose(
+        vae.prior.log_prob(z, vae.encoder),
+        vae.prior_distribution().log_prob(z),
+        rtol=1e-5,
+        atol=1e-4,
+    )

@@ -202,15 +202,15 @@ def test_uneven_replica_split_is_refused_before_work(tmp_path, monkeypatch):
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_backup(
     tmp_path, monkeypatch, steps_per_execution, where
 ):
-    real = model.VAE.neg_elbo_terms
+    real = model.VAE.objective_terms
 
-    def poisoned(self, images, seed):
-        reconstruction, kl = real(self, images, seed)
+    def poisoned(self, images, seed, labels=None, num_samples=1):
+        terms, chain = real(self, images, seed, labels, num_samples)
         # 6 training + 3 validation steps per epoch; step 12 is in epoch 2.
         bad = tf.where(seed[1] >= 12, np.nan, 0.0)
-        return reconstruction + bad, kl
+        return {name: value + bad for name, value in terms.items()}, chain
 
-    monkeypatch.setattr(model.VAE, "neg_elbo_terms", poisoned)
+    monkeypatch.setattr(model.VAE, "objective_terms", poisoned)
     with pytest.raises(FloatingPointError, match=where):
         training.train_and_evaluate(
             tiny_config(tmp_path, epochs=3, steps_per_execution=steps_per_execution)

@@ -2,11 +2,11 @@ r"""Exports a trained run as a SavedModel: `python -m tfvae.export --model_dir=R
 
 Writes `<export_dir>/<version>/`, the next free integer version, the layout
 TF Serving watches; `--export_dir` defaults to the run's own (its
-config.json's `--export_dir`, else export/<dataset>), and
+config.json's `--export_dir`, else export/<dataset>), and so does
 `--export_max_samples` (the most samples `sample` and `log_weights` serve
-per call) to the run's too. The model is rebuilt
-from the run directory (`run_dir.load_vae`), outside any distribution
-strategy, so whatever trained it, the export loads on any device count.
+per call). The model is rebuilt from the run directory
+(`run_dir.load_vae`), outside any distribution strategy, so whatever
+trained it, the export loads on any device count.
 Signatures and their noise: export/README.md.
 
 Do not import this module next to `tfvae.train`: both define --model_dir and

@@ -419,7 +419,7 @@ class VAE(keras.Model):
             for layer, decoder in enumerate(self.upper_decoders)
         ]
         log_p.append(
-            tf.reshape(self.prior_distribution().log_prob(zs[-1]), [num_samples, batch])
+            tf.reshape(self.prior.log_prob(zs[-1], self.encoder), [num_samples, batch])
         )
         flat_x = tf.repeat(x[tf.newaxis], num_samples, axis=0)
         flat_x = tf.reshape(flat_x, tf.concat([[-1], tf.shape(x)[1:]], axis=0))

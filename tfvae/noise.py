@@ -139,22 +139,29 @@ def algorithm() -> str:
     )
 
 
+def _per_row(draw_row, seed: tf.Tensor, row_shape) -> tf.Tensor:
+    """Returns `draw_row(s)` for each row s of `seed` (`[batch, 2]`), stacked.
+
+    An empty batch gets empty noise: map_fn alone cannot stack zero rows of
+    a shape it does not know statically.
+    """
+    return tf.cond(
+        tf.shape(seed)[0] > 0,
+        lambda: tf.map_fn(draw_row, seed, fn_output_signature=tf.float32),
+        lambda: tf.zeros(tf.concat([[0], row_shape], axis=0)),
+    )
+
+
 def _draw(draw, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Returns this replica's rows of `draw(global_shape, seed, alg=...)`.
 
     A `[batch, 2]` seed draws each row from its own seed instead.
     """
     if seed.shape.rank == 2:
-        # An empty batch gets empty noise: map_fn cannot stack zero rows of a
-        # shape it does not know statically.
-        return tf.cond(
-            tf.shape(seed)[0] > 0,
-            lambda: tf.map_fn(
-                lambda s: draw(local_shape[1:], s, alg=algorithm()),
-                seed,
-                fn_output_signature=tf.float32,
-            ),
-            lambda: tf.zeros(tf.concat([[0], local_shape[1:]], axis=0)),
+        return _per_row(
+            lambda s: draw(local_shape[1:], s, alg=algorithm()),
+            seed,
+            local_shape[1:],
         )
     context = tf.distribute.get_replica_context()
     replicas = context.num_replicas_in_sync if context is not None else 1
@@ -177,12 +184,11 @@ def normal_samples(num_samples, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.T
     num_samples = tf.cast(num_samples, tf.int32)
     local_shape = tf.cast(local_shape, tf.int32)
     if seed.shape.rank == 2:
-        rows = tf.map_fn(
-            lambda s: tf.random.stateless_normal(
-                tf.concat([[num_samples], local_shape[1:]], axis=0), s, alg=algorithm()
-            ),
+        row_shape = tf.concat([[num_samples], local_shape[1:]], axis=0)
+        rows = _per_row(
+            lambda s: tf.random.stateless_normal(row_shape, s, alg=algorithm()),
             seed,
-            fn_output_signature=tf.float32,
+            row_shape,
         )  # [batch, K, ...]
         return tf.experimental.numpy.swapaxes(rows, 0, 1)
     context = tf.distribute.get_replica_context()

@@ -54,6 +54,10 @@ class Prior(keras.layers.Layer):
         """Returns p(z): batch shape `[]`, event shape `[latent_dim]`."""
         raise NotImplementedError
 
+    def log_prob(self, z: tf.Tensor, encoder=None) -> tf.Tensor:
+        """Returns log p(z) for z `[..., latent_dim]`, shape `[...]`."""
+        return self.distribution(encoder).log_prob(z)
+
     def sample(self, num_samples, seed: tf.Tensor, encoder=None) -> tf.Tensor:
         """Returns `num_samples` z ~ p(z) drawn with stateless `seed` (int `[2]`).
 
@@ -80,6 +84,31 @@ class StandardNormal(Prior):
         return tf.random.stateless_normal([num_samples, self.latent_dim], seed)
 
 
+def _diagonal_mixture_log_prob(
+    z: tf.Tensor, locs: tf.Tensor, scales: tf.Tensor, logits: tf.Tensor
+) -> tf.Tensor:
+    """Returns log sum_k softmax(logits)_k N(z; locs_k, diag(scales_k^2)), `[...]`.
+
+    z is `[..., D]`; locs and scales `[K, D]`. The squared distances come
+    from two matrix products instead of a `[N, K, D]` tensor (what
+    `tfd.MixtureSameFamily` builds): the VampPrior's 500 components at k=5000
+    importance samples per image would otherwise dominate evaluation.
+    """
+    size = tf.shape(z)[-1]
+    flat = tf.reshape(z, [-1, size])
+    precision = 1.0 / tf.square(scales)
+    squared = (
+        tf.matmul(tf.square(flat), precision, transpose_b=True)
+        - 2.0 * tf.matmul(flat, locs * precision, transpose_b=True)
+        + tf.reduce_sum(tf.square(locs) * precision, axis=-1)
+    )  # [N, K]
+    log_normalizer = -tf.reduce_sum(tf.math.log(scales), axis=-1) - 0.5 * tf.cast(
+        size, z.dtype
+    ) * math.log(2.0 * math.pi)
+    log_components = -0.5 * squared + log_normalizer + tf.nn.log_softmax(logits)
+    return tf.reshape(tf.reduce_logsumexp(log_components, axis=-1), tf.shape(z)[:-1])
+
+
 class _Mixture(Prior):
     def __init__(self, latent_dim: int, components: int, **kwargs):
         super().__init__(latent_dim, **kwargs)
@@ -96,8 +125,21 @@ class _Mixture(Prior):
         eps = tf.random.stateless_normal([num_samples, self.latent_dim], seeds[1])
         return self._component_sample(index, eps, encoder)
 
+    def log_prob(self, z, encoder=None):
+        components = self._diagonal_components(encoder)
+        if components is None:
+            return super().log_prob(z, encoder)
+        return _diagonal_mixture_log_prob(z, *components, self._logits())
+
     def _logits(self) -> tf.Tensor:
         """Returns the mixture weights' logits, `[components]`."""
+        raise NotImplementedError
+
+    def _diagonal_components(self, encoder) -> tuple[tf.Tensor, tf.Tensor] | None:
+        """Returns the components' (locs, scales), each `[components, latent_dim]`.
+
+        None when the components are not diagonal normals.
+        """
         raise NotImplementedError
 
     def _component_sample(self, index, eps, encoder) -> tf.Tensor:
@@ -145,6 +187,9 @@ class MixtureOfGaussians(_Mixture):
             ),
         )
 
+    def _diagonal_components(self, encoder):
+        return tf.cast(self.means, tf.float32), self._scales()
+
     def _component_sample(self, index, eps, encoder):
         means = tf.gather(tf.cast(self.means, tf.float32), index)
         return means + tf.gather(self._scales(), index) * eps
@@ -184,6 +229,12 @@ class VampPrior(_Mixture):
 
     def _logits(self):
         return tf.zeros([self.components])
+
+    def _diagonal_components(self, encoder):
+        posterior = encoder(self.pseudo_inputs())
+        if not isinstance(posterior, tfd.MultivariateNormalDiag):
+            return None
+        return posterior.loc, posterior.stddev()
 
     def _component_sample(self, index, eps, encoder):
         # Only the chosen pseudo-inputs go through the encoder.

@@ -113,10 +113,11 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
         chief_backup = run_dir.path(config.model_dir, run_dir.BACKUP)
         if os.path.isdir(chief_backup):
             shutil.copytree(chief_backup, run_dir.path(scratch, run_dir.BACKUP))
-            # With it, this worker's flags are checked against the chief's run,
-            # and its backup against the history of the epochs it has done.
-            shutil.copy(run_dir.path(config.model_dir, run_dir.CONFIG), scratch)
-            shutil.copy(run_dir.path(config.model_dir, run_dir.HISTORY), scratch)
+            # With them, this worker's flags are checked against the chief's
+            # run, and its backup against the epochs history.csv has logged.
+            for name in (run_dir.CONFIG, run_dir.HISTORY):
+                if os.path.exists(run_dir.path(config.model_dir, name)):
+                    shutil.copy(run_dir.path(config.model_dir, name), scratch)
         worker_config = dataclasses.replace(config, model_dir=scratch, export=False)
         return _train(worker_config, strategy)
     finally:
