@@ -42,6 +42,15 @@ PUBLISHED = {
 }
 
 
+def _train_seconds(metrics: dict) -> float:
+    """Returns the seconds training took; for a run without `train_seconds`,
+    the first epoch plus the steady epochs (exact unless it was resumed)."""
+    if "train_seconds" in metrics:
+        return metrics["train_seconds"]
+    steady = metrics["seconds_per_epoch"] * (metrics["epochs"] - 1)
+    return metrics["first_epoch_s"] + steady
+
+
 def row(name: str, runs: str) -> dict:
     """Returns one config's figures; raises FileNotFoundError naming a missing file."""
     model_dir = os.path.join(runs, name)
@@ -57,7 +66,7 @@ def row(name: str, runs: str) -> dict:
         "config": name,
         "command": f"python scripts/report.py --train_flags=configs/{name}.flags",
         "epochs": train["epochs"],
-        "train_minutes": round(train.get("train_seconds", float("nan")) / 60, 1),
+        "train_minutes": round(_train_seconds(train) / 60, 1),
         "test_neg_elbo": round(evaluation["test_neg_elbo"], 2),
         "k": evaluation["num_importance_samples"],
         "test_nll": round(evaluation["test_nll"], 2),

@@ -142,3 +142,11 @@ def test_missing_and_foreign_configs(tmp_path):
         config_lib.Config.from_dict(
             {**dataclasses.asdict(tiny_config(tmp_path)), "colour": "blue"}
         )
+
+
+def test_a_saved_config_from_before_a_setting_existed_takes_its_default(tmp_path):
+    saved = dataclasses.asdict(tiny_config(tmp_path, beta=0.5))
+    del saved["learning_rate_decay"], saved["prior"]
+    config = config_lib.Config.from_dict(saved)
+    assert config.learning_rate_decay == 1.0 and config.prior == "standard"
+    assert config.beta == 0.5

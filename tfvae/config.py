@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable
 
 import keras
-from absl import flags
+from absl import flags, logging
 
 from tfvae import data, distribute, errors, heads, model, networks, priors
 
@@ -502,7 +502,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Config":
-        """Returns the Config of a saved dict; unknown or missing keys are refused."""
+        """Returns the Config of a saved dict (see `from_dict`)."""
         return from_dict(cls, values)
 
 
@@ -539,13 +539,21 @@ def _problem(meta: Setting, value) -> str | None:
 
 
 def from_dict(cls, values: dict):
-    """Returns `cls(**values)`, refusing unknown or missing keys."""
+    """Returns `cls(**values)`, refusing unknown keys.
+
+    A missing key is a setting added after the dict was saved: it takes its
+    default, which is what the tfvae that saved the dict did (each new
+    setting's default keeps the earlier behavior), and a log line names it.
+    """
     names = set(settings_of(cls))
     unknown, missing = sorted(set(values) - names), sorted(names - set(values))
-    if unknown or missing:
-        raise errors.UsageError(
-            f"Not a tfvae {cls.__name__}: unknown keys {unknown}, missing keys "
-            f"{missing}."
+    if unknown:
+        raise errors.UsageError(f"Not a tfvae {cls.__name__}: unknown keys {unknown}.")
+    if missing:
+        logging.info(
+            "The saved %s predates the settings %s; they take their defaults.",
+            cls.__name__,
+            missing,
         )
     return cls(**values)
 
