@@ -34,7 +34,7 @@ def test_neg_elbo_matches_a_hand_computation(tmp_path):
     params = hidden @ projection.kernel.numpy() + projection.bias.numpy()
     loc, scale = params[:, :1], _softplus(params[:, 1:]) + 1e-4
     _, z_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
-    eps = noise.normal(tf.constant([2, 1]), z_seed).numpy()
+    eps = noise.normal_samples(1, tf.constant([2, 1]), z_seed)[0].numpy()
     z = loc + scale * eps
     hidden = _softplus(z @ dec_dense.kernel.numpy() + dec_dense.bias.numpy())
     logits = hidden @ dec_out.kernel.numpy() + dec_out.bias.numpy()

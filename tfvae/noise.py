@@ -178,7 +178,7 @@ def normal_samples(num_samples, local_shape: tf.Tensor, seed: tf.Tensor) -> tf.T
 
     Drawn sample-major, so the first k samples are the same whatever K is
     (an IWAE sweep's k=10 is the first 10 of its k=5000), and K=1 draws what
-    `normal(local_shape, seed)` draws. `seed` is int `[2]` (this replica's
+    one draw of `local_shape` with `seed` would. `seed` is int `[2]` (this replica's
     rows of the global batch's draw) or `[batch, 2]` (one per row).
     """
     num_samples = tf.cast(num_samples, tf.int32)
@@ -210,11 +210,3 @@ def uniform(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     `seed` is a stateless seed, int `[2]` (or `[batch, 2]`: one per row).
     """
     return _draw(tf.random.stateless_uniform, local_shape, seed)
-
-
-def normal(local_shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Returns N(0, 1) float32 noise of `local_shape` ([batch, ...]) for this replica.
-
-    `seed` is a stateless seed, int `[2]` (or `[batch, 2]`: one per row).
-    """
-    return _draw(tf.random.stateless_normal, local_shape, seed)
