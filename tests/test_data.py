@@ -15,7 +15,7 @@ from tests.conftest import (
     requires_mnist,
     tiny_config,
 )
-from tfvae import data, errors, evaluation, run_dir, training
+from tfvae import data, errors, evaluation, image_folder, run_dir, training
 
 
 def test_prepare_tiny_dataset(tmp_path):
@@ -151,7 +151,7 @@ def _make_folder(root, counts, classes=("cats", "dogs"), shape=(10, 12, 3)):
 
 def test_an_image_folder_is_built_once_with_labels_from_class_subfolders(tmp_path):
     root = _make_folder(tmp_path / "pets", {"train": 3, "test": 2})
-    folder = data.ImageFolder(str(root), size=(8, 6))
+    folder = image_folder.ImageFolder(str(root), size=(8, 6))
     builder, info = data.prepare("mnist", str(tmp_path / "tfds"), None, folder)
     assert info == data.DatasetInfo("pets", (8, 6, 3), 6, 4, 2)
     assert builder.info.features["label"].names == ["cats", "dogs"]
@@ -178,7 +178,7 @@ def test_images_are_center_cropped_to_the_aspect_ratio_then_resized(tmp_path):
     pixels[:, :10, 0] = pixels[:, 10:50, 1] = pixels[:, 50:, 2] = 200
     for split in ("train", "test"):
         _write_image(tmp_path / "rgb" / split / "a.png", pixels)
-    folder = data.ImageFolder(str(tmp_path / "rgb"), size=(4, 4))
+    folder = image_folder.ImageFolder(str(tmp_path / "rgb"), size=(4, 4))
     builder, _ = data.prepare("mnist", str(tmp_path / "tfds"), None, folder)
     image = data.load_split(builder, data.TRAIN_SPLIT)[0]
     np.testing.assert_array_equal(image, np.broadcast_to([0, 200, 0], (4, 4, 3)))
@@ -187,18 +187,27 @@ def test_images_are_center_cropped_to_the_aspect_ratio_then_resized(tmp_path):
 def test_grayscale_folders_without_classes_and_channel_conversion(tmp_path):
     root = _make_folder(tmp_path / "gray", {"train": 4, "test": 2}, (), (9, 9, 1))
     builder, info = data.prepare(
-        "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8))
+        "mnist",
+        str(tmp_path / "tfds"),
+        None,
+        image_folder.ImageFolder(str(root), (8, 8)),
     )
     assert info == data.DatasetInfo("gray", (8, 8, 1), 4, 2, None)
     assert "label" not in builder.info.features
     # --image_channels=3 makes RGB of them; =1 makes a mixed folder grayscale.
     _, rgb = data.prepare(
-        "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8), 3)
+        "mnist",
+        str(tmp_path / "tfds"),
+        None,
+        image_folder.ImageFolder(str(root), (8, 8), 3),
     )
     assert rgb.image_shape == (8, 8, 3)
     _write_image(root / "train" / "color.png", np.zeros((9, 9, 3), np.uint8))
     _, mixed = data.prepare(
-        "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8), 1)
+        "mnist",
+        str(tmp_path / "tfds"),
+        None,
+        image_folder.ImageFolder(str(root), (8, 8), 1),
     )
     assert (mixed.image_shape, mixed.num_train) == ((8, 8, 1), 5)
 
@@ -249,7 +258,10 @@ def test_bad_image_folders_are_refused_naming_the_problem(tmp_path, spoil, messa
     spoil(root)
     with pytest.raises(errors.UsageError, match=message):
         data.prepare(
-            "mnist", str(tmp_path / "tfds"), None, data.ImageFolder(str(root), (8, 8))
+            "mnist",
+            str(tmp_path / "tfds"),
+            None,
+            image_folder.ImageFolder(str(root), (8, 8)),
         )
     # Nothing half-built is left to be taken for the dataset.
     built = tmp_path / "tfds" / "tfvae_image_folder"
@@ -265,7 +277,7 @@ def test_an_image_folder_config_names_the_dataset_after_the_folder(tmp_path):
         image_channels=1,
         export_dir=None,
     )
-    assert config.image_source == data.ImageFolder("/data/faces/", (64, 48), 1)
+    assert config.image_source == image_folder.ImageFolder("/data/faces/", (64, 48), 1)
     assert (config.dataset_name, config.export_base) == ("faces", "export/faces")
     assert tiny_config(tmp_path).image_source is None
 

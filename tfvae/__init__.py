@@ -5,7 +5,8 @@ Modules, in the order one batch meets them:
   train       `python -m tfvae.train`: flags -> Config -> train_and_evaluate
   training    train_and_evaluate: data, model, fit, metrics, export
   run_dir     the files of a run directory, and reading a run back
-  data        TFDS image datasets, or an image folder -> uint8 [batch, H, W, C]
+  data        TFDS image datasets -> uint8 [batch, H, W, C]
+  image_folder  a user's folder of images, built once as a TFDS dataset
   distribute  tf.distribute strategies by name, and each worker's input
   noise       every random stream, and noise independent of replicas
   networks    encoder/decoder bodies (mlp, conv), bodies between latent layers

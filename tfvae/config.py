@@ -24,7 +24,8 @@ from collections.abc import Callable
 import keras
 from absl import flags, logging
 
-from tfvae import data, distribute, errors, heads, model, networks, priors
+from tfvae import distribute, errors, heads, model, networks, priors
+from tfvae.image_folder import ImageFolder
 
 _KEY = "tfvae_setting"
 
@@ -478,11 +479,11 @@ class Config:
         return self.export_dir or f"export/{self.dataset_name}"
 
     @property
-    def image_source(self) -> data.ImageFolder | None:
+    def image_source(self) -> ImageFolder | None:
         """The `--image_folder` to train on, or None to use `--dataset`."""
         if not self.image_folder:
             return None
-        return data.ImageFolder(self.image_folder, self.image_size, self.image_channels)
+        return ImageFolder(self.image_folder, self.image_size, self.image_channels)
 
     @property
     def dataset_name(self) -> str:
