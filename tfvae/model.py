@@ -452,9 +452,7 @@ class VAE(keras.Model):
         [batch, H, W, C]`; `seed` is int `[2]` (or `[batch, 2]`: one per
         image), split by `noise.split_seed`; `labels` int `[batch]`.
         """
-        observe_seed, z_seed = noise.split_seed(seed)
-        x, q = self.observe_and_encode(images, observe_seed, labels)
-        chain = self.chain(x, q, num_samples, z_seed, labels)
+        _, chain = self.posterior_sample(images, seed, labels, num_samples)
         kls = self._layer_kls(chain)
         reconstruction = -chain.log_px
         kl = tf.add_n(kls)
@@ -482,15 +480,21 @@ class VAE(keras.Model):
         return terms["reconstruction"], terms["kl"]
 
     def posterior_sample(
-        self, images: tf.Tensor, seed: tf.Tensor, labels: tf.Tensor = None
+        self,
+        images: tf.Tensor,
+        seed: tf.Tensor,
+        labels: tf.Tensor = None,
+        num_samples=1,
     ) -> tuple[tf.Tensor, Chain]:
-        """Returns (x, chain): observations and one z per layer (`chain.zs[l]`).
+        """Returns (x, chain): observations and `num_samples` z per layer.
 
-        The same x and z that `neg_elbo_terms(images, seed, labels)` scores.
+        `seed` is split by `noise.split_seed` into the observation and the z
+        noise; with one sample, the x and z that `neg_elbo_terms(images, seed,
+        labels)` scores.
         """
         observe_seed, z_seed = noise.split_seed(seed)
         x, q = self.observe_and_encode(images, observe_seed, labels)
-        return x, self.chain(x, q, 1, z_seed, labels)
+        return x, self.chain(x, q, num_samples, z_seed, labels)
 
     def log_weights(
         self,

@@ -177,14 +177,12 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
 
     log_dir = run_dir.path(config.model_dir, run_dir.LOGS)
     # The test images the pictures show (with their classes, if conditional).
-    shown, shown_labels = next(
-        iter(data.split_images_and_labels(builder, data.TEST_SPLIT).batch(16))
-        if config.conditional
-        else (
-            (batch, None)
-            for batch in data.split_images(builder, data.TEST_SPLIT).batch(16)
-        )
-    )
+    if config.conditional:
+        test_split = data.split_images_and_labels(builder, data.TEST_SPLIT)
+        shown, shown_labels = next(iter(test_split.batch(16)))
+    else:
+        shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
+        shown_labels = None
     throughput = callbacks.Throughput(steps_per_epoch * config.batch_size)
     fit_callbacks = [
         # Before the backup: a kill between the two leaves a row of an epoch
