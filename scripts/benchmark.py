@@ -55,12 +55,12 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from tfvae import config as config_lib
-from tfvae import data, errors, model, run_dir, saved_model, training
+from tfvae import data, errors, model, run_dir, saved_model, settings, training
 
 # The model's settings are tfvae.train's flags.
-config_lib.define_flags(config_lib.Config)
+settings.define_flags(config_lib.Config)
 # Show them in this command's --help, not only in --helpfull.
-flags.adopt_module_key_flags(config_lib)
+flags.adopt_module_key_flags(settings)
 
 flags.DEFINE_bool(
     "compare_xla", True, "Also train with --jit_compile flipped (xla_speedup)."
@@ -422,7 +422,7 @@ def _measure(config) -> dict:
 @errors.reported
 def main(argv):
     del argv
-    config = config_lib.from_flags(config_lib.Config)
+    config = settings.from_flags(config_lib.Config)
     if config.network != "mlp":
         raise errors.UsageError(
             f"--network={config.network}: the matrix-product floor counts dense "

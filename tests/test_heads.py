@@ -9,7 +9,7 @@ from absl import flags
 
 from tests.conftest import REPO, tiny_vae
 from tfvae import config as config_lib
-from tfvae import heads, model
+from tfvae import heads, model, settings
 
 tfd = tfp.distributions
 
@@ -275,7 +275,7 @@ def test_a_tiny_vae_with_the_logistic_mixture_trains_a_step(tmp_path):
 def test_the_cifar10_flagfile_trains_on_cifar_shaped_data(tmp_path):
     """configs/cifar10.flags, as `tfvae.train` reads it, on generated 32x32x3 data."""
     values = flags.FlagValues()
-    config_lib.define_flags(config_lib.Config, values)
+    settings.define_flags(config_lib.Config, values)
     values(
         [
             "train",
@@ -283,7 +283,7 @@ def test_the_cifar10_flagfile_trains_on_cifar_shaped_data(tmp_path):
             f"--model_dir={tmp_path / 'run'}",
         ]
     )
-    config = config_lib.from_flags(config_lib.Config, values)
+    config = settings.from_flags(config_lib.Config, values)
     assert (config.dataset, config.likelihood) == ("cifar10", "logistic_mixture")
     assert config.network == "conv"
     keras.utils.set_random_seed(config.seed)

@@ -2,6 +2,7 @@
 
 Modules, in the order one batch meets them:
   config      every setting, declared once: the fields of `Config` are the flags
+  settings    dataclass fields that are absl flags: define, read, check
   train       `python -m tfvae.train`: flags -> Config -> train_and_evaluate
   training    train_and_evaluate: data, model, fit, metrics, export
   run_dir     the files of a run directory, and reading a run back

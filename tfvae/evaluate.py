@@ -16,19 +16,18 @@ import this module next to `tfvae.train`: both define --model_dir.
 
 from absl import app, flags
 
-from tfvae import config as config_lib
-from tfvae import errors, evaluation
+from tfvae import errors, evaluation, settings
 
-config_lib.define_flags(evaluation.EvalConfig)
+settings.define_flags(evaluation.EvalConfig)
 # Show them in this command's --help, not only in --helpfull.
-flags.adopt_module_key_flags(config_lib)
+flags.adopt_module_key_flags(settings)
 
 
 @errors.reported
 def main(argv):
     if len(argv) > 1:
         raise errors.UsageError(f"Unexpected arguments: {argv[1:]}")
-    evaluation.evaluate_run(config_lib.from_flags(evaluation.EvalConfig))
+    evaluation.evaluate_run(settings.from_flags(evaluation.EvalConfig))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,17 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import adapters, data, errors, images, iwae, plots, run_dir, saved_model
+from tfvae import (
+    adapters,
+    data,
+    errors,
+    images,
+    iwae,
+    plots,
+    run_dir,
+    saved_model,
+    settings,
+)
 from tfvae import config as config_lib
 
 # Pictures: how many images of the split, samples and grid cells they show.
@@ -51,33 +61,33 @@ _MANIFOLD_SIZE = 20
 class EvalConfig:
     """What to evaluate and how; `python -m tfvae.evaluate`'s flags."""
 
-    model_dir: str | None = config_lib.setting(
+    model_dir: str | None = settings.setting(
         None, "Run directory written by tfvae.train.", "string"
     )
-    export_dir: str | None = config_lib.setting(
+    export_dir: str | None = settings.setting(
         None,
         "Instead of --model_dir: an exported SavedModel, its version folder "
         "(export/mnist/1) or its model base path (export/mnist: the latest "
         "version, as TF Serving does). Needs --output_dir.",
         "string",
     )
-    output_dir: str | None = config_lib.setting(
+    output_dir: str | None = settings.setting(
         None, "Where results go. Unset: <model_dir>/eval.", "string"
     )
-    split: str = config_lib.setting(
+    split: str = settings.setting(
         "test",
         "TFDS split to evaluate; slices work, e.g. test[:1000].",
         "string",
         check=lambda v: None if v else "must name a split, e.g. test",
     )
-    num_importance_samples: int = config_lib.setting(
+    num_importance_samples: int = settings.setting(
         5000,
         "k of the IWAE bound; the sweep 1, 10, 100, 1000, 5000 is reported up to k.",
         "integer",
         minimum=1,
     )
-    batch_size: int = config_lib.setting(100, "Images per batch.", "integer", minimum=1)
-    samples_per_chunk: int = config_lib.setting(
+    batch_size: int = settings.setting(100, "Images per batch.", "integer", minimum=1)
+    samples_per_chunk: int = settings.setting(
         200,
         "Importance samples drawn per compiled call: memory grows with "
         "batch_size * samples_per_chunk. The k samples of a batch are drawn in "
@@ -85,19 +95,19 @@ class EvalConfig:
         "integer",
         minimum=1,
     )
-    data_dir: str | None = config_lib.setting(
+    data_dir: str | None = settings.setting(
         None, "TFDS data directory. Unset: the run's --data_dir.", "string"
     )
-    manual_dir: str | None = config_lib.setting(
+    manual_dir: str | None = settings.setting(
         None,
         "Original dataset files, to build the dataset offline. Unset: the run's "
         "--manual_dir.",
         "string",
     )
-    seed: int = config_lib.setting(
+    seed: int = settings.setting(
         0, "Seed of the binarization and z noise.", "integer", minimum=0
     )
-    jit_compile: bool = config_lib.setting(
+    jit_compile: bool = settings.setting(
         False,
         "Compile the per-chunk computation with XLA. It draws other (equally "
         "valid) random numbers, so results differ within Monte Carlo noise; "
@@ -106,7 +116,7 @@ class EvalConfig:
     )
 
     def __post_init__(self):
-        config_lib.check_values(self)
+        settings.check_values(self)
         if bool(self.model_dir) == bool(self.export_dir):
             raise errors.UsageError(
                 "Pass exactly one of --model_dir (a training run) and --export_dir "

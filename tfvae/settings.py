@@ -1,0 +1,183 @@
+"""Settings declared once: a dataclass field that is also an absl flag.
+
+`setting(default, help, kind, ...)` makes a field that holds everything about
+one setting: the default, the flag's help, its kind and choices, the check of
+its value, whether a resumed run may change it, and which other setting it
+belongs to (`--binarize` only means something with `--likelihood=bernoulli`).
+For a dataclass of such fields (`config.Config`, `evaluation.EvalConfig`):
+
+- `define_flags(cls)` defines the absl flags; `from_flags(cls)` reads them
+  back, refusing an option given for a setting it does not belong to;
+- `check_values(instance)` (called by the dataclass's `__post_init__`)
+  checks every value, however the instance is made, and raises
+  `errors.UsageError` naming the flag and the fix;
+- `from_dict(cls, values)` remakes an instance from a saved dict.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+from absl import flags, logging
+
+from tfvae import errors
+
+_KEY = "tfvae_setting"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How one field is a flag: see `setting`."""
+
+    help: str
+    kind: str
+    choices: tuple[str, ...] | None
+    minimum: float | None
+    check: Callable[[object], str | None] | None
+    applies_to: tuple[str, frozenset[str]] | None
+    resumable: bool
+    model: bool
+
+
+def setting(
+    default,
+    help: str,
+    kind: str,
+    *,
+    choices=None,
+    minimum: float | None = None,
+    check: Callable[[object], str | None] | None = None,
+    applies_to: tuple[str, set[str]] | None = None,
+    resumable: bool = False,
+    model: bool = False,
+):
+    """Returns a dataclass field that is also a flag.
+
+    `kind` is one of "string", "bool", "integer", "float", "enum" (one of
+    `choices`) or "integers" (a comma-separated list of positive integers).
+    `minimum` bounds numbers from below (inclusive); `check(value)` returns
+    what is wrong with a value, or None. `applies_to=(flag, values)` refuses
+    the flag unless `flag` has one of `values`. `resumable` settings may change
+    between runs on one `--model_dir`; `model` ones are `model.build_vae`'s
+    arguments.
+    """
+    if kind == "integers":
+        default = tuple(default)
+    meta = Setting(
+        help=help,
+        kind=kind,
+        choices=tuple(choices) if choices is not None else None,
+        minimum=minimum,
+        check=check,
+        applies_to=(applies_to[0], frozenset(applies_to[1])) if applies_to else None,
+        resumable=resumable,
+        model=model,
+    )
+    return dataclasses.field(default=default, metadata={_KEY: meta})
+
+
+def settings_of(cls) -> dict[str, tuple[dataclasses.Field, Setting]]:
+    """Returns {name: (field, Setting)} of a settings dataclass, in order."""
+    return {f.name: (f, f.metadata[_KEY]) for f in dataclasses.fields(cls)}
+
+
+def check_values(instance) -> None:
+    """Normalizes and checks every setting of `instance`; raises `UsageError`."""
+    for name, (_, meta) in settings_of(type(instance)).items():
+        value = getattr(instance, name)
+        if meta.kind == "integers":
+            # A single size (as runs saved before lists were allowed hold it).
+            value = (value,) if isinstance(value, int) else tuple(value)
+            object.__setattr__(instance, name, value)
+        problem = _problem(meta, value)
+        if problem:
+            shown = ",".join(map(str, value)) if meta.kind == "integers" else value
+            raise errors.UsageError(f"--{name} {problem}. Received: --{name}={shown}")
+
+
+def _problem(meta: Setting, value) -> str | None:
+    if value is None:
+        return meta.check(value) if meta.check else None
+    if meta.kind == "integers":
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+            return "must be a comma-separated list of positive integers"
+    if meta.kind == "enum" and value not in meta.choices:
+        return f"must be one of {', '.join(meta.choices)}"
+    if meta.minimum is not None and value < meta.minimum:
+        return f"must be at least {meta.minimum}"
+    return meta.check(value) if meta.check else None
+
+
+def from_dict(cls, values: dict):
+    """Returns `cls(**values)`, refusing unknown keys.
+
+    A missing key is a setting added after the dict was saved: it takes its
+    default, which is what the tfvae that saved the dict did (each new
+    setting's default keeps the earlier behavior), and a log line names it.
+    """
+    names = set(settings_of(cls))
+    unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+    if unknown:
+        raise errors.UsageError(f"Not a tfvae {cls.__name__}: unknown keys {unknown}.")
+    if missing:
+        logging.info(
+            "The saved %s predates the settings %s; they take their defaults.",
+            cls.__name__,
+            missing,
+        )
+    return cls(**values)
+
+
+_DEFINE = {
+    "string": flags.DEFINE_string,
+    "bool": flags.DEFINE_bool,
+    "integer": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+}
+
+
+def define_flags(cls, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines one absl flag per field of the settings dataclass `cls`."""
+    for name, (field, meta) in settings_of(cls).items():
+        if meta.kind == "enum":
+            flags.DEFINE_enum(
+                name, field.default, meta.choices, meta.help, flag_values=flag_values
+            )
+        elif meta.kind == "integers":
+            flags.DEFINE_list(
+                name,
+                [str(v) for v in field.default],
+                meta.help,
+                flag_values=flag_values,
+            )
+        else:
+            _DEFINE[meta.kind](name, field.default, meta.help, flag_values=flag_values)
+
+
+def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS):
+    """Returns `cls` made from the parsed flags `define_flags(cls)` defined.
+
+    Raises `UsageError` for a bad value, and for an option given on the
+    command line for a setting it does not belong to (`--binarize` with
+    `--likelihood=gaussian`): it would be ignored.
+    """
+    values = {}
+    for name, (_, meta) in settings_of(cls).items():
+        value = flag_values[name].value
+        if meta.applies_to and flag_values[name].present:
+            owner, allowed = meta.applies_to
+            if flag_values[owner].value not in allowed:
+                raise errors.UsageError(
+                    f"--{name} only applies to --{owner}={'/'.join(sorted(allowed))}; "
+                    f"this run has --{owner}={flag_values[owner].value}. Remove "
+                    f"--{name}."
+                )
+        if meta.kind == "integers":
+            try:
+                value = tuple(int(v) for v in value)
+            except ValueError:
+                raise errors.UsageError(
+                    f"--{name} must be a comma-separated list of positive integers. "
+                    f"Received: --{name}={','.join(value)}"
+                ) from None
+        values[name] = value
+    return cls(**values)
