@@ -25,6 +25,11 @@ Measures one after the other, in one process (the peer in a subprocess):
   noise) in one compiled loop over batches already in memory, no `fit`: how
   far the step's own ops are from the floor, and what `fit` adds to it
   (`fit_overhead`).
+- the input paths, unless --nocompare_input: training in a fresh process on
+  the in-memory path and on the streaming path (`--memory_budget=0`), each
+  with its examples/s and its peak RSS (`streaming_vs_in_memory`: the ratio
+  of their examples/s), and each pipeline alone, one epoch of batches with
+  no model (`input_pipeline_examples_per_s`).
 - evaluation: `model.evaluate` on the test split, examples/s, XLA on and off.
 - serving: the run's SavedModel loaded with `tf.saved_model.load`, p50 and p99
   latency of its `encode` and `decode` signatures at batch 1 and 256.
@@ -55,7 +60,16 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from tfvae import config as config_lib
-from tfvae import data, errors, model, run_dir, saved_model, settings, training
+from tfvae import (
+    data,
+    errors,
+    model,
+    run_dir,
+    saved_model,
+    settings,
+    streaming,
+    training,
+)
 
 # The model's settings are tfvae.train's flags.
 settings.define_flags(config_lib.Config)
@@ -70,6 +84,12 @@ flags.DEFINE_integer(
     5,
     "Also train on the IWAE bound with this k (iwae_epoch_cost); 0 skips it.",
     lower_bound=0,
+)
+flags.DEFINE_bool(
+    "compare_input",
+    True,
+    "Also train in fresh processes on the in-memory and the streaming input "
+    "paths, and time each pipeline alone.",
 )
 flags.DEFINE_integer(
     "repeats", 5, "Timed repetitions of the floor and of evaluation.", lower_bound=1
@@ -314,6 +334,72 @@ def _pyro(config, python: str, script: str, epochs: int) -> dict:
     }
 
 
+# Trains a config given as JSON in a fresh process, then prints its peak RSS.
+_CHILD = """
+import json, resource, sys
+from tfvae import config, training
+training.train_and_evaluate(config.Config.from_dict(json.loads(sys.argv[1])))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def _train_in_a_process(config, model_dir: str, **overrides) -> dict:
+    """Trains in a fresh process; returns its throughput and its peak RSS."""
+    child = dataclasses.replace(config, model_dir=model_dir, export=False, **overrides)
+    output = subprocess.run(
+        [sys.executable, "-c", _CHILD, child.to_json()],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    metrics = run_dir.read_metrics(model_dir)
+    return {key: metrics[key] for key in _TRAIN_KEYS} | {
+        "test_neg_elbo": round(metrics["test_neg_elbo"], 2),
+        "peak_rss_mb": round(int(output.stderr.splitlines()[-1]) / 1024, 1),
+    }
+
+
+def _pipeline_examples_per_s(batches: tf.data.Dataset, steps: int, rows: int) -> float:
+    """Returns examples/s of `steps` batches of `batches`, after one epoch's warm-up."""
+    iterator = iter(batches)
+    for _ in range(steps):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    return round(steps * rows / (time.perf_counter() - start), 1)
+
+
+def _compare_input(config, builder, work_dir: str) -> dict:
+    """Returns the two input paths' training and pipeline-alone figures."""
+    report = {
+        name: _train_in_a_process(
+            config, os.path.join(work_dir, name), memory_budget=budget
+        )
+        for name, budget in (("in_memory", "100%"), ("streaming", "0"))
+    }
+    report["streaming_vs_in_memory"] = round(
+        report["streaming"]["train_examples_per_s"]
+        / report["in_memory"]["train_examples_per_s"],
+        3,
+    )
+    records = streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    steps = streaming.streamed_steps(records.lengths, config.batch_size)
+    pipelines = {
+        "in_memory": data.shuffled_batches(
+            data.load_split(builder, data.TRAIN_SPLIT), config.batch_size, config.seed
+        ),
+        "streaming": streaming.streamed_batches(
+            records, config.batch_size, config.seed, 0, config.shuffle_buffer
+        ),
+    }
+    report["input_pipeline_examples_per_s"] = {
+        name: _pipeline_examples_per_s(batches, steps, config.batch_size)
+        for name, batches in pipelines.items()
+    }
+    return report
+
+
 def _measure(config) -> dict:
     """Runs every measurement; returns the report."""
     report = {
@@ -399,6 +485,9 @@ def _measure(config) -> dict:
             report["iwae_epoch_cost"] = round(
                 iwae["seconds_per_epoch"] / report["seconds_per_epoch"], 3
             )
+
+        if FLAGS.compare_input:
+            report["input"] = _compare_input(config, builder, work_dir)
 
         run_config, _, vae = run_dir.load_vae(model_dir)
         test_split = data.split_images(builder, data.TEST_SPLIT)

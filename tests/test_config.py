@@ -74,6 +74,12 @@ def test_flags_become_a_config():
         (["--gradient=dreg"], "--gradient only applies to --objective=iwae"),
         (["--objective=iwae", "--beta=2"], "--beta only applies to --objective=elbo"),
         (["--beta=-1"], "--beta must be at least 0"),
+        (
+            ["--objective=iwae", "--gradient=dreg", "--kl_warmup_epochs=5"],
+            "--gradient=dreg needs the true importance weights",
+        ),
+        (["--memory_budget=lots"], "--memory_budget must be a share of memory"),
+        (["--shuffle_buffer=0"], "--shuffle_buffer must be at least 1"),
         (["--train_samples=0"], "--train_samples must be at least 1"),
         (
             ["--objective=iwae", "--gradient=dreg", "--prior=vamp", "--kl=monte_carlo"],

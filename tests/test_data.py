@@ -21,7 +21,8 @@ from tfvae import data, errors, evaluation, image_folder, run_dir, training
 def test_prepare_tiny_dataset(tmp_path):
     builder, info = data.prepare("tiny_images", str(tmp_path), None)
     assert info == data.DatasetInfo("tiny_images", TINY_SHAPE, 96, 40, 16)
-    train, test = data.train_and_test(builder, batch_size=16, seed=0)
+    train = data.shuffled_batches(data.load_split(builder, "train"), 16, seed=0)
+    test = data.test_batches(builder, batch_size=16)
     train_batches = list(train.take(96 // 16))
     assert all(
         b.shape == (16, *TINY_SHAPE) and b.dtype == tf.uint8 for b in train_batches
@@ -34,21 +35,21 @@ def test_prepare_tiny_dataset(tmp_path):
 
 def test_training_batches_are_reshuffled_each_epoch_reproducibly(tmp_path):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    first_run = iter(data.train_and_test(builder, 96, seed=3)[0])
+    split = data.load_split(builder, data.TRAIN_SPLIT)
+    first_run = iter(data.shuffled_batches(split, 96, seed=3))
     epoch1, epoch2 = (next(first_run).numpy() for _ in range(2))
     assert not np.array_equal(epoch1, epoch2)
     # Each epoch is a permutation of the whole split.
-    split = data.load_split(builder, data.TRAIN_SPLIT)
     for epoch in (epoch1, epoch2):
         np.testing.assert_array_equal(np.sort(epoch, axis=0), np.sort(split, axis=0))
     # A new iterator starts again at epoch 1: epochs do not depend on how
     # many iterators were made.
-    second_run = data.train_and_test(builder, 96, seed=3)[0]
+    second_run = data.shuffled_batches(split, 96, seed=3)
     np.testing.assert_array_equal(next(iter(second_run)).numpy(), epoch1)
     second_iterator = iter(second_run)
     for expected in (epoch1, epoch2):
         np.testing.assert_array_equal(next(second_iterator).numpy(), expected)
-    other_seed = next(iter(data.train_and_test(builder, 96, seed=4)[0])).numpy()
+    other_seed = next(iter(data.shuffled_batches(split, 96, seed=4))).numpy()
     assert not np.array_equal(epoch1, other_seed)
 
 
@@ -159,7 +160,7 @@ def test_an_image_folder_is_built_once_with_labels_from_class_subfolders(tmp_pat
     assert train.shape == (6, 8, 6, 3) and train.dtype == np.uint8
     pairs = list(data.split_images_and_labels(builder, data.TEST_SPLIT))
     assert sorted(int(label) for _, label in pairs) == [0, 0, 1, 1]
-    batch = next(iter(data.train_and_test(builder, batch_size=2, seed=0)[0]))
+    batch = next(iter(data.shuffled_batches(train, batch_size=2, seed=0)))
     assert batch.shape == (2, 8, 6, 3) and batch.dtype == tf.uint8
     # Built once: a second prepare finds it in the data dir.
     again = data.load_builder("mnist", str(tmp_path / "tfds"), folder)

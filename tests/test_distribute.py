@@ -123,12 +123,14 @@ _FAMILY = [
         "conditional": True,
         "train_samples": 2,
     },
+    # The streaming input path: the same global batches on any replica count.
+    {"memory_budget": "0"},
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "settings", _FAMILY, ids=["elbo", "iwae-dreg", "two-layer-cvae"]
+    "settings", _FAMILY, ids=["elbo", "iwae-dreg", "two-layer-cvae", "streaming"]
 )
 def test_mirrored_training_matches_one_device(tmp_path, tiny_data_dir, settings):
     one = run_command(
@@ -154,7 +156,7 @@ def _free_ports(count):
         return [s.getsockname()[1] for s in sockets]
 
 
-def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None):
+def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None, **overrides):
     """Starts one process per port as the workers of one job; returns them."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
@@ -166,7 +168,9 @@ def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None):
         )
         processes.append(
             subprocess.Popen(
-                _train_command(root, "multi_worker", epochs, data_dir, prelude),
+                _train_command(
+                    root, "multi_worker", epochs, data_dir, prelude, **overrides
+                ),
                 cwd=REPO,
                 stdout=subprocess.PIPE,
                 stderr=logs[index] if logs else subprocess.DEVNULL,
@@ -182,12 +186,14 @@ def _start_workers(root, epochs, data_dir, ports, prelude="", logs=None):
     return processes
 
 
-def _run_job_to_end(root, epochs, data_dir, prelude=""):
+def _run_job_to_end(root, epochs, data_dir, prelude="", **overrides):
     """Runs a 2-worker job until it ends; returns (exit codes, workers' stderr)."""
     paths = [root.parent / f"{root.name}.worker{i}.log" for i in range(2)]
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(open(path, "w")) for path in paths]
-        workers = _start_workers(root, epochs, data_dir, _free_ports(2), prelude, logs)
+        workers = _start_workers(
+            root, epochs, data_dir, _free_ports(2), prelude, logs, **overrides
+        )
         try:
             for worker in workers:
                 worker.communicate(timeout=300)
@@ -226,6 +232,22 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(
     # The second worker wrote to a scratch folder and removed it.
     assert os.listdir(root / "tmp1") == []
     assert (root / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_two_streaming_workers_read_their_own_shares_and_stay_in_sync(
+    tmp_path, tiny_data_dir
+):
+    """Streaming, each worker reads its own share of the split, so the global
+    batches differ from one process's (tests/test_streaming.py checks the
+    shares are disjoint); the all-reduce keeps the workers' models equal."""
+    root = tmp_path / "job"
+    returncodes, errors = _run_job_to_end(root, 2, tiny_data_dir, memory_budget="0")
+    assert returncodes == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    chief = json.loads((root / "run" / "metrics.json").read_text())
+    assert chief["epochs"] == 2 and chief["input"] == "streamed"
+    # 96 examples, 48 per worker, 8 rows of each global batch of 16: 6 steps.
+    assert chief["steps_per_epoch"] == 6
 
 
 @pytest.mark.slow

@@ -200,6 +200,21 @@ def test_iwae_with_one_sample_is_the_elbo(tmp_path):
     assert np.all(terms["loss"].numpy() < terms["neg_elbo"].numpy())
 
 
+def test_a_kl_warmup_anneals_the_iwae_weights_but_not_the_reported_elbo(tmp_path):
+    """During warm-up, log w = log p(x|z) + w * (log p(z) - log q(z|x))."""
+    vae = tiny_vae(tmp_path, latent_dim=(3, 2), kl="monte_carlo", objective="iwae")
+    images, seed = tiny_images(4, seed=7), tf.constant([5, 6], tf.int64)
+    exact, chain = vae.objective_terms(images, seed, num_samples=6)
+    vae.kl_weight.assign(0.3)
+    annealed, _ = vae.objective_terms(images, seed, num_samples=6)
+    latent = (tf.add_n(chain.log_p) - tf.add_n(chain.log_q)).numpy()
+    log_w = chain.log_px.numpy() + 0.3 * latent
+    expected = -np.log(np.mean(np.exp(log_w.astype(np.float64)), axis=0))
+    np.testing.assert_allclose(annealed["loss"], expected, rtol=1e-5)
+    assert not np.allclose(annealed["loss"], exact["loss"])
+    np.testing.assert_allclose(annealed["neg_elbo"], exact["neg_elbo"], rtol=1e-6)
+
+
 def _seeded_vae(tmp_path, **overrides):
     keras.utils.set_random_seed(0)
     return tiny_vae(tmp_path, **overrides)

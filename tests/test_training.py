@@ -74,8 +74,12 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
     assert a["test_neg_elbo"] != c["test_neg_elbo"]
 
 
-def test_interrupted_run_resumes_from_the_last_completed_epoch(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, epochs=3)
+# "0": the streaming path, which reads the split from its record files.
+@pytest.mark.parametrize("memory_budget", ["25%", "0"])
+def test_interrupted_run_resumes_from_the_last_completed_epoch(
+    tmp_path, monkeypatch, memory_budget
+):
+    config = tiny_config(tmp_path, epochs=3, memory_budget=memory_budget)
 
     def crash_in_second_epoch(self, batch, logs=None):
         if self._start is not None and len(self.epoch_seconds) == 1 and batch == 2:
@@ -99,7 +103,9 @@ def test_interrupted_run_resumes_from_the_last_completed_epoch(tmp_path, monkeyp
     # The resumed run trained on the batches (and noise) of an uninterrupted
     # one: it ends with the same weights.
     uninterrupted = tmp_path / "uninterrupted"
-    training.train_and_evaluate(tiny_config(uninterrupted, epochs=3))
+    training.train_and_evaluate(
+        tiny_config(uninterrupted, epochs=3, memory_budget=memory_budget)
+    )
     resumed = run_dir_lib.load_vae(str(run))[2]
     for a, b in zip(
         resumed.weights,

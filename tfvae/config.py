@@ -14,7 +14,7 @@ import json
 
 import keras
 
-from tfvae import distribute, errors, heads, model, networks, priors
+from tfvae import distribute, errors, heads, model, networks, priors, streaming
 from tfvae.image_folder import ImageFolder
 from tfvae.settings import check_values, from_dict, setting, settings_of
 
@@ -37,12 +37,15 @@ def _combination_problem(config) -> str | None:
             f"--latent_dim={','.join(map(str, config.latent_dim))} "
             f"--prior={config.prior}"
         )
-    if config.objective == "iwae" and (
-        config.beta != 1 or config.free_bits or config.kl_warmup_epochs
-    ):
+    if config.objective == "iwae" and (config.beta != 1 or config.free_bits):
         return (
-            "--objective=iwae has no separate KL term to weight: drop --beta, "
-            "--free_bits and --kl_warmup_epochs, or use --objective=elbo."
+            "--objective=iwae has no separate KL term to weight: drop --beta "
+            "and --free_bits, or use --objective=elbo."
+        )
+    if config.gradient == "dreg" and config.kl_warmup_epochs:
+        return (
+            "--gradient=dreg needs the true importance weights, which a KL "
+            "warm-up anneals: drop --kl_warmup_epochs or use --gradient=standard."
         )
     if config.gradient == "dreg" and (layers > 1 or config.prior == "vamp"):
         return (
@@ -134,6 +137,23 @@ class Config:
         "unset keeps the files' own channels, which must then agree.",
         "integer",
         check=lambda v: None if v in (None, 1, 3) else "must be 1 or 3",
+    )
+    memory_budget: str = setting(
+        "25%",
+        "Largest training split held in memory, decoded: a share of this "
+        "machine's memory (25%) or a size (512MB, 2GB); a larger split is "
+        "streamed from the dataset's record files. 0 always streams.",
+        "string",
+        check=streaming.budget_problem,
+        resumable=True,
+    )
+    shuffle_buffer: int = setting(
+        10_000,
+        "Records the streaming path permutes together, block by block (its "
+        "memory bound); the in-memory path permutes the whole split instead.",
+        "integer",
+        minimum=1,
+        resumable=True,
     )
     # Model.
     likelihood: str = setting(
@@ -278,11 +298,11 @@ class Config:
     )
     kl_warmup_epochs: int = setting(
         0,
-        "elbo only: raise the KL weight linearly to --beta over this many "
-        "epochs (epoch e weighs beta * min(1, (e + 1) / N)); 0 starts at --beta.",
+        "Raise the KL weight linearly to --beta over this many epochs (epoch "
+        "e weighs beta * min(1, (e + 1) / N)); with --objective=iwae it weighs "
+        "each importance weight's log p(z) - log q(z|x). 0 starts at --beta.",
         "integer",
         minimum=0,
-        applies_to=("objective", {"elbo"}),
     )
     free_bits: float = setting(
         0.0,

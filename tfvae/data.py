@@ -6,10 +6,12 @@ integers) belongs to the likelihood and happens inside the model's compiled
 step (`tfvae.heads`), so training, evaluation and the exported SavedModel all
 start from the same raw pixels, and the pipeline stays cheap:
 
-- training: the whole split in memory as one `uint8` tensor (47 MB for
-  MNIST); each epoch draws one permutation and gathers batches by index, so
-  there is no per-example work, no shuffle buffer to refill, and one iterator
-  serves every epoch;
+- training, while the split fits `--memory_budget`: the whole split in
+  memory as one `uint8` tensor (47 MB for MNIST); each epoch draws one
+  permutation and gathers batches by index, so there is no per-example work,
+  no shuffle buffer to refill, and one iterator serves every epoch;
+- training, for a larger split: streamed from record files
+  (`tfvae.streaming`);
 - evaluation: cache -> batch -> prefetch, in TFDS's order.
 
 A user's folder of images (`tfvae.image_folder`, `--image_folder`) is built
@@ -169,7 +171,8 @@ def prepare(
     return builder, info
 
 
-def _fixed_buffers(ds: tf.data.Dataset) -> tf.data.Dataset:
+def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Returns `ds` prefetching two elements, with tf.data's autotuning off."""
     # tf.data's autotuner keeps a background thread that, on 2 CPU cores,
     # made every other training epoch twice as slow (measured: 1.1 s or
     # 2.5 s per MNIST epoch); this pipeline needs no tuning.
@@ -184,7 +187,7 @@ def batches(images: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     `images` yields `uint8 [H, W, C]`; the result yields `uint8 [batch, H, W, C]`,
     every example once (the last batch may be short).
     """
-    return _fixed_buffers(images.cache().batch(batch_size))
+    return prefetched(images.cache().batch(batch_size))
 
 
 def shuffled_batches(
@@ -224,7 +227,7 @@ def shuffled_batches(
         lambda rows: tf.nest.map_structure(lambda a: tf.gather(a, rows), images)
     )
     # flat_map hides that the stream is endless; say it, for tf.distribute.
-    return _fixed_buffers(
+    return prefetched(
         stream.apply(
             tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
         )
@@ -261,24 +264,15 @@ def split_images_and_labels(
     )
 
 
-def train_and_test(
-    builder: tfds.core.DatasetBuilder,
-    batch_size: int,
-    seed: int,
-    first_epoch: int = 0,
-    with_labels: bool = False,
-) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Returns the training and test pipelines, each `uint8 [batch, H, W, C]`.
+def test_batches(
+    builder: tfds.core.DatasetBuilder, batch_size: int, with_labels: bool = False
+) -> tf.data.Dataset:
+    """Returns the test split as `uint8 [batch, H, W, C]` batches, in order.
 
-    With `with_labels` (a conditional VAE), each yields `(images, labels
-    [batch])` instead. Training batches are shuffled with `seed`, all full
-    (every step averages over the same global batch size) and endless (see
-    `shuffled_batches`); test batches keep every example, in order.
+    With `with_labels` (a conditional VAE), `(images, labels [batch])` pairs.
+    Every example is kept (the last batch may be short).
     """
-    train = shuffled_batches(
-        load_split(builder, TRAIN_SPLIT, with_labels), batch_size, seed, first_epoch
-    )
     test = (split_images_and_labels if with_labels else split_images)(
         builder, TEST_SPLIT
     )
-    return train, batches(test, batch_size)
+    return batches(test, batch_size)

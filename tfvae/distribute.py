@@ -10,6 +10,7 @@ global batch makes.
 
 import json
 import os
+from collections.abc import Callable
 
 import tensorflow as tf
 from absl import logging
@@ -123,6 +124,49 @@ def distribute_batches(strategy: tf.distribute.Strategy, batches: tf.data.Datase
             return per_replica
         return per_replica.apply(
             tf.data.experimental.assert_cardinality(cardinality * local)
+        )
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Returns the number of worker processes training together (1 but under
+    `MultiWorkerMirroredStrategy`)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs)
+
+
+def distribute_streams(
+    strategy: tf.distribute.Strategy,
+    stream: Callable[..., tf.data.Dataset],
+):
+    """Returns per-worker streams ready for `fit` under `strategy`.
+
+    `stream(shards=, shard_index=, replicas_per_shard=)` returns one worker's
+    dataset: its rows of every global batch, one block per local replica in
+    turn (`data.streamed_batches`). On one machine that is the whole global
+    batch, which Keras splits over the replicas; under
+    `MultiWorkerMirroredStrategy` each worker makes its own, from its own
+    share of the files, so the workers' blocks together are the global batch
+    (pixels as int32, as in `distribute_batches`).
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return stream(shards=1, shard_index=0, replicas_per_shard=1)
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        worker_stream = stream(
+            shards=context.num_input_pipelines,
+            shard_index=context.input_pipeline_id,
+            replicas_per_shard=local,
+        )
+        return worker_stream.map(
+            lambda *batch: tf.nest.map_structure(
+                lambda a: tf.cast(a, tf.int32) if a.dtype == tf.uint8 else a,
+                batch if len(batch) > 1 else batch[0],
+            )
         )
 
     return strategy.distribute_datasets_from_function(per_worker)

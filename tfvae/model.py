@@ -10,6 +10,8 @@ One batch of raw `uint8` images `[batch, H, W, C]` goes through
     -ELBO    = mean_k [-log p(x|z1) + sum_l KL_l]  # KL_l: closed form or log q - log p
     loss     = "elbo":  mean_k [-log p(x|z1) + kl_weight * sum_l max(KL_l, free_bits)]
                "iwae":  -log mean_k w^k            # Burda et al. 2015
+                        (during a KL warm-up, each log w^k weighs its
+                        log p(z) - log q(z|x) part by kl_weight < 1)
 
 All K samples of a batch go through each network in one call, `[K * batch,
 ...]`. `train_step` and `test_step` both call `objective_terms`; `--gradient=dreg`
@@ -115,9 +117,14 @@ class Chain:
     log_q: list
     log_p: list
 
-    def log_weights(self) -> tf.Tensor:
-        """Returns log p(x, z) - log q(z|x), `[K, batch]`."""
-        return self.log_px + tf.add_n(self.log_p) - tf.add_n(self.log_q)
+    def log_weights(self, kl_weight=1.0) -> tf.Tensor:
+        """Returns log p(x|z) + kl_weight * (log p(z) - log q(z|x)), `[K, batch]`.
+
+        With `kl_weight` 1 (the default), the importance log-weights
+        log p(x, z) - log q(z|x); below 1, a KL warm-up's annealed weights.
+        """
+        latent = tf.add_n(self.log_p) - tf.add_n(self.log_q)
+        return self.log_px + tf.cast(kl_weight, latent.dtype) * latent
 
 
 def logmeanexp(values: tf.Tensor, axis: int = 0) -> tf.Tensor:
@@ -462,7 +469,7 @@ class VAE(keras.Model):
             "kl": tf.reduce_mean(kl, axis=0),
         }
         if self.objective == "iwae":
-            terms["loss"] = -logmeanexp(chain.log_weights())
+            terms["loss"] = -logmeanexp(chain.log_weights(self.kl_weight))
         else:
             floored = tf.add_n([tf.maximum(k, self.free_bits) for k in kls])
             weighted = reconstruction + tf.cast(self.kl_weight, kl.dtype) * floored

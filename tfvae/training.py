@@ -8,6 +8,7 @@ writes are listed in `tfvae.run_dir`.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from tfvae import (
     model,
     run_dir,
     saved_model,
+    streaming,
 )
 from tfvae import config as config_lib
 
@@ -147,7 +149,20 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     builder, info = data.prepare(
         config.dataset, config.data_dir, config.manual_dir, config.image_source
     )
-    steps_per_epoch = info.num_train // config.batch_size
+    records = None
+    if streaming.streams(info, config.memory_budget, config.conditional):
+        records = streaming.decoded_records(
+            builder, data.TRAIN_SPLIT, config.conditional
+        )
+        workers = distribute.num_workers(strategy)
+        steps_per_epoch = streaming.streamed_steps(
+            records.lengths,
+            config.batch_size,
+            workers,
+            strategy.num_replicas_in_sync if workers > 1 else 1,
+        )
+    else:
+        steps_per_epoch = info.num_train // config.batch_size
     if not steps_per_epoch:
         raise errors.UsageError(
             f"--batch_size={config.batch_size} is larger than the {info.num_train} "
@@ -165,14 +180,26 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
             ),
         )
     backup_dir = run_dir.path(config.model_dir, run_dir.BACKUP)
-    train_ds, test_ds = data.train_and_test(
-        builder,
-        config.batch_size,
-        config.seed,
-        run_dir.restore_backup(config.model_dir),
-        with_labels=config.conditional,
-    )
-    train_batches = distribute.distribute_batches(strategy, train_ds)
+    first_epoch = run_dir.restore_backup(config.model_dir)
+    if records:
+        train_batches = distribute.distribute_streams(
+            strategy,
+            functools.partial(
+                streaming.streamed_batches,
+                records,
+                config.batch_size,
+                config.seed,
+                first_epoch,
+                config.shuffle_buffer,
+            ),
+        )
+    else:
+        train = data.load_split(builder, data.TRAIN_SPLIT, config.conditional)
+        train_batches = distribute.distribute_batches(
+            strategy,
+            data.shuffled_batches(train, config.batch_size, config.seed, first_epoch),
+        )
+    test_ds = data.test_batches(builder, config.batch_size, config.conditional)
     test_batches = distribute.distribute_batches(strategy, test_ds)
 
     log_dir = run_dir.path(config.model_dir, run_dir.LOGS)
@@ -233,6 +260,8 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         "objective": config.objective,
         "prior": config.prior,
         "replicas": strategy.num_replicas_in_sync,
+        "input": "streamed" if records else "in_memory",
+        "steps_per_epoch": steps_per_epoch,
     }
     images.write_png(
         run_dir.path(config.model_dir, run_dir.RECONSTRUCTIONS),

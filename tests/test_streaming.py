@@ -1,0 +1,141 @@
+"""Tests for tfvae.streaming: the memory budget and the streaming input path."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import TINY_SHAPE
+from tfvae import data, errors, streaming
+
+
+def _epochs(stream, batches_per_epoch, count):
+    """Returns `count` epochs of (images, labels) batches, each concatenated."""
+    batches = iter(stream)
+    epochs = []
+    for _ in range(count):
+        pairs = [next(batches) for _ in range(batches_per_epoch)]
+        epochs.append(
+            (
+                np.concatenate([images.numpy() for images, _ in pairs]),
+                np.concatenate([labels.numpy() for _, labels in pairs]),
+            )
+        )
+    return epochs
+
+
+def _keys(images):
+    """Returns each image's bytes: a key that names one example of the split."""
+    return [image.tobytes() for image in images]
+
+
+def test_streamed_epochs_hold_every_example_once_in_a_seeded_order(tmp_path):
+    builder, info = data.prepare("tiny_images", str(tmp_path), None)
+    records = streaming.decoded_records(builder, data.TRAIN_SPLIT, with_labels=True)
+    assert sum(records.lengths) == info.num_train == 96
+    split, split_labels = data.load_split(builder, data.TRAIN_SPLIT, with_labels=True)
+
+    def stream(seed, first_epoch=0):
+        # Blocks of 32 among 96 examples: the order is not just the file's.
+        return streaming.streamed_batches(
+            records, 16, seed, first_epoch, shuffle_buffer=32
+        )
+
+    first, second = _epochs(stream(seed=3), 96 // 16, 2)
+    for images, labels in (first, second):
+        assert sorted(_keys(images)) == sorted(_keys(split))
+        # Labels travel with their images.
+        by_key = dict(zip(_keys(split), split_labels, strict=True))
+        assert [by_key[k] for k in _keys(images)] == list(labels)
+    assert _keys(first[0]) != _keys(second[0]) != _keys(split)
+    # The same seed gives the same epochs, however many iterators were made;
+    # a resumed run (first_epoch=1) starts at the second epoch's batches.
+    again = _epochs(stream(seed=3), 96 // 16, 2)
+    assert [_keys(e[0]) for e in again] == [_keys(first[0]), _keys(second[0])]
+    resumed = _epochs(stream(seed=3, first_epoch=1), 96 // 16, 1)[0]
+    assert _keys(resumed[0]) == _keys(second[0])
+    assert _keys(_epochs(stream(seed=4), 96 // 16, 1)[0][0]) != _keys(first[0])
+
+
+def _split_into_files(records, counts, folder):
+    """Rewrites `records`' examples into len(counts) record files."""
+    serialized = list(tf.data.TFRecordDataset(list(records.files)))
+    files, start = [], 0
+    for index, count in enumerate(counts):
+        path = str(folder / f"part-{index}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for record in serialized[start : start + count]:
+                writer.write(record.numpy())
+        files.append(path)
+        start += count
+    return dataclasses.replace(records, files=tuple(files), lengths=tuple(counts))
+
+
+@pytest.mark.parametrize(
+    "counts, steps",
+    [
+        # Worker 0 reads files 0 and 2 (64 examples), worker 1 file 1 (32):
+        # 32 // 8 rows per worker and step.
+        ((32, 32, 32), 4),
+        # Fewer files than workers: both read the file, each keeps half.
+        ((96,), 6),
+    ],
+)
+def test_each_worker_streams_its_own_share_of_the_files(tmp_path, counts, steps):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    records = streaming.decoded_records(builder, data.TRAIN_SPLIT, with_labels=True)
+    records = _split_into_files(records, counts, tmp_path)
+    assert streaming.streamed_steps(records.lengths, 16, shards=2, replicas=2) == steps
+    shares = [
+        _epochs(
+            streaming.streamed_batches(
+                records, 16, seed=0, shards=2, shard_index=worker, shuffle_buffer=5
+            ),
+            steps,
+            1,
+        )[0][0]
+        for worker in (0, 1)
+    ]
+    assert all(share.shape == (steps * 8, *TINY_SHAPE) for share in shares)
+    assert not set(_keys(shares[0])) & set(_keys(shares[1]))
+    if len(counts) > 1:
+        split = data.load_split(builder, data.TRAIN_SPLIT)
+        assert set(_keys(shares[1])) <= set(_keys(split[32:64]))
+    # Two local replicas per worker: blocks of 4 rows, two per step.
+    blocks = streaming.streamed_batches(
+        records, 16, seed=0, shards=2, shard_index=0, replicas_per_shard=2
+    )
+    assert next(iter(blocks))[0].shape == (4, *TINY_SHAPE)
+
+
+def test_streaming_refuses_a_batch_that_does_not_split_over_the_replicas():
+    with pytest.raises(errors.UsageError, match="by 4. Received: --batch_size=10"):
+        streaming.streamed_steps((100, 100), 10, shards=2, replicas=4)
+    with pytest.raises(errors.UsageError, match=r"\(3 per worker\); use a smaller"):
+        streaming.streamed_steps((7,), 8, shards=2, replicas=2)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [("0", 0), ("512MB", 512 * 2**20), ("1.5GB", int(1.5 * 2**30)), ("2kb", 2048)],
+)
+def test_memory_budget_sizes(spec, expected):
+    assert streaming.budget_problem(spec) is None
+    assert streaming.memory_budget_bytes(spec) == expected
+
+
+def test_memory_budget_shares_and_the_path_they_choose(monkeypatch):
+    monkeypatch.setattr(streaming, "_physical_memory", lambda: 1000 * 2**20)
+    assert streaming.memory_budget_bytes("25%") == 250 * 2**20
+    info = data.DatasetInfo("mnist", (28, 28, 1), 60_000, 10_000, 10)
+    assert streaming.split_bytes(info) == 47_040_000
+    assert not streaming.streams(info, "25%")
+    assert streaming.streams(info, "4%")  # 40 MB: MNIST streams.
+    assert streaming.streams(info, "47040000") is False
+    assert streaming.streams(info, "47040000", with_labels=True)
+
+
+@pytest.mark.parametrize("spec", ["lots", "%", "150%", "1PB", "-1MB", "2 GB GB"])
+def test_bad_memory_budgets_are_named(spec):
+    assert "must be" in streaming.budget_problem(spec)

@@ -1,0 +1,273 @@
+"""Streaming training input: a training split larger than memory, read from files.
+
+The in-memory path (`data.shuffled_batches`) holds the whole split; a split
+larger than `--memory_budget` is streamed instead (`streams` decides):
+
+- once per dataset, the split is written decoded, each image's raw pixel
+  bytes and its label, into record files beside TFDS's own
+  (`decoded_records`). TFDS stores MNIST's images as PNG, and decoding every
+  image every epoch took more CPU than training the model (the README's
+  input table);
+- epoch e reads the files in an order seeded by (seed, e), interleaved, and
+  permutes each block of `--shuffle_buffer` records with a seed of (seed, e,
+  block): memory holds a block, not the dataset, and the same seed gives the
+  same batches, also after a resume (`streamed_batches`);
+- under several workers, each reads only its own files.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from tfvae import data, errors
+
+# The decoded files' folder, beside TFDS's files in the builder's data dir.
+DECODED_DIR = "tfvae_decoded"
+_LENGTHS = "lengths.json"
+# Decoded files are cut into shards of about this size, so that several
+# workers can each read their own.
+_SHARD_BYTES = 16 * 2**20
+# Each record: the image's bytes, then its label as a little-endian int64.
+_LABEL = np.dtype("<i8")
+
+_BUDGET = re.compile(r"(\d+(?:\.\d+)?)\s*(%|KB|MB|GB|TB)?", re.IGNORECASE)
+_UNITS = {"KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def budget_problem(spec: str) -> str | None:
+    """Returns what is wrong with a `--memory_budget` value, or None."""
+    match = _BUDGET.fullmatch(spec.strip())
+    if not match:
+        return "must be a share of memory (25%) or a size (512MB, 2GB, 0)"
+    if match.group(2) == "%" and float(match.group(1)) > 100:
+        return "must be at most 100%"
+    return None
+
+
+def memory_budget_bytes(spec: str) -> int:
+    """Returns the bytes `--memory_budget` allows ("25%", "512MB", "0", ...).
+
+    A percentage is of this machine's physical memory; a bare number is bytes.
+    """
+    amount, unit = _BUDGET.fullmatch(spec.strip()).groups()
+    if unit == "%":
+        return int(float(amount) / 100 * _physical_memory())
+    return int(float(amount) * _UNITS.get((unit or "").upper(), 1))
+
+
+def split_bytes(info: data.DatasetInfo, with_labels: bool = False) -> int:
+    """Returns the bytes the training split takes in memory, decoded."""
+    per_example = math.prod(info.image_shape) + (_LABEL.itemsize if with_labels else 0)
+    return info.num_train * per_example
+
+
+def streams(
+    info: data.DatasetInfo, memory_budget: str, with_labels: bool = False
+) -> bool:
+    """Returns whether training streams the split; logs the choice and why."""
+    needed, budget = split_bytes(info, with_labels), memory_budget_bytes(memory_budget)
+    streamed = needed > budget
+    logging.info(
+        "Training input: %s (the training split takes %.1f MB decoded; "
+        "--memory_budget=%s allows %.1f MB).",
+        "streamed from record files" if streamed else "in memory",
+        needed / 2**20,
+        memory_budget,
+        budget / 2**20,
+    )
+    return streamed
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordFiles:
+    """A split's decoded record files and the example count of each."""
+
+    files: tuple[str, ...]
+    lengths: tuple[int, ...]
+    image_shape: tuple[int, int, int]
+    with_labels: bool = False
+
+    def decode(self, records: tf.Tensor):
+        """Returns `uint8 [batch, H, W, C]` images of a batch of records, or
+        `(images, int64 labels [batch])` with `with_labels`."""
+        flat = tf.io.decode_raw(records, tf.uint8)
+        pixels = math.prod(self.image_shape)
+        images = tf.reshape(flat[:, :pixels], [-1, *self.image_shape])
+        if not self.with_labels:
+            return images
+        labels = tf.bitcast(tf.reshape(flat[:, pixels:], [-1, 8]), tf.int64)
+        return images, labels
+
+
+def _write_decoded(builder: tfds.core.DatasetBuilder, split: str, folder: str):
+    """Writes `split` decoded into shards in `folder`, atomically."""
+    shape = data.image_shape(builder)
+    total = builder.info.splits[split].num_examples
+    shards = max(1, math.ceil(total * (math.prod(shape) + 8) / _SHARD_BYTES))
+    per_shard = math.ceil(total / shards)
+    has_labels = "label" in builder.info.features
+    scratch = f"{folder}.partial-{os.getpid()}"
+    os.makedirs(scratch, exist_ok=True)
+    logging.info("Writing the %s split decoded, once, to %s.", split, folder)
+    examples = builder.as_dataset(split=split, shuffle_files=False).map(
+        lambda e: (e["image"], e["label"] if has_labels else tf.constant(0, tf.int64)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    progress = keras.utils.Progbar(total, unit_name="image")
+    lengths, writer, index = [], None, 0
+    for images, labels in tfds.as_numpy(examples.batch(1024)):
+        for image, label in zip(images, labels.astype(_LABEL), strict=True):
+            if index % per_shard == 0:
+                if writer:
+                    writer.close()
+                name = f"{split}.records-{len(lengths):05d}-of-{shards:05d}"
+                writer = tf.io.TFRecordWriter(os.path.join(scratch, name))
+                lengths.append(0)
+            writer.write(image.tobytes() + label.tobytes())
+            lengths[-1] += 1
+            index += 1
+        progress.update(index)
+    if writer:
+        writer.close()
+    with open(os.path.join(scratch, _LENGTHS), "w") as f:
+        json.dump(lengths, f)
+    # Written whole or not at all: a killed run leaves only the scratch folder.
+    try:
+        os.replace(scratch, folder)
+    except OSError:
+        # Another process (another worker on this data dir) wrote it first.
+        if not os.path.exists(os.path.join(folder, _LENGTHS)):
+            raise
+        shutil.rmtree(scratch)
+
+
+def decoded_records(
+    builder: tfds.core.DatasetBuilder, split: str, with_labels: bool = False
+) -> RecordFiles:
+    """Returns the decoded `RecordFiles` of a prepared builder's `split`.
+
+    Writes them, once, into `<data dir>/tfvae_decoded/<split>` (a progress
+    bar shows it); the files take the split's decoded size on disk.
+    """
+    folder = os.path.join(builder.data_dir, DECODED_DIR, split)
+    if not os.path.exists(os.path.join(folder, _LENGTHS)):
+        _write_decoded(builder, split, folder)
+    with open(os.path.join(folder, _LENGTHS)) as f:
+        lengths = tuple(json.load(f))
+    files = tuple(
+        os.path.join(folder, f"{split}.records-{i:05d}-of-{len(lengths):05d}")
+        for i in range(len(lengths))
+    )
+    return RecordFiles(files, lengths, data.image_shape(builder), with_labels)
+
+
+def streamed_steps(lengths, batch_size: int, shards: int = 1, replicas: int = 1) -> int:
+    """Returns the steps per epoch of the streaming path: the full global
+    batches of `batch_size` that each of `shards` workers can fill from its
+    own share.
+
+    With at least as many files as shards, worker w reads files w, w + shards,
+    ...; otherwise every worker reads all files and keeps every shards-th
+    record. Raises `UsageError` when the batch does not split evenly over the
+    `replicas` or is larger than a worker's share.
+    """
+    if batch_size % replicas:
+        raise errors.UsageError(
+            f"Streaming to {replicas} replicas on {shards} worker(s) needs a "
+            f"--batch_size divisible by {replicas}. Received: --batch_size="
+            f"{batch_size}"
+        )
+    if len(lengths) >= shards:
+        per_shard = min(sum(lengths[i::shards]) for i in range(shards))
+    else:
+        per_shard = sum(lengths) // shards
+    steps = per_shard // (batch_size // shards)
+    if steps == 0:
+        raise errors.UsageError(
+            f"--batch_size={batch_size} is larger than the {sum(lengths)} "
+            f"training images{f' ({per_shard} per worker)' if shards > 1 else ''}"
+            "; use a smaller batch."
+        )
+    return steps
+
+
+def streamed_batches(
+    records: RecordFiles,
+    batch_size: int,
+    seed: int,
+    first_epoch: int = 0,
+    shuffle_buffer: int = 10_000,
+    shards: int = 1,
+    shard_index: int = 0,
+    replicas_per_shard: int = 1,
+) -> tf.data.Dataset:
+    """Returns an endless stream of epochs read from `records`' files.
+
+    Worker `shard_index` of `shards` reads its share of the files (see
+    `streamed_steps`) and yields, per epoch, its rows of every global batch of
+    `batch_size`, cut into `replicas_per_shard` consecutive blocks (one per
+    local replica, in turn): `uint8 [batch_size // shards //
+    replicas_per_shard, H, W, C]` (or `(images, labels)`), `streamed_steps *
+    replicas_per_shard` of them. Epoch e (from `first_epoch`) reads the files
+    in the order seeded by (`seed`, e), interleaved, and permutes each block
+    of about `shuffle_buffer` consecutive records (the memory bound) with a
+    seed of (`seed`, e, block).
+    """
+    steps = streamed_steps(
+        records.lengths, batch_size, shards, shards * replicas_per_shard
+    )
+    by_file = len(records.files) >= shards
+    files = records.files[shard_index::shards] if by_file else records.files
+    rows = batch_size // shards // replicas_per_shard
+    # A multiple of the rows, so that only an epoch's last block leaves a
+    # remainder: the epoch's N % rows examples left out.
+    block = max(rows, shuffle_buffer // rows * rows)
+
+    def epoch_batches(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.constant(files), epoch_seed)
+        stream = tf.data.Dataset.from_tensor_slices(order).interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 4),
+            deterministic=True,
+        )
+        if not by_file:
+            stream = stream.shard(shards, shard_index)
+
+        def permuted(index, block_records):
+            # Stateless, not Dataset.shuffle: its seed cannot be a tensor (the
+            # epoch) once Keras has set TF's global seed.
+            block_seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)
+            mixed = tf.random.experimental.stateless_shuffle(block_records, block_seed)
+            whole = tf.size(mixed) // rows * rows
+            return tf.data.Dataset.from_tensor_slices(
+                tf.reshape(mixed[:whole], [-1, rows])
+            )
+
+        return (
+            stream.batch(block)
+            .enumerate()
+            .flat_map(permuted)
+            .map(records.decode)
+            .take(steps * replicas_per_shard)
+        )
+
+    epochs = tf.data.Dataset.range(first_epoch, tf.int64.max)
+    return data.prefetched(
+        epochs.flat_map(epoch_batches).apply(
+            tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
+        )
+    )
