@@ -3,28 +3,35 @@ r"""Speed of a model given by train flags, against the hardware and a peer; prin
     python scripts/benchmark.py --flagfile=mnist.flags \
         --manual_dir=../shared/datasets/mnist --epochs=4 \
         --pyro_python=/tmp/pyro-venv/bin/python \
-        --pyro_script=../shared/bench/pyro_vae.py
+        --pyro_script=../shared/bench/pyro_vae.py \
+        --keras_script=../shared/bench/keras_vae.py
 
 Measures one after the other, in one process (the peer in a subprocess):
 
 - training: `train_and_evaluate` in a temporary run directory, exactly as
   `python -m tfvae.train` runs it (input pipeline, callbacks, validation):
   examples/s at steady state (epochs after the first), the first epoch apart
-  (it pays for tracing and compilation); then once more with --jit_compile
-  flipped (`xla_speedup`), unless --nocompare_xla; then on the IWAE bound
+  (it pays for tracing and compilation), in the execution the flags resolve
+  to (`mixed_precision`, `jit_compile`: `tfvae/devices.py`); then in float32
+  with XLA, tfvae's default before `--mixed_precision=auto`
+  (`speedup_vs_float32_xla`), unless --nocompare_float32 or the run is that
+  already; then once more with --jit_compile flipped (`xla_speedup`), unless
+  --nocompare_xla; then on the IWAE bound
   with k = --compare_iwae_samples samples per example (`iwae_epoch_cost`:
   its seconds per epoch over the ELBO's; the decoder runs once on all
   k * batch samples, so the ratio stays near the k-fold products' cost).
 - the matrix-product floor: the time of the model's dense-layer products
   alone for one epoch (forward, weight gradients, input gradients but for the
-  first layer), `tf.matmul` in a compiled loop, with and without XLA, measured
-  before and after training (the best time counts). `fraction_of_matmul_floor`
-  = floor / training time per epoch: a ratio to what the CPU can do, which a
+  first layer), `tf.matmul` in a compiled loop, with and without XLA, in
+  float32 and in bfloat16, measured before and after training (the best time
+  counts). `fraction_of_matmul_floor` = the floor in the training run's
+  format / training time per epoch: a ratio to what the CPU can do, which a
   busy machine disturbs less than it does absolute times.
 - the step alone: one epoch of the model's own `train_step` (Adam, metrics,
   noise) in one compiled loop over batches already in memory, no `fit`: how
   far the step's own ops are from the floor, and what `fit` adds to it
-  (`fit_overhead`).
+  (`fit_overhead`); unless --nocompare_formats, also in float32 and
+  mixed_bfloat16, XLA and not (`s_per_epoch_by_execution`).
 - the input paths, unless --nocompare_input: training in a fresh process on
   the in-memory path and on the streaming path (`--memory_budget=0`), each
   with its examples/s and its peak RSS (`streaming_vs_in_memory`: the ratio
@@ -37,6 +44,9 @@ Measures one after the other, in one process (the peer in a subprocess):
 - with --pyro_python and --pyro_script: first, the Pyro VAE tutorial's model
   (`pyro_vae.py`, run by that interpreter, e.g. a separate virtualenv with
   torch and pyro-ppl) on the same data, and `speedup_vs_pyro`.
+- with --keras_script: then the same model as a Keras user writes it by hand
+  (`keras_vae.py`: keras-io's vae.py style, a subclassed `keras.Model` with
+  its own `train_step`, no TFP), and `speedup_vs_keras`.
 
 Timings on a shared machine are noisy: check the load first (the JSON records
 the load average at the start and the end) and compare the ratios of one run,
@@ -62,6 +72,7 @@ from absl import app, flags, logging
 from tfvae import config as config_lib
 from tfvae import (
     data,
+    devices,
     errors,
     model,
     run_dir,
@@ -78,6 +89,17 @@ flags.adopt_module_key_flags(settings)
 
 flags.DEFINE_bool(
     "compare_xla", True, "Also train with --jit_compile flipped (xla_speedup)."
+)
+flags.DEFINE_bool(
+    "compare_formats",
+    True,
+    "Also time the step alone in float32 and mixed_bfloat16, XLA and not.",
+)
+flags.DEFINE_bool(
+    "compare_float32",
+    True,
+    "Also train in float32 with XLA, when the run's execution differs "
+    "(speedup_vs_float32_xla).",
 )
 flags.DEFINE_integer(
     "compare_iwae_samples",
@@ -102,6 +124,13 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("pyro_script", None, "Path of the peer's pyro_vae.py.")
 flags.DEFINE_integer("pyro_epochs", 3, "Epochs of the peer.", lower_bound=2)
+flags.DEFINE_string(
+    "keras_script",
+    None,
+    "Path of the hand-written Keras peer, keras_vae.py (run by this interpreter; "
+    "needs --manual_dir).",
+)
+flags.DEFINE_integer("keras_epochs", 3, "Epochs of the Keras peer.", lower_bound=2)
 
 FLAGS = flags.FLAGS
 
@@ -110,11 +139,19 @@ _TUTORIAL_MODEL = {
     "dataset": "mnist",
     "network": "mlp",
     "hidden_units": (400,),
-    "latent_dim": 50,
+    "latent_dim": (50,),
     "posterior": "diag",
     "likelihood": "bernoulli",
 }
-_TRAIN_KEYS = ("train_examples_per_s", "seconds_per_epoch", "first_epoch_s")
+_TRAIN_KEYS = (
+    "train_examples_per_s",
+    "seconds_per_epoch",
+    "first_epoch_s",
+    "mixed_precision",
+    "jit_compile",
+)
+# tfvae's default before `--mixed_precision=auto`: the baseline of `speedup_vs_float32`.
+_FLOAT32_XLA = devices.Execution("float32", jit_compile=True)
 _LATENCY_BATCH_SIZES = (1, 256)
 # Untimed calls before the timed ones: the first call of a signature builds
 # its function.
@@ -156,11 +193,22 @@ def _step_products(kernel_shapes, batch_size: int) -> list[_Product]:
     return products
 
 
+# The number formats of the floor, and the training policies computing in each.
+_FLOOR_FORMATS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
+
+
+def _floor_format(policy: str) -> str:
+    """Returns the format of `_FLOOR_FORMATS` a dtype policy's products run in."""
+    return "bfloat16" if policy == "mixed_bfloat16" else "float32"
+
+
 class _MatmulFloor:
-    """A model's dense-layer products alone, in compiled loops, XLA and not.
+    """A model's dense-layer products alone, in compiled loops, XLA and not,
+    in float32 and in bfloat16.
 
     The time of one epoch of them is what the CPU needs for the model's
-    matrix products; nothing that trains the model can be faster.
+    matrix products in that format; nothing that trains the model in that
+    format can be faster.
     """
 
     def __init__(self, vae: model.VAE, batch_size: int, steps_per_epoch: int):
@@ -169,8 +217,9 @@ class _MatmulFloor:
         self.products = _step_products(kernels, batch_size)
         self.steps_per_epoch = steps_per_epoch
         self.loops = {
-            name: self._loop(jit_compile)
-            for name, jit_compile in (("xla", True), ("no_xla", False))
+            f"{name}_{xla}": self._loop(jit_compile, dtype)
+            for name, dtype in _FLOOR_FORMATS.items()
+            for xla, jit_compile in (("xla", True), ("no_xla", False))
         }
 
     @property
@@ -178,18 +227,19 @@ class _MatmulFloor:
         return sum(p.flops for p in self.products) / 1e9
 
     def seconds_per_epoch(self, repeats: int) -> dict[str, float]:
-        """Returns the best of `repeats` epochs, in s, by "xla" and "no_xla"."""
+        """Returns the best of `repeats` epochs, in s, by "<format>_xla" and
+        "<format>_no_xla"."""
         steps = tf.constant(self.steps_per_epoch)
         return {
             name: _best_seconds(lambda loop=loop: loop(steps).numpy(), repeats)
             for name, loop in self.loops.items()
         }
 
-    def _loop(self, jit_compile: bool):
+    def _loop(self, jit_compile: bool, dtype: tf.DType):
         operands = [
             (
-                tf.Variable(tf.random.normal(p.a_shape)),
-                tf.Variable(tf.random.normal(p.b_shape)),
+                tf.Variable(tf.random.normal(p.a_shape, dtype=dtype)),
+                tf.Variable(tf.random.normal(p.b_shape, dtype=dtype)),
             )
             for p in self.products
         ]
@@ -200,7 +250,7 @@ class _MatmulFloor:
                 # Scaling by the running total makes every step depend on the
                 # one before, so no compiler can hoist the products out of the
                 # loop or drop them; the sums cost one pass over each output.
-                scale = 1.0 + total * 1e-30
+                scale = tf.cast(1.0 + total * 1e-30, dtype)
                 for (a, b), product in zip(operands, self.products, strict=True):
                     c = tf.matmul(
                         a * scale,
@@ -208,7 +258,7 @@ class _MatmulFloor:
                         transpose_a=product.transpose_a,
                         transpose_b=product.transpose_b,
                     )
-                    total += tf.reduce_sum(c) * 1e-30
+                    total += tf.cast(tf.reduce_sum(c), tf.float32) * 1e-30
                 return step + 1, total
 
             return tf.while_loop(
@@ -219,19 +269,23 @@ class _MatmulFloor:
         return loop
 
 
-def _step_loop_seconds(config, shape, train_images, repeats: int) -> float:
+def _step_loop_seconds(
+    config, execution: devices.Execution, shape, train_images, repeats: int
+) -> float:
     """Returns the best time of one epoch of `VAE.train_step` in one compiled loop.
 
     `train_images` is the training split, `uint8 [N, H, W, C]`; the epoch is
-    its first N // batch_size batches, in order, read from a variable.
+    its first N // batch_size batches, in order, read from a variable. The
+    step runs in `execution`'s format, compiled by XLA or not as it says.
     """
-    vae = model.build_vae(shape, seed=config.seed, **config.model_settings())
+    with devices.dtype_policy(execution.mixed_precision):
+        vae = model.build_vae(shape, seed=config.seed, **config.model_settings())
     vae.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     vae.optimizer.build(vae.trainable_weights)
     steps, batch = len(train_images) // config.batch_size, config.batch_size
     images = tf.Variable(train_images[: steps * batch], trainable=False)
 
-    @tf.function(jit_compile=config.jit_compile, autograph=False)
+    @tf.function(jit_compile=execution.jit_compile, autograph=False)
     def epoch():
         def body(step, total):
             start = tf.stack([step * batch, 0, 0, 0])
@@ -256,15 +310,9 @@ def _best_seconds(run, repeats: int) -> float:
     return min(times)
 
 
-def _train(config, jit_compile: bool, model_dir: str, **overrides) -> dict:
+def _train(config, model_dir: str, **overrides) -> dict:
     metrics = training.train_and_evaluate(
-        dataclasses.replace(
-            config,
-            jit_compile=jit_compile,
-            model_dir=model_dir,
-            export=False,
-            **overrides,
-        )
+        dataclasses.replace(config, model_dir=model_dir, export=False, **overrides)
     )
     return {key: metrics[key] for key in _TRAIN_KEYS} | {
         "test_neg_elbo": round(metrics["test_neg_elbo"], 2)
@@ -309,37 +357,58 @@ def _serving_latency(path: str, test_images: tf.Tensor, calls: int) -> dict:
     return result
 
 
+def _peer(command: list[str]) -> dict:
+    """Runs a peer script; returns its steady-state throughput.
+
+    The peer prints one JSON line per epoch with `examples_per_s`, its
+    training seconds (`train_s` or `seconds`) and `test_neg_elbo`.
+    """
+    logging.info("Running the peer: %s", " ".join(command))
+    output = subprocess.run(command, check=True, capture_output=True, text=True)
+    epochs_run = [
+        json.loads(line) for line in output.stdout.splitlines() if line.startswith("{")
+    ]
+    seconds_of = [e.get("train_s", e.get("seconds")) for e in epochs_run]
+    steady = list(zip(epochs_run[1:], seconds_of[1:], strict=True))
+    # As tfvae's figure: all examples of the steady epochs over their time.
+    seconds = sum(s for _, s in steady)
+    examples = sum(e["examples_per_s"] * s for e, s in steady)
+    return {
+        "train_examples_per_s": round(examples / seconds, 1),
+        "seconds_per_epoch": round(seconds / len(steady), 3),
+        "first_epoch_s": seconds_of[0],
+        "test_neg_elbo": epochs_run[-1]["test_neg_elbo"],
+        "epochs": len(epochs_run),
+    }
+
+
 def _pyro(config, python: str, script: str, epochs: int) -> dict:
-    """Runs the peer; returns its steady-state throughput and its peak memory."""
+    """Runs the Pyro peer; returns its throughput and its peak memory."""
     command = [python, script, f"--epochs={epochs}", f"--batch={config.batch_size}"]
     if config.binarize:
         command.append("--binarize")
     if config.manual_dir:
         command.append(f"--data={config.manual_dir}")
-    logging.info("Running the peer: %s", " ".join(command))
-    output = subprocess.run(command, check=True, capture_output=True, text=True)
-    epochs_run = [json.loads(line) for line in output.stdout.splitlines()]
-    steady = epochs_run[1:]
-    # As tfvae's figure: all examples of the steady epochs over their time.
-    seconds = sum(e["train_s"] for e in steady)
-    examples = sum(e["examples_per_s"] * e["train_s"] for e in steady)
-    return {
-        "train_examples_per_s": round(examples / seconds, 1),
-        "seconds_per_epoch": round(seconds / len(steady), 3),
-        "first_epoch_s": epochs_run[0]["train_s"],
-        "test_neg_elbo": epochs_run[-1]["test_neg_elbo"],
-        "epochs": len(epochs_run),
-        # The largest child waited for so far: the peer is the only one.
-        "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN),
-    }
+    # The largest child waited for so far: the Pyro peer runs first.
+    return _peer(command) | {"peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
-# Trains a config given as JSON in a fresh process, then prints its peak RSS.
+def _keras(config, script: str, epochs: int) -> dict:
+    """Runs the hand-written Keras peer (this interpreter); returns its throughput."""
+    return _peer(
+        [sys.executable, script, f"--data={config.manual_dir}", f"--epochs={epochs}"]
+    )
+
+
+# Trains a config given as JSON in a fresh process, then prints its peak RSS
+# in KiB: VmHWM, not getrusage's ru_maxrss, which a child inherits from the
+# process that started it.
 _CHILD = """
-import json, resource, sys
+import json, sys
 from tfvae import config, training
 training.train_and_evaluate(config.Config.from_dict(json.loads(sys.argv[1])))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+with open("/proc/self/status") as f:
+    print(next(l.split()[1] for l in f if l.startswith("VmHWM:")), file=sys.stderr)
 """
 
 
@@ -410,7 +479,6 @@ def _measure(config) -> dict:
         "likelihood": config.likelihood,
         "batch_size": config.batch_size,
         "epochs": config.epochs,
-        "jit_compile": config.jit_compile,
         "steps_per_execution": config.steps_per_execution,
         "cpus": os.cpu_count(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
@@ -419,6 +487,8 @@ def _measure(config) -> dict:
         report["pyro"] = _pyro(
             config, FLAGS.pyro_python, FLAGS.pyro_script, FLAGS.pyro_epochs
         )
+    if FLAGS.keras_script:
+        report["keras"] = _keras(config, FLAGS.keras_script, FLAGS.keras_epochs)
     builder, info = data.prepare(
         config.dataset, config.data_dir, config.manual_dir, config.image_source
     )
@@ -428,16 +498,20 @@ def _measure(config) -> dict:
         info.num_train // config.batch_size,
     )
     floor_before = floor.seconds_per_epoch(FLAGS.repeats)
+    execution = devices.resolve(config.mixed_precision, config.jit_compile)
     with tempfile.TemporaryDirectory() as work_dir:
         model_dir = os.path.join(work_dir, "run")
-        report.update(_train(config, config.jit_compile, model_dir))
+        report.update(_train(config, model_dir))
         report["peak_rss_mb_training"] = _peak_rss_mb()
         # The floor is a floor: the best of before and after training.
         floor_after = floor.seconds_per_epoch(FLAGS.repeats)
         floor_s = {name: min(t, floor_after[name]) for name, t in floor_before.items()}
-        best = min(floor_s.values())
+        # The training run's format sets which floor its ratio is to.
+        floor_format = _floor_format(execution.mixed_precision)
+        best = min(t for name, t in floor_s.items() if name.startswith(floor_format))
         report["matmul_floor_s_per_epoch"] = round(best, 3)
         report["matmul_floor"] = {
+            "format": floor_format,
             **{f"s_per_epoch_{name}": round(t, 3) for name, t in floor_s.items()},
             "gflop_per_step": round(floor.gflop_per_step, 3),
             "gflop_per_s": round(
@@ -447,27 +521,58 @@ def _measure(config) -> dict:
         report["fraction_of_matmul_floor"] = round(
             best / report["seconds_per_epoch"], 3
         )
+        train_images = data.load_split(builder, data.TRAIN_SPLIT)
         step_s = _step_loop_seconds(
-            config,
-            info.image_shape,
-            data.load_split(builder, data.TRAIN_SPLIT),
-            FLAGS.repeats,
+            config, execution, info.image_shape, train_images, FLAGS.repeats
         )
         report["step_alone"] = {
             "s_per_epoch": round(step_s, 3),
             "fraction_of_matmul_floor": round(best / step_s, 3),
             "fit_overhead": round(report["seconds_per_epoch"] / step_s, 3),
         }
-        if "pyro" in report:
-            report["speedup_vs_pyro"] = round(
-                report["train_examples_per_s"] / report["pyro"]["train_examples_per_s"],
-                2,
+        if FLAGS.compare_formats:
+            # The step in every format, XLA and not: what `auto` chooses from.
+            report["step_alone"]["s_per_epoch_by_execution"] = {
+                f"{policy}_{'xla' if jit else 'no_xla'}": round(
+                    _step_loop_seconds(
+                        config,
+                        devices.Execution(policy, jit),
+                        info.image_shape,
+                        train_images,
+                        FLAGS.repeats,
+                    ),
+                    3,
+                )
+                for policy in ("float32", "mixed_bfloat16")
+                for jit in (True, False)
+            }
+        for peer in ("pyro", "keras"):
+            if peer in report:
+                report[f"speedup_vs_{peer}"] = round(
+                    report["train_examples_per_s"]
+                    / report[peer]["train_examples_per_s"],
+                    2,
+                )
+        if FLAGS.compare_float32 and execution != _FLOAT32_XLA:
+            baseline = _train(
+                config,
+                os.path.join(work_dir, "float32"),
+                mixed_precision=_FLOAT32_XLA.mixed_precision,
+                jit_compile=_FLOAT32_XLA.jit_compile,
+            )
+            report["float32_xla"] = baseline
+            report["speedup_vs_float32_xla"] = round(
+                report["train_examples_per_s"] / baseline["train_examples_per_s"], 3
             )
         if FLAGS.compare_xla:
             flipped = _train(
-                config, not config.jit_compile, os.path.join(work_dir, "flipped")
+                config,
+                os.path.join(work_dir, "flipped"),
+                jit_compile=not execution.jit_compile,
             )
-            xla, no_xla = (report, flipped) if config.jit_compile else (flipped, report)
+            xla, no_xla = (
+                (report, flipped) if execution.jit_compile else (flipped, report)
+            )
             report["jit_compile_flipped"] = flipped
             report["xla_speedup"] = round(
                 xla["train_examples_per_s"] / no_xla["train_examples_per_s"], 3
@@ -475,7 +580,6 @@ def _measure(config) -> dict:
         if FLAGS.compare_iwae_samples and config.objective == "elbo":
             iwae = _train(
                 config,
-                config.jit_compile,
                 os.path.join(work_dir, "iwae"),
                 objective="iwae",
                 train_samples=FLAGS.compare_iwae_samples,
@@ -524,12 +628,17 @@ def main(argv):
         )
     if bool(FLAGS.pyro_python) != bool(FLAGS.pyro_script):
         raise errors.UsageError("--pyro_python and --pyro_script go together.")
-    if FLAGS.pyro_python and _TUTORIAL_MODEL != {
+    if (FLAGS.pyro_python or FLAGS.keras_script) and _TUTORIAL_MODEL != {
         name: getattr(config, name) for name in _TUTORIAL_MODEL
     }:
         raise errors.UsageError(
-            f"The Pyro peer is the tutorial's model, {_TUTORIAL_MODEL}: compare "
-            "it with the same configuration (--flagfile=mnist.flags)."
+            f"The peers are the tutorial's model, {_TUTORIAL_MODEL}: compare "
+            "them with the same configuration (--flagfile=mnist.flags)."
+        )
+    if FLAGS.keras_script and not config.manual_dir:
+        raise errors.UsageError(
+            "--keras_script reads the original MNIST files: add "
+            "--manual_dir=FOLDER (e.g. ../shared/datasets/mnist)."
         )
     # Keras's progress bars print to stdout; the JSON alone goes there.
     with contextlib.redirect_stdout(sys.stderr):

@@ -91,6 +91,8 @@ def tiny_config(tmp_path: pathlib.Path, **overrides) -> Config:
         "batch_size": 16,
         "epochs": 2,
         "jit_compile": False,
+        # Not "auto": tests check float32 numbers, whatever the CPU has.
+        "mixed_precision": "float32",
         "steps_per_execution": 1,
         "iwae_samples": 10,
         "model_dir": str(tmp_path / "run"),

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_command, tiny_config, tiny_training_command, tiny_vae
-from tfvae import callbacks, errors, evaluation, model, training
+from tfvae import callbacks, devices, errors, evaluation, model, training
 from tfvae import run_dir as run_dir_lib
 
 
@@ -295,7 +295,7 @@ def test_mixed_precision_trains_with_float32_distributions(tmp_path, policy):
     scores = loaded.signatures["score"](images=tf.zeros([2, 8, 8, 1], tf.uint8))
     assert scores["neg_elbo"].dtype == tf.float32
 
-    with training._dtype_policy(policy):
+    with devices.dtype_policy(policy):
         vae = tiny_vae(tmp_path)
     assert vae.encoder.body.layers[-1].compute_dtype == policy.removeprefix("mixed_")
     reconstruction, kl = vae.neg_elbo_terms(

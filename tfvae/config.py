@@ -14,7 +14,16 @@ import json
 
 import keras
 
-from tfvae import distribute, errors, heads, model, networks, priors, streaming
+from tfvae import (
+    devices,
+    distribute,
+    errors,
+    heads,
+    model,
+    networks,
+    priors,
+    streaming,
+)
 from tfvae.image_folder import ImageFolder
 from tfvae.settings import check_values, from_dict, setting, settings_of
 
@@ -350,10 +359,11 @@ class Config:
         choices=distribute.STRATEGIES,
         resumable=True,
     )
-    jit_compile: bool = setting(
-        True,
-        "Compile the train/test steps with XLA (turned off, with a log line, "
-        "under a multi-replica strategy, where Keras does not support it).",
+    jit_compile: bool | None = setting(
+        None,
+        "Compile the train/test steps with XLA; unset: the device's faster "
+        "choice (tfvae/devices.py). Off, with a log line, under a multi-replica "
+        "strategy, where Keras does not support it.",
         "bool",
         resumable=True,
     )
@@ -367,11 +377,12 @@ class Config:
         resumable=True,
     )
     mixed_precision: str = setting(
-        "float32",
+        "auto",
         "Keras dtype policy: mixed_float16 (with loss scaling) or mixed_bfloat16 "
-        "compute in 16 bits; weights and log-probabilities stay float32.",
+        "compute the networks in 16 bits; weights, distributions and the loss "
+        "stay float32. auto: the device's fastest (tfvae/devices.py).",
         "enum",
-        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        choices=("auto", *devices.POLICIES),
     )
     # Evaluation during training.
     iwae_every_epochs: int = setting(

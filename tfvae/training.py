@@ -6,7 +6,6 @@ final test evaluation -> `metrics.json` -> SavedModel export (unless
 writes are listed in `tfvae.run_dir`.
 """
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -21,6 +20,7 @@ from absl import logging
 from tfvae import (
     callbacks,
     data,
+    devices,
     distribute,
     errors,
     images,
@@ -33,30 +33,15 @@ from tfvae import (
 from tfvae import config as config_lib
 
 
-@contextlib.contextmanager
-def _dtype_policy(name: str):
-    """Builds Keras layers under dtype policy `name`, then restores the global one.
-
-    Layers keep the policy they were built with, so training runs mixed while
-    anything built later (the float32 export) is not affected.
-    """
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-
-
-def _jit_compile(config: config_lib.Config, strategy) -> bool:
-    if config.jit_compile and strategy.num_replicas_in_sync > 1:
+def _jit_compile(requested: bool, strategy) -> bool:
+    if requested and strategy.num_replicas_in_sync > 1:
         logging.warning(
             "--jit_compile is off: Keras does not XLA-compile steps under a "
             "%d-replica strategy.",
             strategy.num_replicas_in_sync,
         )
         return False
-    return config.jit_compile
+    return requested
 
 
 def _steps_per_execution(requested: int, steps_per_epoch: int) -> int:
@@ -138,7 +123,9 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
             "has no ClassLabel feature named 'label'. Drop --conditional."
         )
     keras.utils.set_random_seed(config.seed)
-    with _dtype_policy(config.mixed_precision), strategy.scope():
+    execution = devices.resolve(config.mixed_precision, config.jit_compile)
+    jit_compile = _jit_compile(execution.jit_compile, strategy)
+    with devices.dtype_policy(execution.mixed_precision), strategy.scope():
         vae = model.build_vae(
             data.image_shape(builder),
             seed=config.seed,
@@ -171,10 +158,10 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     # Only now, with every check passed, does the run directory change.
     run_dir.claim(config)
     run_dir.save_info(info, config.model_dir)
-    with _dtype_policy(config.mixed_precision), strategy.scope():
+    with devices.dtype_policy(execution.mixed_precision), strategy.scope():
         vae.compile(
             optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
-            jit_compile=_jit_compile(config, strategy),
+            jit_compile=jit_compile,
             steps_per_execution=_steps_per_execution(
                 config.steps_per_execution, steps_per_epoch
             ),
@@ -261,6 +248,8 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         "prior": config.prior,
         "replicas": strategy.num_replicas_in_sync,
         "input": "streamed" if records else "in_memory",
+        "mixed_precision": execution.mixed_precision,
+        "jit_compile": jit_compile,
         "steps_per_epoch": steps_per_epoch,
     }
     images.write_png(

@@ -1,0 +1,94 @@
+"""The number format and compiler for the device at hand: `--mixed_precision=auto`
+and an unset `--jit_compile`.
+
+Each kind of device gets the combination that trained fastest on it, measured
+with `scripts/benchmark.py` (the README's performance table), provided it
+keeps the test -ELBO of float32 (10 epochs of `mnist.flags`, within 0.3
+nats). The weights, the distributions and the loss stay float32 in every
+format; only the networks' products and activations run in 16 bits.
+"""
+
+import contextlib
+import dataclasses
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How the training and test steps run: a Keras dtype policy, and XLA or not."""
+
+    mixed_precision: str
+    jit_compile: bool
+
+
+# By device kind (`device_kind`). On the AVX512-BF16 CPU measured (no AMX),
+# oneDNN's bfloat16 products run at half the float32 rate and a bfloat16
+# step is slower with or without XLA (the README's performance section), so
+# float32 with XLA stays. GPUs have not been measured (no GPU here): they keep
+# float32 with XLA until a measurement says otherwise.
+FASTEST = {
+    "cpu_bf16": Execution("float32", jit_compile=True),
+    "cpu": Execution("float32", jit_compile=True),
+    "gpu": Execution("float32", jit_compile=True),
+}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def device_kind() -> str:
+    """Returns "gpu" with a visible GPU, else "cpu_bf16" for a CPU with native
+    bfloat16 products (AVX512-BF16 or AMX), else "cpu"."""
+    if tf.config.list_logical_devices("GPU"):
+        return "gpu"
+    if _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return "cpu_bf16"
+    return "cpu"
+
+
+def resolve(mixed_precision: str, jit_compile: bool | None) -> Execution:
+    """Returns the execution a run uses: "auto" and None take the device's
+    fastest (`FASTEST`); anything else is kept as given. Logs the choice."""
+    kind = device_kind()
+    fastest = FASTEST[kind]
+    chosen = Execution(
+        fastest.mixed_precision if mixed_precision == "auto" else mixed_precision,
+        fastest.jit_compile if jit_compile is None else jit_compile,
+    )
+    logging.info(
+        "Execution on this %s: --mixed_precision=%s%s, XLA %s%s.",
+        kind,
+        chosen.mixed_precision,
+        " (auto)" if mixed_precision == "auto" else "",
+        "on" if chosen.jit_compile else "off",
+        " (auto)" if jit_compile is None else "",
+    )
+    return chosen
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Builds Keras layers under dtype policy `name`, then restores the global one.
+
+    Layers keep the policy they were built with, so training runs mixed while
+    anything built later (the float32 export) is not affected.
+    """
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
