@@ -240,9 +240,7 @@ def streamed_batches(
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
         order = tf.random.experimental.stateless_shuffle(tf.constant(files), epoch_seed)
         stream = tf.data.Dataset.from_tensor_slices(order).interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(len(files), 4),
-            deterministic=True,
+            tf.data.TFRecordDataset, cycle_length=min(len(files), 4)
         )
         if not by_file:
             stream = stream.shard(shards, shard_index)
