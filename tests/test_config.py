@@ -89,6 +89,10 @@ def test_flags_become_a_config():
             ["--conditional", "--prior=vamp", "--kl=monte_carlo"],
             "--conditional cannot use --prior=vamp",
         ),
+        (
+            ["--conditional", "--strategy=multi_worker"],
+            "--conditional does not train under --strategy=multi_worker",
+        ),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(argv, message):

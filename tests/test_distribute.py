@@ -18,6 +18,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.conftest import (
     REPO,
@@ -72,6 +73,28 @@ def test_each_replica_gets_its_consecutive_block_of_every_batch():
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen == [[[0, 1, 2, 3], [4, 5, 6, 7]], [[8, 9, 10], [11, 12, 13]]]
+
+
+def test_a_worker_keeps_its_replicas_blocks_of_images_and_labels():
+    rows = tf.data.Dataset.range(14)
+    pairs = tf.data.Dataset.zip(
+        rows.map(lambda i: tf.cast(tf.fill([1], i), tf.uint8)), rows
+    ).batch(8)  # 8 rows, then 6: blocks of 2 for 4 replicas.
+    # The second of two workers, each with two of the four replicas.
+    context = tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4
+    )
+    blocks = list(distribute.worker_blocks(pairs, context, cardinality=2))
+    assert [labels.numpy().tolist() for _, labels in blocks] == [
+        [4, 5],
+        [6, 7],
+        [12, 13],
+        [],
+    ]
+    for images, labels in blocks:
+        # Collective ops cannot reduce uint8; labels keep their dtype.
+        assert images.dtype == tf.int32 and labels.dtype == tf.int64
+        np.testing.assert_array_equal(images.numpy()[:, 0], labels.numpy())
 
 
 def _weights(run_dir) -> list[np.ndarray]:

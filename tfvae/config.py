@@ -70,6 +70,12 @@ def _combination_problem(config) -> str | None:
             "or mog with --latent_dim="
             f"{','.join(map(str, config.latent_dim))}."
         )
+    if config.conditional and config.strategy == "multi_worker":
+        return (
+            "--conditional does not train under --strategy=multi_worker: "
+            "Keras's multi-worker fit fails on (images, labels) batches. Train "
+            "a conditional VAE on one machine (--strategy=auto or mirrored)."
+        )
     if config.conditional and config.prior == "vamp":
         return (
             "--conditional cannot use --prior=vamp: the pseudo-inputs have no "

@@ -92,9 +92,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def distribute_batches(strategy: tf.distribute.Strategy, batches: tf.data.Dataset):
     """Returns `batches` ready for `fit`/`evaluate` under `strategy`.
 
-    `batches` yields global batches `[global_batch, ...]` of pixels, identical
-    on every worker (same seed). On one machine it is returned as is: Keras
-    splits each global batch into consecutive per-replica blocks. Under
+    `batches` yields global batches `[global_batch, ...]` of pixels (or
+    `(pixels, labels)` pairs), identical on every worker (same seed). On one
+    machine it is returned as is: Keras splits each global batch into
+    consecutive per-replica blocks. Under
     `MultiWorkerMirroredStrategy` every worker keeps its replicas' blocks
     (see the module docstring) itself, since TF's automatic sharding would
     interleave examples across workers instead; a short last batch gives its
@@ -104,29 +105,57 @@ def distribute_batches(strategy: tf.distribute.Strategy, batches: tf.data.Datase
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return batches
-    replicas = strategy.num_replicas_in_sync
-    # Read here: inside `per_worker` TF no longer knows it.
+    # Read here: inside the input function TF no longer knows it.
     cardinality = int(batches.cardinality())
+    return strategy.distribute_datasets_from_function(
+        lambda context: worker_blocks(batches, context, cardinality)
+    )
 
-    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        local = context.num_replicas_in_sync // context.num_input_pipelines
-        first = context.input_pipeline_id * local
 
-        def blocks(batch):
-            size = (tf.shape(batch)[0] + replicas - 1) // replicas
-            return tf.data.Dataset.range(first, first + local).map(
-                lambda i: tf.cast(batch[tf.cast(i, tf.int32) * size :][:size], tf.int32)
+def _collective_safe(batch):
+    """Returns `batch` (a tensor or a tuple) with uint8 pixels as int32."""
+    return tf.nest.map_structure(
+        lambda a: tf.cast(a, tf.int32) if a.dtype == tf.uint8 else a, batch
+    )
+
+
+def worker_blocks(
+    batches: tf.data.Dataset,
+    context: tf.distribute.InputContext,
+    cardinality: int = tf.data.UNKNOWN_CARDINALITY,
+) -> tf.data.Dataset:
+    """Returns one worker's blocks of every global batch of `batches`.
+
+    `batches` yields global batches (tensors, or `(images, labels)` tuples);
+    the worker `context` names gets the consecutive blocks of its local
+    replicas, in turn, each `ceil(global / replicas)` rows (the last ones of
+    a short batch fewer, possibly none). With a known `cardinality` (batches
+    per pass), the result says its own.
+    """
+    replicas = context.num_replicas_in_sync
+    local = replicas // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+
+    def blocks(*batch):
+        batch = batch if len(batch) > 1 else batch[0]
+        rows = tf.shape(tf.nest.flatten(batch)[0])[0]
+        size = (rows + replicas - 1) // replicas
+
+        def block(index):
+            start = tf.cast(index, tf.int32) * size
+            return _collective_safe(
+                tf.nest.map_structure(lambda a: a[start:][:size], batch)
             )
 
-        # Local replicas take consecutive elements of this dataset in turn.
-        per_replica = batches.flat_map(blocks)
-        if cardinality < 0:  # Endless (training) or unknown.
-            return per_replica
-        return per_replica.apply(
-            tf.data.experimental.assert_cardinality(cardinality * local)
-        )
+        return tf.data.Dataset.range(first, first + local).map(block)
 
-    return strategy.distribute_datasets_from_function(per_worker)
+    # Local replicas take consecutive elements of this dataset in turn.
+    per_replica = batches.flat_map(blocks)
+    if cardinality < 0:  # Endless (training) or unknown.
+        return per_replica
+    return per_replica.apply(
+        tf.data.experimental.assert_cardinality(cardinality * local)
+    )
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
@@ -163,10 +192,7 @@ def distribute_streams(
             replicas_per_shard=local,
         )
         return worker_stream.map(
-            lambda *batch: tf.nest.map_structure(
-                lambda a: tf.cast(a, tf.int32) if a.dtype == tf.uint8 else a,
-                batch if len(batch) > 1 else batch[0],
-            )
+            lambda *batch: _collective_safe(batch if len(batch) > 1 else batch[0])
         )
 
     return strategy.distribute_datasets_from_function(per_worker)
