@@ -314,6 +314,11 @@ def _train(config, model_dir: str, **overrides) -> dict:
     metrics = training.train_and_evaluate(
         dataclasses.replace(config, model_dir=model_dir, export=False, **overrides)
     )
+    return _train_figures(metrics)
+
+
+def _train_figures(metrics: dict) -> dict:
+    """Returns the figures a training run's `metrics.json` gives the report."""
     return {key: metrics[key] for key in _TRAIN_KEYS} | {
         "test_neg_elbo": round(metrics["test_neg_elbo"], 2)
     }
@@ -421,10 +426,8 @@ def _train_in_a_process(config, model_dir: str, **overrides) -> dict:
         capture_output=True,
         text=True,
     )
-    metrics = run_dir.read_metrics(model_dir)
-    return {key: metrics[key] for key in _TRAIN_KEYS} | {
-        "test_neg_elbo": round(metrics["test_neg_elbo"], 2),
-        "peak_rss_mb": round(int(output.stderr.splitlines()[-1]) / 1024, 1),
+    return _train_figures(run_dir.read_metrics(model_dir)) | {
+        "peak_rss_mb": round(int(output.stderr.splitlines()[-1]) / 1024, 1)
     }
 
 

@@ -119,6 +119,11 @@ def _collective_safe(batch):
     )
 
 
+def _local_replicas(context: tf.distribute.InputContext) -> int:
+    """Returns the replicas of the worker `context` names."""
+    return context.num_replicas_in_sync // context.num_input_pipelines
+
+
 def worker_blocks(
     batches: tf.data.Dataset,
     context: tf.distribute.InputContext,
@@ -133,7 +138,7 @@ def worker_blocks(
     per pass), the result says its own.
     """
     replicas = context.num_replicas_in_sync
-    local = replicas // context.num_input_pipelines
+    local = _local_replicas(context)
     first = context.input_pipeline_id * local
 
     def blocks(*batch):
@@ -175,7 +180,7 @@ def distribute_streams(
 
     `stream(shards=, shard_index=, replicas_per_shard=)` returns one worker's
     dataset: its rows of every global batch, one block per local replica in
-    turn (`data.streamed_batches`). On one machine that is the whole global
+    turn (`streaming.streamed_batches`). On one machine that is the whole global
     batch, which Keras splits over the replicas; under
     `MultiWorkerMirroredStrategy` each worker makes its own, from its own
     share of the files, so the workers' blocks together are the global batch
@@ -185,11 +190,10 @@ def distribute_streams(
         return stream(shards=1, shard_index=0, replicas_per_shard=1)
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        local = context.num_replicas_in_sync // context.num_input_pipelines
         worker_stream = stream(
             shards=context.num_input_pipelines,
             shard_index=context.input_pipeline_id,
-            replicas_per_shard=local,
+            replicas_per_shard=_local_replicas(context),
         )
         return worker_stream.map(
             lambda *batch: _collective_safe(batch if len(batch) > 1 else batch[0])

@@ -108,7 +108,9 @@ class RecordFiles:
         images = tf.reshape(flat[:, :pixels], [-1, *self.image_shape])
         if not self.with_labels:
             return images
-        labels = tf.bitcast(tf.reshape(flat[:, pixels:], [-1, 8]), tf.int64)
+        labels = tf.bitcast(
+            tf.reshape(flat[:, pixels:], [-1, _LABEL.itemsize]), tf.int64
+        )
         return images, labels
 
 
@@ -116,7 +118,8 @@ def _write_decoded(builder: tfds.core.DatasetBuilder, split: str, folder: str):
     """Writes `split` decoded into shards in `folder`, atomically."""
     shape = data.image_shape(builder)
     total = builder.info.splits[split].num_examples
-    shards = max(1, math.ceil(total * (math.prod(shape) + 8) / _SHARD_BYTES))
+    record_bytes = math.prod(shape) + _LABEL.itemsize
+    shards = max(1, math.ceil(total * record_bytes / _SHARD_BYTES))
     per_shard = math.ceil(total / shards)
     has_labels = "label" in builder.info.features
     scratch = f"{folder}.partial-{os.getpid()}"
