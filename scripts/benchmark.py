@@ -598,7 +598,7 @@ def _measure(config) -> dict:
 
         run_config, _, vae = run_dir.load_vae(model_dir)
         test_split = data.split_images(builder, data.TEST_SPLIT)
-        test_ds = data.batches(test_split, config.batch_size)
+        test_ds = data.test_batches(builder, config.batch_size)
         report["eval_examples_per_s"] = _eval_examples_per_s(
             vae, test_ds, info.num_test, FLAGS.repeats
         )

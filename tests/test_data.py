@@ -33,6 +33,21 @@ def test_prepare_tiny_dataset(tmp_path):
     assert run_dir.load_info(str(tmp_path)) == info
 
 
+def test_test_batches_give_the_split_in_order_to_every_iterator(tmp_path):
+    # Keras's validation, the IWAE callback and the final evaluation each
+    # iterate the test batches, some while another iterator is alive.
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    expected = data.load_split(builder, data.TEST_SPLIT)
+    test = data.test_batches(builder, batch_size=16)
+    abandoned = iter(test)
+    next(abandoned)
+    alive = iter(test)
+    first = np.concatenate([next(alive)] + [b.numpy() for b in test])
+    second = np.concatenate([b.numpy() for b in test])
+    np.testing.assert_array_equal(first[16:], expected)
+    np.testing.assert_array_equal(second, expected)
+
+
 def test_training_batches_are_reshuffled_each_epoch_reproducibly(tmp_path):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
     split = data.load_split(builder, data.TRAIN_SPLIT)

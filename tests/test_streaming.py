@@ -1,6 +1,10 @@
 """Tests for tfvae.streaming: the memory budget and the streaming input path."""
 
 import dataclasses
+import json
+import os
+import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -139,3 +143,53 @@ def test_memory_budget_shares_and_the_path_they_choose(monkeypatch):
 @pytest.mark.parametrize("spec", ["lots", "%", "150%", "1PB", "-1MB", "2 GB GB"])
 def test_bad_memory_budgets_are_named(spec):
     assert "must be" in streaming.budget_problem(spec)
+
+
+def _folder_and_source(builder):
+    folder = os.path.join(builder.data_dir, streaming.DECODED_DIR, data.TRAIN_SPLIT)
+    return folder, os.path.join(folder, streaming._MANIFEST)
+
+
+def test_a_decoded_copy_of_other_tfds_files_is_written_again(tmp_path):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    folder, manifest_path = _folder_and_source(builder)
+    # As if the dataset had been prepared anew in place with other images:
+    # the copy's files are another split's, its manifest says so.
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    manifest["source"]["num_bytes"] += 1
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    for name in os.listdir(folder):
+        if name != streaming._MANIFEST:
+            with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:
+                writer.write(b"\0" * 64)
+    records = streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    images = np.concatenate(
+        [
+            records.decode(batch).numpy()
+            for batch in tf.data.TFRecordDataset(list(records.files)).batch(96)
+        ]
+    )
+    np.testing.assert_array_equal(images, data.load_split(builder, data.TRAIN_SPLIT))
+    assert sorted(os.listdir(os.path.dirname(folder))) == [data.TRAIN_SPLIT]
+
+
+def test_scratch_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    folder, _ = _folder_and_source(builder)
+    host = socket.gethostname()
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = finished.pid
+    left = [
+        f"{folder}.partial-{host}-{dead}",
+        f"{folder}.stale-{host}-{dead}",
+        f"{folder}.partial-{host}-{os.getppid()}",  # Alive: still writing.
+        f"{folder}.partial-another-host-{dead}",  # Maybe alive there.
+    ]
+    for path in left:
+        os.makedirs(path)
+    streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    assert [os.path.exists(path) for path in left] == [False, False, True, True]

@@ -12,7 +12,9 @@ start from the same raw pixels, and the pipeline stays cheap:
   no shuffle buffer to refill, and one iterator serves every epoch;
 - training, for a larger split: streamed from record files
   (`tfvae.streaming`);
-- evaluation: cache -> batch -> prefetch, in TFDS's order.
+- evaluation during training (validation, the IWAE callback, the final
+  figures): the test split in memory as one tensor, batched in TFDS's order;
+- a one-pass evaluation (`tfvae.evaluate`): read -> batch -> prefetch.
 
 A user's folder of images (`tfvae.image_folder`, `--image_folder`) is built
 once into the TFDS data dir, and from then on is a TFDS dataset like any other.
@@ -182,12 +184,13 @@ def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def batches(images: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
-    """Caches, batches and prefetches a dataset of images, in order.
+    """Batches and prefetches a dataset of images, in order, for one pass.
 
-    `images` yields `uint8 [H, W, C]`; the result yields `uint8 [batch, H, W, C]`,
-    every example once (the last batch may be short).
+    `images` yields `uint8 [H, W, C]` (or `(image, label)` pairs); the result
+    yields `uint8 [batch, H, W, C]`, every example once (the last batch may be
+    short).
     """
-    return prefetched(images.cache().batch(batch_size))
+    return prefetched(images.batch(batch_size))
 
 
 def shuffled_batches(
@@ -270,9 +273,12 @@ def test_batches(
     """Returns the test split as `uint8 [batch, H, W, C]` batches, in order.
 
     With `with_labels` (a conditional VAE), `(images, labels [batch])` pairs.
-    Every example is kept (the last batch may be short).
+    Every example is kept (the last batch may be short). The split is held in
+    memory as one tensor, so every pass (Keras's validation, the IWAE
+    callback, the final evaluation) reads the same examples in the same
+    order. Not `Dataset.cache()`: its cache is shared by all iterators of the
+    dataset, and with several of them alive, runs of one seed did not always
+    see the test batches in the same order.
     """
-    test = (split_images_and_labels if with_labels else split_images)(
-        builder, TEST_SPLIT
-    )
-    return batches(test, batch_size)
+    test = load_split(builder, TEST_SPLIT, with_labels)
+    return batches(tf.data.Dataset.from_tensor_slices(test), batch_size)

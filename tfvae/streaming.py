@@ -7,7 +7,8 @@ larger than `--memory_budget` is streamed instead (`streams` decides):
   bytes and its label, into record files beside TFDS's own
   (`decoded_records`). TFDS stores MNIST's images as PNG, and decoding every
   image every epoch took more CPU than training the model (the README's
-  input table);
+  input table); a manifest names the TFDS split the copy was made from, so
+  a dataset prepared anew is written again;
 - epoch e reads the files in an order seeded by (seed, e), interleaved, and
   permutes each block of `--shuffle_buffer` records with a seed of (seed, e,
   block): memory holds a block, not the dataset, and the same seed gives the
@@ -21,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import socket
 
 import keras
 import numpy as np
@@ -32,7 +34,9 @@ from tfvae import data, errors
 
 # The decoded files' folder, beside TFDS's files in the builder's data dir.
 DECODED_DIR = "tfvae_decoded"
-_LENGTHS = "lengths.json"
+# Each decoded folder's record of its files' lengths and of the TFDS split
+# they were made from.
+_MANIFEST = "manifest.json"
 # Decoded files are cut into shards of about this size, so that several
 # workers can each read their own.
 _SHARD_BYTES = 16 * 2**20
@@ -114,15 +118,62 @@ class RecordFiles:
         return images, labels
 
 
+def _source(builder: tfds.core.DatasetBuilder, split: str) -> dict:
+    """Returns what identifies TFDS's copy of `split`: a decoded copy made
+    from other files (the dataset prepared anew in place) is written again."""
+    info = builder.info.splits[split]
+    return {
+        "num_examples": info.num_examples,
+        "num_bytes": int(info.num_bytes),
+        "shard_lengths": [int(n) for n in info.shard_lengths],
+    }
+
+
+def _read_manifest(folder: str) -> dict | None:
+    """Returns the manifest of a decoded folder, or None if it has none."""
+    try:
+        with open(os.path.join(folder, _MANIFEST)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def _process_tag() -> str:
+    """Returns `<host>-<pid>`: names this process's scratch folders."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_dead_scratch(folder: str):
+    """Removes scratch folders beside `folder` left by killed processes of
+    this host (another host's, on a shared file system, may be in use)."""
+    parent, name = os.path.split(folder)
+    pattern = re.compile(
+        rf"{re.escape(name)}\.(partial|stale)-{re.escape(socket.gethostname())}-(\d+)"
+    )
+    for entry in os.listdir(parent) if os.path.isdir(parent) else ():
+        match = pattern.fullmatch(entry)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(2)), 0)
+        except ProcessLookupError:
+            logging.info("Removing %s, left by a killed run.", entry)
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except PermissionError:
+            pass  # Alive, another user's.
+
+
 def _write_decoded(builder: tfds.core.DatasetBuilder, split: str, folder: str):
-    """Writes `split` decoded into shards in `folder`, atomically."""
+    """Writes `split` decoded into shards in `folder`, atomically, replacing a
+    copy made from other TFDS files."""
     shape = data.image_shape(builder)
     total = builder.info.splits[split].num_examples
     record_bytes = math.prod(shape) + _LABEL.itemsize
     shards = max(1, math.ceil(total * record_bytes / _SHARD_BYTES))
     per_shard = math.ceil(total / shards)
     has_labels = "label" in builder.info.features
-    scratch = f"{folder}.partial-{os.getpid()}"
+    _remove_dead_scratch(folder)
+    scratch = f"{folder}.partial-{_process_tag()}"
     os.makedirs(scratch, exist_ok=True)
     logging.info("Writing the %s split decoded, once, to %s.", split, folder)
     examples = builder.as_dataset(split=split, shuffle_files=False).map(
@@ -145,14 +196,26 @@ def _write_decoded(builder: tfds.core.DatasetBuilder, split: str, folder: str):
         progress.update(index)
     if writer:
         writer.close()
-    with open(os.path.join(scratch, _LENGTHS), "w") as f:
-        json.dump(lengths, f)
+    source = _source(builder, split)
+    with open(os.path.join(scratch, _MANIFEST), "w") as f:
+        json.dump({"lengths": lengths, "source": source}, f)
+    if os.path.exists(folder):
+        # A copy of other files: moved aside first, as a folder is only
+        # replaced whole, then deleted.
+        stale = f"{folder}.stale-{_process_tag()}"
+        try:
+            os.replace(folder, stale)
+        except OSError:
+            pass  # Another process moved it first.
+        else:
+            shutil.rmtree(stale)
     # Written whole or not at all: a killed run leaves only the scratch folder.
     try:
         os.replace(scratch, folder)
     except OSError:
         # Another process (another worker on this data dir) wrote it first.
-        if not os.path.exists(os.path.join(folder, _LENGTHS)):
+        manifest = _read_manifest(folder)
+        if manifest is None or manifest["source"] != source:
             raise
         shutil.rmtree(scratch)
 
@@ -163,13 +226,23 @@ def decoded_records(
     """Returns the decoded `RecordFiles` of a prepared builder's `split`.
 
     Writes them, once, into `<data dir>/tfvae_decoded/<split>` (a progress
-    bar shows it); the files take the split's decoded size on disk.
+    bar shows it); the files take the split's decoded size on disk. A copy
+    made from other TFDS files than the builder's (the dataset prepared anew
+    in place) is written again.
     """
     folder = os.path.join(builder.data_dir, DECODED_DIR, split)
-    if not os.path.exists(os.path.join(folder, _LENGTHS)):
+    manifest = _read_manifest(folder)
+    if manifest is None or manifest["source"] != _source(builder, split):
+        if os.path.exists(folder):
+            logging.warning(
+                "The decoded copy in %s was made from other files than TFDS's "
+                "%s split has now; writing it again.",
+                folder,
+                split,
+            )
         _write_decoded(builder, split, folder)
-    with open(os.path.join(folder, _LENGTHS)) as f:
-        lengths = tuple(json.load(f))
+        manifest = _read_manifest(folder)
+    lengths = tuple(manifest["lengths"])
     files = tuple(
         os.path.join(folder, f"{split}.records-{i:05d}-of-{len(lengths):05d}")
         for i in range(len(lengths))
