@@ -193,3 +193,36 @@ def test_scratch_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path)
         os.makedirs(path)
     streaming.decoded_records(builder, data.TRAIN_SPLIT)
     assert [os.path.exists(path) for path in left] == [False, False, True, True]
+
+
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_streamed_test_batches_are_the_in_memory_ones(tmp_path, with_labels):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    records = streaming.decoded_records(builder, data.TEST_SPLIT, with_labels)
+    streamed = streaming.ordered_batches(records, 16)
+    in_memory = data.test_batches(builder, 16, with_labels)
+    assert int(streamed.cardinality()) == 3  # 40 examples: 16, 16, 8.
+    for _ in range(2):  # Every pass the same.
+        pairs = list(zip(streamed, in_memory, strict=True))
+        for a, b in pairs:
+            for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b), strict=True):
+                assert x.dtype == y.dtype
+                np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_a_copy_another_worker_finished_first_is_kept_for_its_readers(tmp_path):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    folder, _ = _folder_and_source(builder)
+
+    def inodes():
+        return {
+            name: os.stat(os.path.join(folder, name)).st_ino
+            for name in os.listdir(folder)
+        }
+
+    before = inodes()
+    # A second worker that found no copy when it started finishes its own.
+    streaming._write_decoded(builder, data.TRAIN_SPLIT, folder)
+    assert inodes() == before
+    assert os.listdir(os.path.dirname(folder)) == [data.TRAIN_SPLIT]

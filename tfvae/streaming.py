@@ -13,7 +13,9 @@ larger than `--memory_budget` is streamed instead (`streams` decides):
   permutes each block of `--shuffle_buffer` records with a seed of (seed, e,
   block): memory holds a block, not the dataset, and the same seed gives the
   same batches, also after a resume (`streamed_batches`);
-- under several workers, each reads only its own files.
+- under several workers, each reads only its own files;
+- the test split is read from its own decoded copy in order
+  (`ordered_batches`): the same batches as in memory.
 """
 
 import dataclasses
@@ -138,6 +140,12 @@ def _read_manifest(folder: str) -> dict | None:
         return None
 
 
+def _up_to_date(folder: str, source: dict) -> bool:
+    """Returns whether `folder` holds a decoded copy of the split `source` names."""
+    manifest = _read_manifest(folder)
+    return manifest is not None and manifest["source"] == source
+
+
 def _process_tag() -> str:
     """Returns `<host>-<pid>`: names this process's scratch folders."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -199,6 +207,11 @@ def _write_decoded(builder: tfds.core.DatasetBuilder, split: str, folder: str):
     source = _source(builder, split)
     with open(os.path.join(scratch, _MANIFEST), "w") as f:
         json.dump({"lengths": lengths, "source": source}, f)
+    if _up_to_date(folder, source):
+        # Another process (another worker on this data dir) wrote it first,
+        # and may be reading it.
+        shutil.rmtree(scratch)
+        return
     if os.path.exists(folder):
         # A copy of other files: moved aside first, as a folder is only
         # replaced whole, then deleted.
@@ -213,9 +226,8 @@ def _write_decoded(builder: tfds.core.DatasetBuilder, split: str, folder: str):
     try:
         os.replace(scratch, folder)
     except OSError:
-        # Another process (another worker on this data dir) wrote it first.
-        manifest = _read_manifest(folder)
-        if manifest is None or manifest["source"] != source:
+        # Another process put its copy there since.
+        if not _up_to_date(folder, source):
             raise
         shutil.rmtree(scratch)
 
@@ -231,8 +243,7 @@ def decoded_records(
     in place) is written again.
     """
     folder = os.path.join(builder.data_dir, DECODED_DIR, split)
-    manifest = _read_manifest(folder)
-    if manifest is None or manifest["source"] != _source(builder, split):
+    if not _up_to_date(folder, _source(builder, split)):
         if os.path.exists(folder):
             logging.warning(
                 "The decoded copy in %s was made from other files than TFDS's "
@@ -241,8 +252,7 @@ def decoded_records(
                 split,
             )
         _write_decoded(builder, split, folder)
-        manifest = _read_manifest(folder)
-    lengths = tuple(manifest["lengths"])
+    lengths = tuple(_read_manifest(folder)["lengths"])
     files = tuple(
         os.path.join(folder, f"{split}.records-{i:05d}-of-{len(lengths):05d}")
         for i in range(len(lengths))
@@ -343,5 +353,22 @@ def streamed_batches(
     return data.prefetched(
         epochs.flat_map(epoch_batches).apply(
             tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
+        )
+    )
+
+
+def ordered_batches(records: RecordFiles, batch_size: int) -> tf.data.Dataset:
+    """Returns every record of `records` once, in the files' order: `uint8
+    [batch, H, W, C]` batches (or `(images, labels)`), the last one short.
+
+    The streamed counterpart of `data.test_batches`: the decoded files keep
+    TFDS's order, so the batches and the figures are the same, and memory
+    holds a batch, not the split.
+    """
+    count = math.ceil(sum(records.lengths) / batch_size)
+    batches = tf.data.TFRecordDataset(list(records.files)).batch(batch_size)
+    return data.prefetched(
+        batches.map(records.decode).apply(
+            tf.data.experimental.assert_cardinality(count)
         )
     )

@@ -186,7 +186,13 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
             strategy,
             data.shuffled_batches(train, config.batch_size, config.seed, first_epoch),
         )
-    test_ds = data.test_batches(builder, config.batch_size, config.conditional)
+    if records:
+        test_ds = streaming.ordered_batches(
+            streaming.decoded_records(builder, data.TEST_SPLIT, config.conditional),
+            config.batch_size,
+        )
+    else:
+        test_ds = data.test_batches(builder, config.batch_size, config.conditional)
     test_batches = distribute.distribute_batches(strategy, test_ds)
 
     log_dir = run_dir.path(config.model_dir, run_dir.LOGS)
