@@ -136,10 +136,11 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     builder, info = data.prepare(
         config.dataset, config.data_dir, config.manual_dir, config.image_source
     )
-    records = None
+    records = test_records = None
     if streaming.streams(info, config.memory_budget, config.conditional):
-        records = streaming.decoded_records(
-            builder, data.TRAIN_SPLIT, config.conditional
+        records, test_records = (
+            streaming.decoded_records(builder, split, config.conditional)
+            for split in (data.TRAIN_SPLIT, data.TEST_SPLIT)
         )
         workers = distribute.num_workers(strategy)
         steps_per_epoch = streaming.streamed_steps(
@@ -180,18 +181,13 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
                 config.shuffle_buffer,
             ),
         )
+        test_ds = streaming.ordered_batches(test_records, config.batch_size)
     else:
         train = data.load_split(builder, data.TRAIN_SPLIT, config.conditional)
         train_batches = distribute.distribute_batches(
             strategy,
             data.shuffled_batches(train, config.batch_size, config.seed, first_epoch),
         )
-    if records:
-        test_ds = streaming.ordered_batches(
-            streaming.decoded_records(builder, data.TEST_SPLIT, config.conditional),
-            config.batch_size,
-        )
-    else:
         test_ds = data.test_batches(builder, config.batch_size, config.conditional)
     test_batches = distribute.distribute_batches(strategy, test_ds)
 
