@@ -69,23 +69,25 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
+from tfvae import builder as model_builder
 from tfvae import config as config_lib
 from tfvae import (
     data,
     devices,
     errors,
+    fields,
     model,
     run_dir,
     saved_model,
-    settings,
+    splits,
     streaming,
     training,
 )
 
 # The model's settings are tfvae.train's flags.
-settings.define_flags(config_lib.Config)
+fields.define_flags(config_lib.Config)
 # Show them in this command's --help, not only in --helpfull.
-flags.adopt_module_key_flags(settings)
+flags.adopt_module_key_flags(fields)
 
 flags.DEFINE_bool(
     "compare_xla", True, "Also train with --jit_compile flipped (xla_speedup)."
@@ -279,7 +281,9 @@ def _step_loop_seconds(
     step runs in `execution`'s format, compiled by XLA or not as it says.
     """
     with devices.dtype_policy(execution.mixed_precision):
-        vae = model.build_vae(shape, seed=config.seed, **config.model_settings())
+        vae = model_builder.build_vae(
+            shape, seed=config.seed, **config.model_settings()
+        )
     vae.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     vae.optimizer.build(vae.trainable_weights)
     steps, batch = len(train_images) // config.batch_size, config.batch_size
@@ -455,11 +459,11 @@ def _compare_input(config, builder, work_dir: str) -> dict:
         / report["in_memory"]["train_examples_per_s"],
         3,
     )
-    records = streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    records = streaming.decoded_records(builder, splits.TRAIN_SPLIT)
     steps = streaming.streamed_steps(records.lengths, config.batch_size)
     pipelines = {
         "in_memory": data.shuffled_batches(
-            data.load_split(builder, data.TRAIN_SPLIT), config.batch_size, config.seed
+            data.load_split(builder, splits.TRAIN_SPLIT), config.batch_size, config.seed
         ),
         "streaming": streaming.streamed_batches(
             records, config.batch_size, config.seed, 0, config.shuffle_buffer
@@ -496,7 +500,9 @@ def _measure(config) -> dict:
         config.dataset, config.data_dir, config.manual_dir, config.image_source
     )
     floor = _MatmulFloor(
-        model.build_vae(info.image_shape, seed=config.seed, **config.model_settings()),
+        model_builder.build_vae(
+            info.image_shape, seed=config.seed, **config.model_settings()
+        ),
         config.batch_size,
         info.num_train // config.batch_size,
     )
@@ -524,7 +530,7 @@ def _measure(config) -> dict:
         report["fraction_of_matmul_floor"] = round(
             best / report["seconds_per_epoch"], 3
         )
-        train_images = data.load_split(builder, data.TRAIN_SPLIT)
+        train_images = data.load_split(builder, splits.TRAIN_SPLIT)
         step_s = _step_loop_seconds(
             config, execution, info.image_shape, train_images, FLAGS.repeats
         )
@@ -596,14 +602,17 @@ def _measure(config) -> dict:
         if FLAGS.compare_input:
             report["input"] = _compare_input(config, builder, work_dir)
 
-        run_config, _, vae = run_dir.load_vae(model_dir)
-        test_split = data.split_images(builder, data.TEST_SPLIT)
+        run_config, _, vae = run_dir.load_run(model_dir)
+        test_split = data.split_images(builder, splits.TEST_SPLIT)
         test_ds = data.test_batches(builder, config.batch_size)
         report["eval_examples_per_s"] = _eval_examples_per_s(
             vae, test_ds, info.num_test, FLAGS.repeats
         )
         path = saved_model.export(
-            vae, run_config, info, os.path.join(work_dir, "export")
+            vae,
+            os.path.join(work_dir, "export"),
+            config=run_config,
+            dataset_info=info,
         )
         # Batches of up to 256, whatever the training batch size.
         test_images = next(iter(test_split.batch(max(_LATENCY_BATCH_SIZES))))
@@ -618,7 +627,7 @@ def _measure(config) -> dict:
 @errors.reported
 def main(argv):
     del argv
-    config = settings.from_flags(config_lib.Config)
+    config = fields.from_flags(config_lib.Config)
     if config.network != "mlp":
         raise errors.UsageError(
             f"--network={config.network}: the matrix-product floor counts dense "

@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tfvae import config as config_lib
-from tfvae import evaluation, iwae, run_dir
+from tfvae import iwae, run_dir, run_eval
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,7 +81,7 @@ def _data_flags() -> list[str]:
 
 def metrics_rows(metrics: dict) -> list[tuple[str, str, str]]:
     """Returns the report's table: (quantity, nats, bits/dim or "") per row."""
-    split = evaluation.split_name(metrics["split"])
+    split = run_eval.split_name(metrics["split"])
     rows = [
         ("-ELBO", "neg_elbo"),
         ("reconstruction term", "reconstruction"),
@@ -209,7 +209,7 @@ def write_report(model_dir: str) -> list[str]:
     paths = [os.path.join(model_dir, f"report.{ext}") for ext in ("md", "png", "pdf")]
     with open(paths[0], "w") as f:
         f.write(_markdown(config, train, metrics, table, panels))
-    nll = metrics[f"{evaluation.split_name(metrics['split'])}_nll"]
+    nll = metrics[f"{run_eval.split_name(metrics['split'])}_nll"]
     figure = _figure(
         f"VAE on {config.dataset}, {train['epochs']} epochs: -log p(x) <= "
         f"{nll:.2f} nats (IWAE, k={metrics['num_importance_samples']})",

@@ -42,13 +42,30 @@ PUBLISHED = {
 }
 
 
-def _train_seconds(metrics: dict) -> float:
-    """Returns the seconds training took; for a run without `train_seconds`,
-    the first epoch plus the steady epochs (exact unless it was resumed)."""
+# What a run's metrics.json says of its training time.
+_TIMING = ("train_seconds", "seconds_per_epoch", "first_epoch_s")
+
+
+def _train_seconds(metrics: dict, metrics_path: str) -> float | None:
+    """Returns the seconds training took, or None (logged) if metrics.json lacks them.
+
+    For a run without `train_seconds`: the first epoch plus the steady
+    epochs (exact unless it was resumed). A rerun that trained no epoch
+    writes no timing at all.
+    """
     if "train_seconds" in metrics:
         return metrics["train_seconds"]
-    steady = metrics["seconds_per_epoch"] * (metrics["epochs"] - 1)
-    return metrics["first_epoch_s"] + steady
+    if "seconds_per_epoch" in metrics and "first_epoch_s" in metrics:
+        steady = metrics["seconds_per_epoch"] * (metrics["epochs"] - 1)
+        return metrics["first_epoch_s"] + steady
+    logging.warning(
+        "%s holds none of %s, so the training time is shown as -: it was "
+        "written by a rerun that trained no epoch. Train the run in a new "
+        "--model_dir to time it.",
+        metrics_path,
+        ", ".join(_TIMING),
+    )
+    return None
 
 
 def row(name: str, runs: str) -> dict:
@@ -62,11 +79,12 @@ def row(name: str, runs: str) -> dict:
             "its evaluation (eval/metrics.json); run scripts/report.py first."
         )
     published, source = PUBLISHED.get(name, (None, ""))
+    seconds = _train_seconds(train, run_dir.path(model_dir, run_dir.METRICS))
     return {
         "config": name,
         "command": f"python scripts/report.py --train_flags=configs/{name}.flags",
         "epochs": train["epochs"],
-        "train_minutes": round(_train_seconds(train) / 60, 1),
+        "train_minutes": None if seconds is None else round(seconds / 60, 1),
         "test_neg_elbo": round(evaluation["test_neg_elbo"], 2),
         "k": evaluation["num_importance_samples"],
         "test_nll": round(evaluation["test_nll"], 2),
@@ -88,7 +106,8 @@ def markdown(rows: list[dict]) -> str:
             else "-"
         )
         lines.append(
-            f"| `configs/{r['config']}.flags` | {r['epochs']} | {r['train_minutes']} "
+            f"| `configs/{r['config']}.flags` | {r['epochs']} "
+            f"| {'-' if r['train_minutes'] is None else r['train_minutes']} "
             f"| {r['test_neg_elbo']} | {r['test_nll']} | {published} |"
         )
     return "\n".join(lines)

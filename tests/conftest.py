@@ -5,6 +5,7 @@ generates 8x8 grayscale images of bars, so unit tests exercise the real
 prepare -> as_dataset path in about a second, without any download.
 """
 
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -15,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow.core.protobuf import config_pb2
 
-from tfvae import model
+from tfvae import builder
 from tfvae.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -114,19 +116,24 @@ def tiny_vae(tmp_path: pathlib.Path, image_shape=TINY_SHAPE, **overrides):
     A conditional one has the 16 classes of `tiny_images`.
     """
     config = tiny_config(tmp_path, **overrides)
-    return model.build_vae(
+    return builder.build_vae(
         image_shape, seed=config.seed, num_classes=16, **config.model_settings()
     )
 
 
-def run_command(command: list[str], timeout: float = 300, env: dict | None = None):
-    """Runs `command` from the repo root; returns the CompletedProcess (text)."""
+def run_command(
+    command: list[str],
+    timeout: float = 300,
+    env: dict | None = None,
+    cwd: pathlib.Path = REPO,
+):
+    """Runs `command` in `cwd` (the repo root); returns the CompletedProcess (text)."""
     return subprocess.run(
         command,
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
 
@@ -169,3 +176,34 @@ def wait_for_first_backup(run_dir: pathlib.Path, timeout: float = 300) -> pathli
         time.sleep(0.1)
     assert metadata.exists(), f"no epoch finished in {run_dir} within {timeout} s"
     return metadata
+
+
+@contextlib.contextmanager
+def session_signatures(export_path: str):
+    """Yields run(signature name, feeds) -> outputs, through a TF1 session.
+
+    TF Serving's path: `Session.run` checks feeds against the placeholders'
+    shapes in Python, so a callable feeds them unchecked instead, as TF
+    Serving's C++ Session::Run does.
+    """
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.loader.load(
+            session, ["serve"], export_path
+        )
+
+    def run(signature_name, feeds):
+        signature = meta_graph.signature_def[signature_name]
+        names = sorted(signature.outputs)
+        options = config_pb2.CallableOptions(
+            feed=[signature.inputs[key].name for key in feeds],
+            fetch=[signature.outputs[name].name for name in names],
+        )
+        outputs = session._make_callable_from_options(options)(*feeds.values())
+        return dict(zip(names, outputs, strict=True))
+
+    try:
+        yield run
+    finally:
+        session.close()

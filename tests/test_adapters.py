@@ -30,7 +30,9 @@ def test_the_saved_model_adapter_matches_the_vae_adapter(tmp_path):
     vae = tiny_vae(tmp_path, latent_dim=2)
     info = data.DatasetInfo("tiny_images", TINY_SHAPE, 96, 40, 16)
     exported = adapters.SavedModelAdapter(
-        saved_model.export(vae, config, info, str(tmp_path / "export"))
+        saved_model.export(
+            vae, str(tmp_path / "export"), config=config, dataset_info=info
+        )
     )
     keras_path = adapters.VAEAdapter(vae, per_image_noise=True)
     batch, z = tiny_images(12, seed=8), tf.random.normal([5, 2])

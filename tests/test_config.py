@@ -8,12 +8,12 @@ from absl import flags
 
 from tests.conftest import REPO, tiny_config
 from tfvae import config as config_lib
-from tfvae import errors, run_dir, settings
+from tfvae import errors, fields, run_dir
 
 
 def _flag_values(*argv):
     values = flags.FlagValues()
-    settings.define_flags(config_lib.Config, values)
+    fields.define_flags(config_lib.Config, values)
     values(["prog", *argv])
     return values
 
@@ -30,7 +30,7 @@ def test_every_field_is_a_flag_with_the_fields_default():
 
 def test_flags_become_a_config():
     values = _flag_values("--model_dir=/tmp/r", "--hidden_units=32,16", "--nobinarize")
-    config = settings.from_flags(config_lib.Config, values)
+    config = fields.from_flags(config_lib.Config, values)
     assert config.hidden_units == (32, 16) and config.binarize is False
     assert config == config_lib.Config(
         model_dir="/tmp/r", hidden_units=(32, 16), binarize=False
@@ -98,7 +98,7 @@ def test_flags_become_a_config():
 def test_bad_flags_are_refused_naming_the_flag(argv, message):
     values = _flag_values("--model_dir=/tmp/r", *argv)
     with pytest.raises(errors.UsageError, match=re.escape(message)):
-        settings.from_flags(config_lib.Config, values)
+        fields.from_flags(config_lib.Config, values)
 
 
 def _shown(default) -> str:

@@ -1,6 +1,10 @@
 """Tests for tfvae.data: preparing datasets, manual dirs, the pipeline."""
 
 import os
+import pathlib
+import socket
+import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -15,7 +19,15 @@ from tests.conftest import (
     requires_mnist,
     tiny_config,
 )
-from tfvae import data, errors, evaluation, image_folder, run_dir, training
+from tfvae import (
+    data,
+    errors,
+    image_folder,
+    run_dir,
+    run_eval,
+    splits,
+    training,
+)
 
 
 def test_prepare_tiny_dataset(tmp_path):
@@ -37,7 +49,7 @@ def test_test_batches_give_the_split_in_order_to_every_iterator(tmp_path):
     # Keras's validation, the IWAE callback and the final evaluation each
     # iterate the test batches, some while another iterator is alive.
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    expected = data.load_split(builder, data.TEST_SPLIT)
+    expected = data.load_split(builder, splits.TEST_SPLIT)
     test = data.test_batches(builder, batch_size=16)
     abandoned = iter(test)
     next(abandoned)
@@ -50,7 +62,7 @@ def test_test_batches_give_the_split_in_order_to_every_iterator(tmp_path):
 
 def test_training_batches_are_reshuffled_each_epoch_reproducibly(tmp_path):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    split = data.load_split(builder, data.TRAIN_SPLIT)
+    split = data.load_split(builder, splits.TRAIN_SPLIT)
     first_run = iter(data.shuffled_batches(split, 96, seed=3))
     epoch1, epoch2 = (next(first_run).numpy() for _ in range(2))
     assert not np.array_equal(epoch1, epoch2)
@@ -115,6 +127,167 @@ def test_bad_manual_dir_names_the_expected_files(tmp_path, setup, message):
     assert all(name in str(error.value) for name in MNIST_FILES)
 
 
+@pytest.fixture
+def network(monkeypatch):
+    """Stands in for the network: no connection leaves this machine.
+
+    Yields {"refuse": an OSError every connection raises, or None to accept;
+    "hang": seconds a connection takes; "hosts": where connections went;
+    "downloads": how often TFDS was asked to download}.
+    """
+    state = {"refuse": None, "hang": 0, "hosts": [], "downloads": 0}
+
+    class Connection:
+        def close(self):
+            pass
+
+    def connect(address, timeout=None):
+        state["hosts"].append(address)
+        time.sleep(state["hang"])
+        if state["refuse"]:
+            raise state["refuse"]
+        return Connection()
+
+    original = tfds.core.DatasetBuilder.download_and_prepare
+
+    def download_and_prepare(builder, **kwargs):
+        state["downloads"] += 1
+        if not builder.url_infos:  # Generated: nothing to download.
+            original(builder, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(urllib.request, "getproxies", dict)
+    monkeypatch.setattr(
+        tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare
+    )
+    return state
+
+
+def test_offline_without_manual_dir_is_refused_in_seconds_naming_the_files(
+    tmp_path, network
+):
+    network["refuse"] = socket.gaierror(-2, "Name or service not known")
+    start = time.perf_counter()
+    with pytest.raises(errors.UsageError) as error:
+        data.prepare("cifar10", str(tmp_path / "tfds"), None)
+    assert time.perf_counter() - start < 5
+    message = str(error.value)
+    for part in (
+        "--dataset=cifar10 is not prepared in",
+        "no connection to www.cs.toronto.edu:443 (gaierror",
+        "cifar-10-binary.tar.gz, from https://www.cs.toronto.edu/~kriz/",
+        "pass --manual_dir=FOLDER",
+    ):
+        assert part in message, message
+    assert network["hosts"] == [("www.cs.toronto.edu", 443)]
+    assert network["downloads"] == 0
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_a_download_host_that_does_not_answer_is_refused_after_the_limit(
+    tmp_path, network, monkeypatch
+):
+    monkeypatch.setattr(data, "DOWNLOAD_CHECK_SECONDS", 0.2)
+    network["hang"] = 5
+    start = time.perf_counter()
+    with pytest.raises(errors.UsageError, match=r"no answer within 0.2 s"):
+        data.prepare("cifar10", str(tmp_path / "tfds"), None)
+    assert time.perf_counter() - start < 2
+    assert network["downloads"] == 0
+
+
+def test_a_reachable_download_host_lets_tfds_download(tmp_path, network):
+    # The stand-in downloaded nothing.
+    with pytest.raises(errors.UsageError, match="--dataset=mnist has no 'train'"):
+        data.prepare("mnist", str(tmp_path / "tfds"), None)
+    # One check of the one host of MNIST's four files.
+    assert network["hosts"] == [("storage.googleapis.com", 443)]
+    assert network["downloads"] == 1
+
+
+def test_behind_a_proxy_the_proxy_is_checked(tmp_path, network, monkeypatch):
+    proxies = {"https": "http://127.0.0.1:3128", "no": "example.org"}
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: proxies)
+    network["refuse"] = ConnectionRefusedError(111, "Connection refused")
+    with pytest.raises(errors.UsageError, match="no connection to 127.0.0.1:3128"):
+        data.prepare("cifar10", str(tmp_path / "tfds"), None)
+    assert network["hosts"] == [("127.0.0.1", 3128)]
+
+
+def test_a_dataset_with_manual_files_or_nothing_to_download_needs_no_network(
+    tmp_path, network
+):
+    network["refuse"] = OSError("no network")
+    data.prepare("tiny_images", str(tmp_path / "tfds"), None)
+    with pytest.raises(errors.UsageError, match="is empty"):
+        (tmp_path / "manual").mkdir()
+        data.prepare("cifar10", str(tmp_path / "tfds"), str(tmp_path / "manual"))
+    assert network["hosts"] == []
+
+
+@pytest.mark.parametrize(
+    "data_dir, message",
+    [
+        ("file", "--data_dir=P is a file, not a folder"),
+        ("file/tfds", r"--data_dir=P cannot be created: .*file is a file"),
+        ("/proc/tfvae-tfds", "--data_dir=P cannot be created: no file can be"),
+    ],
+)
+def test_a_data_dir_that_cannot_be_written_is_refused_before_any_work(
+    tmp_path, network, data_dir, message
+):
+    (tmp_path / "file").write_text("mine")
+    data_dir = os.path.join(tmp_path, data_dir)
+    with pytest.raises(errors.UsageError, match=message.replace("P", data_dir)):
+        data.prepare("tiny_images", data_dir, None)
+    assert network["downloads"] == 0
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_a_manual_dir_with_other_files_of_the_right_names_is_refused(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    for name in MNIST_FILES:
+        (manual / name).write_bytes(b"not MNIST")
+    with pytest.raises(
+        errors.UsageError,
+        match=r"(?s)A file of --dataset=mnist is not the one TFDS expects .*"
+        r"has wrong checksum.*Replace it with the original file in --manual_dir=",
+    ):
+        data.prepare("mnist", str(tmp_path / "tfds"), str(manual))
+
+
+def _cut(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _zero_a_record(path):
+    data_bytes = bytearray(path.read_bytes())
+    data_bytes[100:200] = bytes(100)
+    path.write_bytes(bytes(data_bytes))
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [(_cut, "expected to contain 96 elements"), (_zero_a_record, "corrupted record")],
+)
+def test_damaged_tfds_files_are_refused_before_the_run_directory_changes(
+    tmp_path, damage, problem
+):
+    builder, _ = data.prepare("tiny_images", str(tmp_path / "tfds"), None)
+    (train_file,) = pathlib.Path(builder.data_dir).glob("*-train.tfrecord*")
+    damage(train_file)
+    message = (
+        rf"The train split of tiny_images in {builder.data_dir} is damaged: .*"
+        rf"{problem}.*\. Delete {builder.data_dir} and run again"
+    )
+    with pytest.raises(errors.UsageError, match=message):
+        data.load_split(builder, splits.TRAIN_SPLIT)
+    with pytest.raises(errors.UsageError, match=message):
+        training.train_and_evaluate(tiny_config(tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
 def test_expected_manual_files_for_mnist():
     assert data.expected_manual_files(tfds.builder("mnist")) == MNIST_FILES
 
@@ -171,9 +344,9 @@ def test_an_image_folder_is_built_once_with_labels_from_class_subfolders(tmp_pat
     builder, info = data.prepare("mnist", str(tmp_path / "tfds"), None, folder)
     assert info == data.DatasetInfo("pets", (8, 6, 3), 6, 4, 2)
     assert builder.info.features["label"].names == ["cats", "dogs"]
-    train = data.load_split(builder, data.TRAIN_SPLIT)
+    train = data.load_split(builder, splits.TRAIN_SPLIT)
     assert train.shape == (6, 8, 6, 3) and train.dtype == np.uint8
-    pairs = list(data.split_images_and_labels(builder, data.TEST_SPLIT))
+    pairs = list(data.split_images_and_labels(builder, splits.TEST_SPLIT))
     assert sorted(int(label) for _, label in pairs) == [0, 0, 1, 1]
     batch = next(iter(data.shuffled_batches(train, batch_size=2, seed=0)))
     assert batch.shape == (2, 8, 6, 3) and batch.dtype == tf.uint8
@@ -196,7 +369,7 @@ def test_images_are_center_cropped_to_the_aspect_ratio_then_resized(tmp_path):
         _write_image(tmp_path / "rgb" / split / "a.png", pixels)
     folder = image_folder.ImageFolder(str(tmp_path / "rgb"), size=(4, 4))
     builder, _ = data.prepare("mnist", str(tmp_path / "tfds"), None, folder)
-    image = data.load_split(builder, data.TRAIN_SPLIT)[0]
+    image = data.load_split(builder, splits.TRAIN_SPLIT)[0]
     np.testing.assert_array_equal(image, np.broadcast_to([0, 200, 0], (4, 4, 3)))
 
 
@@ -284,6 +457,21 @@ def test_bad_image_folders_are_refused_naming_the_problem(tmp_path, spoil, messa
     assert not built.exists() or not list(built.glob("*/*/dataset_info.json"))
 
 
+@pytest.mark.parametrize(
+    "size, channels, message",
+    [
+        ((0, 5), None, r"size must be two positive sizes, \(H, W\). Received: "),
+        ((8,), None, r"Received: size=\(8,\)"),
+        ((8, 8), 2, "channels must be 1, 3 or None. Received: channels=2"),
+    ],
+)
+def test_an_image_folder_refuses_a_size_or_channels_it_cannot_read_at(
+    size, channels, message
+):
+    with pytest.raises(ValueError, match=message):
+        image_folder.ImageFolder("pets", size, channels)
+
+
 def test_an_image_folder_config_names_the_dataset_after_the_folder(tmp_path):
     config = tiny_config(
         tmp_path,
@@ -296,6 +484,22 @@ def test_an_image_folder_config_names_the_dataset_after_the_folder(tmp_path):
     assert config.image_source == image_folder.ImageFolder("/data/faces/", (64, 48), 1)
     assert (config.dataset_name, config.export_base) == ("faces", "export/faces")
     assert tiny_config(tmp_path).image_source is None
+
+
+def test_an_image_size_that_cannot_fit_is_refused_before_the_folder_is_built(
+    tmp_path,
+):
+    root = _make_folder(tmp_path / "shapes", {"train": 2, "test": 1}, ())
+    config = tiny_config(
+        tmp_path, dataset="mnist", image_folder=str(root), image_size=(30000, 30000)
+    )
+    with pytest.raises(
+        errors.UsageError,
+        match=r"would need about .* GiB of memory, .* the image size 30000x30000"
+        r".*--image_size=30000,30000",
+    ):
+        training.train_and_evaluate(config)
+    assert sorted(os.listdir(tmp_path)) == ["shapes"]
 
 
 def test_a_folder_of_images_trains_evaluates_and_exports(tmp_path):
@@ -314,7 +518,7 @@ def test_a_folder_of_images_trains_evaluates_and_exports(tmp_path):
         "shapes", (8, 8, 3), 48, 16, 2
     )
     assert os.path.isdir(metrics["export_path"])
-    results = evaluation.evaluate_run(
-        evaluation.EvalConfig(model_dir=config.model_dir, num_importance_samples=3)
+    results = run_eval.evaluate_run(
+        run_eval.EvalConfig(model_dir=config.model_dir, num_importance_samples=3)
     )
     assert results["num_examples"] == 16 and results["dataset"] == "shapes"

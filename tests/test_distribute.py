@@ -27,7 +27,7 @@ from tests.conftest import (
     tiny_training_command,
     wait_for_first_backup,
 )
-from tfvae import data, distribute
+from tfvae import data, distribute, errors
 from tfvae import run_dir as run_dir_lib
 
 _TWO_CPUS = """
@@ -39,9 +39,33 @@ tf.config.set_logical_device_configuration(
 """
 
 
-def test_multi_worker_without_tf_config_names_the_variable(monkeypatch):
+def test_multi_worker_without_tf_config_is_a_usage_error(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(ValueError, match="TF_CONFIG environment variable"):
+    with pytest.raises(
+        errors.UsageError, match="TF_CONFIG environment variable, which is not set"
+    ):
+        distribute.make_strategy("multi_worker")
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        ("worker 0", "which is not JSON"),
+        ("[]", "needs a 'cluster' and this worker's 'task'"),
+        ('{"cluster": {"worker": ["h:1"]}}', "needs a 'cluster' and this worker's"),
+        (
+            '{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}',
+            r"whose 'type' is a job of the cluster \(\['worker'\]\)",
+        ),
+        (
+            '{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 1}}',
+            "names task 1 of 'worker', which has 1 host",
+        ),
+    ],
+)
+def test_a_bad_tf_config_is_refused_naming_the_problem(monkeypatch, tf_config, message):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(errors.UsageError, match=message):
         distribute.make_strategy("multi_worker")
 
 

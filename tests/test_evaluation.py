@@ -7,6 +7,7 @@ define the same absl flags and must never be imported into one process.
 import dataclasses
 import math
 import os
+import re
 import sys
 
 import keras
@@ -25,12 +26,15 @@ from tests.conftest import (
 from tests.conftest import tiny_vae as make_tiny_vae
 from tfvae import (
     adapters,
+    builder,
     data,
     errors,
     evaluation,
+    history,
     images,
-    model,
+    pictures,
     run_dir,
+    run_eval,
     saved_model,
 )
 
@@ -60,15 +64,15 @@ def _png(path):
 )
 def test_eval_config_refuses_bad_settings_naming_the_flag(settings, message):
     with pytest.raises(errors.UsageError, match=message):
-        evaluation.EvalConfig(**settings)
+        run_eval.EvalConfig(**settings)
 
 
 def test_results_go_to_the_run_unless_told_otherwise():
-    assert evaluation.EvalConfig(model_dir="run").results_dir == os.path.join(
+    assert run_eval.EvalConfig(model_dir="run").results_dir == os.path.join(
         "run", "eval"
     )
-    assert evaluation.EvalConfig(model_dir="run", output_dir="o").results_dir == "o"
-    assert evaluation.split_name("test[:1000]") == "test"
+    assert run_eval.EvalConfig(model_dir="run", output_dir="o").results_dir == "o"
+    assert run_eval.split_name("test[:1000]") == "test"
 
 
 # --- Pictures ---------------------------------------------------------------------
@@ -88,14 +92,14 @@ def _labelled_batches(count=40, batch_size=16):
 
 
 def test_pictures_have_the_expected_size_and_are_not_blank(tiny_vae, tmp_path):
-    history = run_dir.History([1, 2, 3], [60.0, 50.0, 45.0], [58.0, 52.0, 49.0])
-    pictures = evaluation.write_pictures(
+    curves = history.History([1, 2, 3], [60.0, 50.0, 45.0], [58.0, 52.0, 49.0])
+    drawn = pictures.write_pictures(
         adapters.VAEAdapter(tiny_vae),
         _labelled_batches(),
         str(tmp_path),
         seed=0,
         split="test",
-        history=history,
+        curves=curves,
         iwae_history={2: (100, 48.0)},
         final_nll=(1000, 46.0),
     )
@@ -110,19 +114,19 @@ def test_pictures_have_the_expected_size_and_are_not_blank(tiny_vae, tmp_path):
         "latent_scatter.png": (560, 640),
         "elbo_curve.png": (480, 640),
     }
-    assert set(pictures) == set(expected)
+    assert set(drawn) == set(expected)
     assert sorted(os.listdir(tmp_path)) == sorted(expected)
     for name, size in expected.items():
         png = _png(tmp_path / name)
         assert png.shape[:2] == size, name
         assert png.std() > 0, name
-        np.testing.assert_array_equal(png, pictures[name].numpy())
+        np.testing.assert_array_equal(png, drawn[name].numpy())
 
 
 def test_the_reconstruction_and_sample_pictures_are_those_of_tfvae_images(
     tiny_vae, tmp_path
 ):
-    evaluation.write_pictures(
+    pictures.write_pictures(
         adapters.VAEAdapter(tiny_vae),
         _labelled_batches(),
         str(tmp_path),
@@ -149,10 +153,10 @@ def test_history_reads_a_resumed_runs_repeated_epoch_once(tmp_path):
         "0,1,90,89,1,80,79\n1,1,70,69,1,65,64\n1,1,71,70,1,66,65\n"
     )
     # A resumed run may log an epoch twice: the last row wins.
-    assert run_dir.read_history(str(tmp_path)) == run_dir.History(
+    assert history.read_history(str(tmp_path)) == history.History(
         [1, 2], [90.0, 71.0], [80.0, 66.0]
     )
-    assert run_dir.read_history(str(tmp_path / "elsewhere")) is None
+    assert history.read_history(str(tmp_path / "elsewhere")) is None
 
 
 # --- The run and the command line ---------------------------------------------------
@@ -169,7 +173,9 @@ def tiny_run(tmp_path_factory):
     config = tiny_config(root, latent_dim=3)
     _, info = data.prepare(config.dataset, config.data_dir, None)
     keras.utils.set_random_seed(0)
-    vae = model.build_vae(info.image_shape, seed=config.seed, **config.model_settings())
+    vae = builder.build_vae(
+        info.image_shape, seed=config.seed, **config.model_settings()
+    )
     run_dir.save_config(config, config.model_dir)
     run_dir.save_info(info, config.model_dir)
     vae.save_weights(run_dir.path(config.model_dir, run_dir.WEIGHTS))
@@ -229,11 +235,15 @@ def test_cli_writes_metrics_pictures_and_tensorboard(tiny_run):
 def test_an_export_gives_bits_per_dim_for_categorical(tmp_path, tiny_run):
     config, info, _ = tiny_run
     config = dataclasses.replace(config, likelihood="categorical")
-    vae = model.build_vae(info.image_shape, seed=config.seed, **config.model_settings())
-    export = saved_model.export(vae, config, info, str(tmp_path / "export"))
+    vae = builder.build_vae(
+        info.image_shape, seed=config.seed, **config.model_settings()
+    )
+    export = saved_model.export(
+        vae, str(tmp_path / "export"), config=config, dataset_info=info
+    )
     before = sorted(os.listdir(export))
-    metrics = evaluation.evaluate_run(
-        evaluation.EvalConfig(
+    metrics = run_eval.evaluate_run(
+        run_eval.EvalConfig(
             export_dir=export,
             output_dir=str(tmp_path / "eval"),
             num_importance_samples=20,
@@ -257,9 +267,90 @@ def test_an_export_gives_bits_per_dim_for_categorical(tmp_path, tiny_run):
 def test_an_unknown_split_is_refused_naming_the_splits(tiny_run):
     config, _, _ = tiny_run
     with pytest.raises(errors.UsageError, match=r"--split=validation is not a split"):
-        evaluation.evaluate_run(
-            evaluation.EvalConfig(model_dir=config.model_dir, split="validation")
+        run_eval.evaluate_run(
+            run_eval.EvalConfig(model_dir=config.model_dir, split="validation")
         )
+
+
+@pytest.mark.parametrize("split", ["test[:0]", "test[5:2]"])
+def test_a_split_without_images_is_refused_before_any_work(tiny_run, split):
+    config, _, _ = tiny_run
+    out = run_dir.path(config.model_dir, "eval-empty")
+    with pytest.raises(errors.UsageError, match=rf"--split={re.escape(split)} .*test"):
+        run_eval.evaluate_run(
+            run_eval.EvalConfig(model_dir=config.model_dir, split=split, output_dir=out)
+        )
+    assert not os.path.exists(out)
+
+
+def test_one_image_is_evaluated_and_drawn(tiny_run, tmp_path):
+    config, _, _ = tiny_run
+    metrics = run_eval.evaluate_run(
+        run_eval.EvalConfig(
+            model_dir=config.model_dir,
+            split="test[:1]",
+            num_importance_samples=3,
+            output_dir=str(tmp_path),
+        )
+    )
+    assert metrics["num_examples"] == 1
+    assert run_dir.read_metrics(str(tmp_path)) == metrics
+    # One point on the PCA scatter; no pair to interpolate between.
+    assert _png(tmp_path / "latent_scatter.png").std() > 0
+    assert not (tmp_path / "interpolations.png").exists()
+
+
+def _forms(images, labels):
+    """The forms `evaluation.evaluate` takes, of the same images and labels."""
+    pairs = tf.data.Dataset.from_tensor_slices((images, labels))
+    return {
+        "arrays": images.numpy(),
+        "array pairs": (images.numpy(), labels.numpy()),
+        "unbatched images": tf.data.Dataset.from_tensor_slices(images),
+        # As `evaluate` batches them: the noise is seeded per batch.
+        "batched pairs": pairs.batch(evaluation.BATCH_SIZE),
+        "TFDS dicts": pairs.map(lambda x, y: {"image": x, "label": y}),
+    }
+
+
+def test_evaluate_takes_a_vae_or_its_export_and_every_data_form(tiny_run, tmp_path):
+    _, _, vae = tiny_run
+    images, labels = tiny_images(40, seed=4), tf.constant(np.arange(40) % 4)
+    results = {
+        form: evaluation.evaluate(vae, data, num_samples=5, samples_per_chunk=2)
+        for form, data in _forms(images, labels).items()
+    }
+    first = results["arrays"]
+    assert first["num_importance_samples"] == 5
+    assert first["nll"] == first["nll_k5"] < first["neg_elbo"]
+    for form, metrics in results.items():
+        assert metrics == first, form
+    # The export of the same weights, with the pictures.
+    path = saved_model.export(vae, str(tmp_path / "export"))
+    exported = evaluation.evaluate(
+        str(tmp_path / "export"),
+        images,
+        num_samples=5,
+        samples_per_chunk=2,
+        output_dir=str(tmp_path / "eval"),
+    )
+    assert exported.keys() == first.keys()
+    assert abs(exported["nll"] - first["nll"]) < 5
+    assert (tmp_path / "eval" / "latent_scatter.png").exists()
+    assert path.endswith("1")
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros([4, *TINY_SHAPE], np.float32), r"takes uint8 images.*tf.round"),
+        (np.zeros([4, 7, 7, 1], np.uint8), r"\(H, W, C\) = \(8, 8, 1\)"),
+    ],
+)
+def test_evaluate_refuses_images_it_cannot_score(tiny_run, images, message):
+    _, _, vae = tiny_run
+    with pytest.raises(ValueError, match=message):
+        evaluation.evaluate(vae, images, num_samples=2)
 
 
 def test_cli_reports_bad_flags_without_a_traceback(tmp_path):

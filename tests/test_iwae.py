@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tests.conftest import tiny_images, tiny_vae
-from tfvae import adapters, callbacks, iwae, run_dir
+from tfvae import adapters, callbacks, history, iwae, run_dir
 
 tfd = tfp.distributions
 
@@ -235,7 +235,7 @@ def test_iwae_callback_logs_every_n_epochs(tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "3"]
     assert all(0 < float(row["nll"]) < float(row["neg_elbo"]) for row in rows)
     assert float(rows[1]["nll"]) < float(rows[0]["nll"])  # Training helps.
-    assert set(run_dir.read_iwae_history(str(tmp_path))) == {2, 4}
+    assert set(history.read_iwae_history(str(tmp_path))) == {2, 4}
     # TensorBoard gets the same numbers, at Keras's step = epoch index.
     scalars = _scalars(tmp_path / run_dir.LOGS / "iwae")
     assert scalars["epoch_nll_k50"] == pytest.approx(

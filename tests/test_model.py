@@ -104,7 +104,7 @@ def test_training_lowers_the_negative_elbo(tmp_path):
 
 def test_unknown_kl_estimator_is_refused(tmp_path):
     vae = tiny_vae(tmp_path)
-    with pytest.raises(ValueError, match="Invalid kl. Received: 'exact'"):
+    with pytest.raises(ValueError, match="kl must be one of analytic, monte_carlo. "):
         model.VAE(
             vae.encoder, vae.decoder, vae.prior, vae.image_shape, kl="exact", seed=0
         )
@@ -282,11 +282,14 @@ def test_two_layers_sample_top_down_and_decode_the_bottom_latent(tmp_path):
     "settings, problem",
     [
         ({"kl": "analytic", "prior": "vamp"}, "kl='analytic' needs"),
-        ({"objective": "iwae", "beta": 2.0}, "beta must be 1"),
-        ({"objective": "iwae", "free_bits": 1.0}, "free_bits 0"),
-        ({"gradient": "dreg"}, "gradient='dreg' needs"),
-        ({"objective": "iwae", "gradient": "dreg", "prior": "vamp"}, "not vamp"),
-        ({"prior": "vamp", "num_classes": 10}, "cannot use the VampPrior"),
+        ({"objective": "iwae", "beta": 2.0}, "drop beta and free_bits"),
+        ({"objective": "iwae", "free_bits": 1.0}, "Received: beta=1.0 free_bits=1.0"),
+        ({"gradient": "dreg"}, "gradient='dreg' is a gradient of the IWAE bound"),
+        (
+            {"objective": "iwae", "gradient": "dreg", "prior": "vamp"},
+            "not prior='vamp'",
+        ),
+        ({"prior": "vamp", "num_classes": 10}, "conditional=True cannot use prior="),
         ({"upper_encoders": "one"}, "L - 1 upper encoders"),
     ],
 )
@@ -306,3 +309,11 @@ def test_the_model_refuses_settings_that_do_not_fit(tmp_path, settings, problem)
         settings["upper_encoders"] = [vae.encoder]
     with pytest.raises(ValueError, match=problem):
         model.VAE(**{**parts, **settings})
+
+
+def test_a_vae_defaults_to_the_analytic_kl_and_seed_0(tmp_path):
+    vae = tiny_vae(tmp_path, latent_dim=2)
+    plain = model.VAE(vae.encoder, vae.decoder, vae.prior, vae.image_shape)
+    assert (plain.kl, plain.seed, plain.built) == ("analytic", 0, True)
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*32\)"):
+        model.VAE(vae.encoder, vae.decoder, vae.prior, vae.image_shape, seed=-1)

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests.conftest import run_python
-from tfvae import plots, run_dir
+from tfvae import history, plots
 
 
 def _size(png: bytes) -> tuple[int, int]:
@@ -32,12 +32,12 @@ def test_figures_are_pngs_of_their_size():
     for labels in (np.arange(50) % 3, np.arange(50) % 30, None):
         png = plots.scatter_png(points, labels, "latent", "title")
         assert _size(png) == (560, 640)
-    history = run_dir.History([1, 2, 3], [60.0, 50.0, 45.0], [58.0, 52.0, 49.0])
-    assert _size(plots.elbo_curve_png(history, {2: (100, 48.0)}, (1000, 46.0))) == (
+    curves = history.History([1, 2, 3], [60.0, 50.0, 45.0], [58.0, 52.0, 49.0])
+    assert _size(plots.elbo_curve_png(curves, {2: (100, 48.0)}, (1000, 46.0))) == (
         480,
         640,
     )
-    assert _size(plots.elbo_curve_png(history, {}, None)) == (480, 640)
+    assert _size(plots.elbo_curve_png(curves, {}, None)) == (480, 640)
 
 
 def test_training_and_its_pictures_never_import_matplotlib():
@@ -56,3 +56,13 @@ def test_training_and_its_pictures_never_import_matplotlib():
     assert result.returncode == 0, result.stderr[-3000:]
     # The check can fail: the module that does need matplotlib is refused.
     assert "plots needs matplotlib" in result.stdout
+
+
+def test_one_point_is_embedded_and_drawn():
+    # A one-image split (tfvae.evaluate --split=test[:1]) spans no axis.
+    coordinates, method = plots.embed_2d(np.ones((1, 5)), seed=0)
+    assert (coordinates.shape, method) == ((1, 2), "PCA")
+    assert _size(plots.scatter_png(coordinates, np.array([3]), method, "one")) == (
+        560,
+        640,
+    )

@@ -25,10 +25,17 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import config_pb2
 
-from tests.conftest import REPO, TINY_SHAPE, tiny_config
-from tfvae import errors, evaluation, run_dir, saved_model, training
+from tests.conftest import REPO, TINY_SHAPE, session_signatures, tiny_config
+from tfvae import (
+    errors,
+    resume,
+    run_dir,
+    run_eval,
+    saved_model,
+    training,
+)
+from tfvae import signatures as signatures_lib
 
 MAX_SAMPLES = 1000  # The default --export_max_samples.
 
@@ -295,8 +302,8 @@ def _train(config):
 
 
 def _evaluate(config):
-    evaluation.evaluate_run(
-        evaluation.EvalConfig(
+    run_eval.evaluate_run(
+        run_eval.EvalConfig(
             model_dir=config.model_dir, num_importance_samples=2, batch_size=40
         )
     )
@@ -304,8 +311,8 @@ def _evaluate(config):
 
 def _export(config):
     # What `python -m tfvae.export --model_dir=... --export_dir=...` does.
-    loaded, info, vae = run_dir.load_vae(config.model_dir)
-    saved_model.export(vae, loaded, info, config.export_dir)
+    loaded, info, vae = run_dir.load_run(config.model_dir)
+    saved_model.export(vae, config.export_dir, config=loaded, dataset_info=info)
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "export": _export}
@@ -348,7 +355,7 @@ def uninterrupted(trained, tmp_path_factory):
         trained, model_dir=str(root / "run"), epochs=3, export=False
     )
     training.train_and_evaluate(config)
-    return [w.numpy() for w in run_dir.load_vae(config.model_dir)[2].weights]
+    return [w.numpy() for w in run_dir.load_run(config.model_dir)[2].weights]
 
 
 def _epochs_in(csv_path):
@@ -359,7 +366,7 @@ def _assert_resumed_as_uninterrupted(run, metrics, uninterrupted):
     assert _epochs_in(run / "history.csv") == ["0", "1", "2"]
     assert _epochs_in(run / "iwae_history.csv") == ["0", "1", "2"]
     assert metrics["epochs"] == 3
-    for a, b in zip(run_dir.load_vae(str(run))[2].weights, uninterrupted, strict=True):
+    for a, b in zip(run_dir.load_run(str(run))[2].weights, uninterrupted, strict=True):
         np.testing.assert_array_equal(a.numpy(), b)
 
 
@@ -407,7 +414,7 @@ def test_a_kill_during_a_backup_resumes_from_the_one_before(
         def killed(backup_dir):
             raise KeyboardInterrupt("simulated kill")
 
-        patch.setattr(run_dir, "write_backup_checksums", killed)
+        patch.setattr(resume, "write_backup_checksums", killed)
         with pytest.raises(KeyboardInterrupt):
             training.train_and_evaluate(config)
     run = tmp_path / "run"
@@ -415,19 +422,19 @@ def test_a_kill_during_a_backup_resumes_from_the_one_before(
         "epoch": 3,
         "batch": 0,
     }
-    assert run_dir.resumed_epoch(str(run)) == 2
+    assert resume.resumed_epoch(str(run)) == 2
     metrics = training.train_and_evaluate(config)
     _assert_resumed_as_uninterrupted(run, metrics, uninterrupted)
 
 
 def test_a_damaged_weights_file_is_put_back_by_rerunning_training(trained, tmp_path):
     config = _copy(trained, tmp_path, export=False)
-    before = [w.numpy() for w in run_dir.load_vae(config.model_dir)[2].weights]
+    before = [w.numpy() for w in run_dir.load_run(config.model_dir)[2].weights]
     _truncate(tmp_path / "run" / "model.weights.h5")
     with pytest.raises(errors.UsageError, match=_WEIGHTS_DAMAGED):
-        run_dir.load_vae(config.model_dir)
+        run_dir.load_run(config.model_dir)
     training.train_and_evaluate(config)  # As the message says; trains nothing.
-    after = run_dir.load_vae(config.model_dir)[2].weights
+    after = run_dir.load_run(config.model_dir)[2].weights
     for a, b in zip(after, before, strict=True):
         np.testing.assert_array_equal(a.numpy(), b)
     assert _epochs_in(tmp_path / "run" / "history.csv") == ["0", "1"]
@@ -436,13 +443,13 @@ def test_a_damaged_weights_file_is_put_back_by_rerunning_training(trained, tmp_p
 def test_a_deleted_backup_trains_the_run_again_from_the_start(trained, tmp_path):
     config = _copy(trained, tmp_path, export=False)
     shutil.rmtree(tmp_path / "run" / "backup")
-    assert run_dir.resumed_epoch(config.model_dir) == 0
+    assert resume.resumed_epoch(config.model_dir) == 0
     metrics = training.train_and_evaluate(config)
     assert metrics["epochs"] == 2
     assert _epochs_in(tmp_path / "run" / "history.csv") == ["0", "1"]
-    trained_weights = run_dir.load_vae(trained.model_dir)[2].weights
+    trained_weights = run_dir.load_run(trained.model_dir)[2].weights
     for a, b in zip(
-        run_dir.load_vae(config.model_dir)[2].weights, trained_weights, strict=True
+        run_dir.load_run(config.model_dir)[2].weights, trained_weights, strict=True
     ):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -451,8 +458,8 @@ def test_a_deleted_backup_trains_the_run_again_from_the_start(trained, tmp_path)
 
 
 def _evaluate_export(export_dir, output_dir, **settings):
-    return evaluation.evaluate_run(
-        evaluation.EvalConfig(
+    return run_eval.evaluate_run(
+        run_eval.EvalConfig(
             export_dir=str(export_dir),
             output_dir=str(output_dir),
             **{"num_importance_samples": 2, "batch_size": 40, **settings},
@@ -557,25 +564,8 @@ def signatures(trained):
 @pytest.fixture(scope="module")
 def session_run(trained):
     """Returns run(signature, feeds): TF Serving's path, feeds unchecked by Python."""
-    graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
-    with graph.as_default():
-        meta_graph = tf.compat.v1.saved_model.loader.load(
-            session, ["serve"], os.path.join(trained.export_dir, "1")
-        )
-
-    def run(name, feeds):
-        signature = meta_graph.signature_def[name]
-        names = sorted(signature.outputs)
-        options = config_pb2.CallableOptions(
-            feed=[signature.inputs[key].name for key in feeds],
-            fetch=[signature.outputs[output].name for output in names],
-        )
-        outputs = session._make_callable_from_options(options)(*feeds.values())
-        return dict(zip(names, outputs, strict=True))
-
-    yield run
-    session.close()
+    with session_signatures(os.path.join(trained.export_dir, "1")) as run:
+        yield run
 
 
 _IMAGES = np.zeros([2, *TINY_SHAPE], np.uint8)
@@ -585,8 +575,42 @@ _TOO_MANY = (
     r"export \(set by --export_max_samples when it was exported\)"
 )
 _NOT_POSITIVE = "num_samples must be a positive int32 scalar"
+# The default bound of one request's images (or z) x samples, for the tiny
+# 8x8x1 Bernoulli model: about 1 GB of memory.
+MAX_BATCH_SAMPLES = signatures_lib.REQUEST_BYTES // (
+    signatures_lib.BYTES_PER_DECODED_VALUE * 8 * 8
+)
+_TOO_LARGE = (
+    rf"the batch times num_samples must be at most {MAX_BATCH_SAMPLES}, the "
+    r"max_batch_samples of this export"
+)
+_OVER_THE_BOUND = np.zeros(
+    [MAX_BATCH_SAMPLES // MAX_SAMPLES + 1, *TINY_SHAPE], np.uint8
+)
 # name: (signature, inputs, message).
 SIGNATURE_CASES = {
+    # Each num_samples is legal alone, the product is not: without the
+    # bound, 1000 MNIST images x 1000 samples took a server down (13 GB).
+    "log_weights: images x num_samples over the export's bound": (
+        "log_weights",
+        dict(images=_OVER_THE_BOUND, num_samples=np.int32(MAX_SAMPLES), seed=_SEED),
+        _TOO_LARGE,
+    ),
+    "encode: more images than the export's bound": (
+        "encode",
+        dict(images=np.zeros([MAX_BATCH_SAMPLES + 1, *TINY_SHAPE], np.uint8)),
+        _TOO_LARGE,
+    ),
+    "score: more images than the export's bound": (
+        "score",
+        dict(images=np.zeros([MAX_BATCH_SAMPLES + 1, *TINY_SHAPE], np.uint8)),
+        _TOO_LARGE,
+    ),
+    "decode: more z than the export's bound": (
+        "decode",
+        dict(z=np.zeros([MAX_BATCH_SAMPLES + 1, 2], np.float32)),
+        _TOO_LARGE,
+    ),
     "sample: one more than the export's max": (
         "sample",
         dict(num_samples=np.int32(MAX_SAMPLES + 1), seed=_SEED),
@@ -680,6 +704,18 @@ def test_an_empty_batch_gives_empty_outputs(signatures, name):
         assert output.shape[0] == 0
 
 
+def test_the_export_reports_its_request_bound(trained, signatures):
+    assert signatures["metadata"]()["max_batch_samples"] == MAX_BATCH_SAMPLES
+    described = json.loads(signatures["metadata"]()["json"].numpy())
+    assert described["max_batch_samples"] == MAX_BATCH_SAMPLES
+    # At the bound exactly, the request is served.
+    images = np.zeros([MAX_BATCH_SAMPLES // 100, *TINY_SHAPE], np.uint8)
+    weights = signatures["log_weights"](
+        images=images, num_samples=tf.constant(100), seed=tf.constant(_SEED)
+    )["log_weights"]
+    assert weights.shape == (MAX_BATCH_SAMPLES // 100, 100)
+
+
 def test_the_export_reports_and_enforces_its_max_samples(trained, signatures, tmp_path):
     assert signatures["metadata"]()["max_samples"] == MAX_SAMPLES
     described = json.loads(signatures["metadata"]()["json"].numpy())
@@ -693,8 +729,10 @@ def test_the_export_reports_and_enforces_its_max_samples(trained, signatures, tm
     assert images.shape[0] == MAX_SAMPLES
     # Another limit, fixed at export time.
     config = dataclasses.replace(trained, export_max_samples=5)
-    _, info, vae = run_dir.load_vae(trained.model_dir)
-    path = saved_model.export(vae, config, info, str(tmp_path / "export"))
+    _, info, vae = run_dir.load_run(trained.model_dir)
+    path = saved_model.export(
+        vae, str(tmp_path / "export"), config=config, dataset_info=info
+    )
     loaded = tf.saved_model.load(path).signatures
     assert loaded["metadata"]()["max_samples"] == 5
     assert loaded["sample"](num_samples=tf.constant(5), seed=_SEED)["images"].shape[0]
@@ -734,6 +772,36 @@ _NEW = [*_TINY, "--model_dir={new}", "--noexport"]
 FLAG_CASES = {
     "tfvae.train": [
         (_NEW + ["--seed=-1"], "--seed must be at least 0. Received: --seed=-1"),
+        (
+            _NEW + ["--seed=4294967296"],
+            "--seed must be in [0, 2**32), the range NumPy and Keras seed from. "
+            "Received: --seed=4294967296",
+        ),
+        (_NEW + ["--beta=inf"], "--beta must be a finite number. Received: --beta=inf"),
+        (_NEW + ["--beta=nan"], "--beta must be a finite number. Received: --beta=nan"),
+        (_NEW + ["--learning_rate=inf"], "--learning_rate must be a finite number"),
+        (
+            _NEW + ["--likelihood=gaussian", "--gaussian_scale=inf"],
+            "--gaussian_scale must be a finite number. Received: --gaussian_scale=inf",
+        ),
+        (_NEW + ["--free_bits=inf"], "--free_bits must be a finite number"),
+        (_NEW + ["--free_bits=nan"], "--free_bits must be a finite number"),
+        (
+            _NEW + ["--latent_dim=200000000"],
+            "most of it comes from --latent_dim: make it smaller. Received: "
+            "--latent_dim=200000000",
+        ),
+        # On the tiny 8x8 images, sizes that fit no machine (1.5 and 12 TB):
+        # 20000000 components and 1000000 samples fit here, and would train.
+        (
+            _NEW
+            + ["--prior=mog", "--kl=monte_carlo", "--prior_components=20000000000"],
+            "most of it comes from --prior_components: make it smaller.",
+        ),
+        (
+            _NEW + ["--train_samples=1000000000"],
+            "most of it comes from --train_samples: make it smaller.",
+        ),
         (_NEW + ["--epochs=0"], "--epochs must be at least 1. Received: --epochs=0"),
         (_NEW + ["--epochs=two"], "flag --epochs=two: invalid literal for int()"),
         (
@@ -760,6 +828,39 @@ FLAG_CASES = {
             "--export_dir={file} is a file, not a folder",
         ),
         (_NEW + ["--dataset=no_such_set"], "Unknown dataset: --dataset=no_such_set"),
+        # Output folders that cannot be written: refused before any data work.
+        (
+            [*_TINY, "--model_dir=/proc/tfvae-run", "--noexport"],
+            "--model_dir=/proc/tfvae-run cannot be created: no file can be created "
+            "in /proc",
+        ),
+        (
+            _NEW + ["--export", "--export_dir=/proc/tfvae-export"],
+            "--export_dir=/proc/tfvae-export cannot be created",
+        ),
+        (
+            _NEW + ["--data_dir=/proc/tfvae-tfds"],
+            "--data_dir=/proc/tfvae-tfds cannot be created",
+        ),
+        (_NEW + ["--data_dir={file}"], "--data_dir={file} is a file, not a folder"),
+        (
+            _NEW + ["--data_dir={new}/tfds"],
+            "--data_dir={new}/tfds is inside --model_dir={new}, which holds only",
+        ),
+        (
+            _NEW + ["--model_dir={file}/run"],
+            "--model_dir={file}/run cannot be created: {file} is a file",
+        ),
+        (
+            _NEW + ["--strategy=multi_worker"],
+            "--strategy=multi_worker reads the cluster from the TF_CONFIG "
+            "environment variable, which is not set",
+        ),
+        (
+            _NEW + ["--network=conv", "--conv_filters=4,4,4,4"],
+            "height and width must be divisible by 16",
+        ),
+        (_NEW + ["--seed=4294967296"], "--seed must be in [0, 2**32)"),
         (_NEW + ["--no_such_flag"], "Unknown command line flag 'no_such_flag'"),
         (_NEW + ["extra"], "Unexpected arguments: ['extra']"),
         (
@@ -782,14 +883,29 @@ FLAG_CASES = {
         (["--model_dir={run}", "--samples_per_chunk=0"], "--samples_per_chunk must"),
         (["--model_dir={run}", "--batch_size=0"], "--batch_size must be at least 1"),
         (["--model_dir={run}", "--seed=-1"], "--seed must be at least 0"),
+        (
+            ["--model_dir={run}", "--seed=18446744073709551616"],
+            "--seed must be in [0, 2**32)",
+        ),
+        (
+            ["--model_dir={run}", "--data_dir=/proc/tfvae-tfds"],
+            "--data_dir=/proc/tfvae-tfds cannot be created",
+        ),
         (["--model_dir={run}", "--split="], "--split must name a split"),
+        # TFDS's "Instruction [] corresponds to no data!", and -3 images.
+        (["--model_dir={run}", "--split=test[:0]"], "--split=test[:0] holds no"),
+        (["--model_dir={run}", "--split=test[5:2]"], "--split=test[5:2] holds no"),
         (
             ["--model_dir={run}", "--split=validation"],
             "--split=validation is not a split of tiny_images: use one of",
         ),
         (
             ["--model_dir={run}", "--output_dir={file}"],
-            "{file}, where the results go, is a file, not a folder",
+            "--output_dir={file} is a file, not a folder",
+        ),
+        (
+            ["--model_dir={run}", "--output_dir=/proc/tfvae-eval"],
+            "--output_dir=/proc/tfvae-eval cannot be created",
         ),
         (
             ["--export_dir={empty}", "--output_dir={new}"],
@@ -812,6 +928,10 @@ FLAG_CASES = {
         (
             ["--model_dir={run}", "--export_dir={file}"],
             "--export_dir={file} is a file, not a folder",
+        ),
+        (
+            ["--model_dir={run}", "--export_dir=/proc/tfvae-export"],
+            "--export_dir=/proc/tfvae-export cannot be created",
         ),
         (["--model_dir={run}", "extra"], "Unexpected arguments: ['extra']"),
         (

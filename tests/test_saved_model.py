@@ -14,11 +14,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from tests.conftest import (
@@ -26,10 +27,25 @@ from tests.conftest import (
     run_command,
     run_module,
     run_python,
+    session_signatures,
     tiny_config,
 )
+from tfvae import (
+    builder,
+    data,
+    evaluation,
+    images,
+    likelihoods,
+    model,
+    noise,
+    parts,
+    posteriors,
+    priors,
+    run_dir,
+    saved_model,
+    signatures,
+)
 from tfvae import config as config_lib
-from tfvae import data, images, model, noise, run_dir, saved_model
 
 LATENT_DIM = 3
 SEED = 11
@@ -133,7 +149,7 @@ def case_config(tmp_path, case: str) -> config_lib.Config:
 
 
 def build(config: config_lib.Config) -> model.VAE:
-    return model.build_vae(TINY_SHAPE, seed=config.seed, **config.model_settings())
+    return builder.build_vae(TINY_SHAPE, seed=config.seed, **config.model_settings())
 
 
 # Run in a fresh interpreter: loads exports with TensorFlow alone and saves
@@ -195,7 +211,9 @@ def exports(tmp_path_factory):
         tmp_path = tmp_path_factory.mktemp(case)
         config = case_config(tmp_path, case)
         vae = build(config)
-        path = saved_model.export(vae, config, INFO, str(tmp_path / "export"))
+        path = saved_model.export(
+            vae, str(tmp_path / "export"), config=config, dataset_info=INFO
+        )
         exported[case] = (config, vae, path)
     return exported
 
@@ -218,8 +236,8 @@ def test_signatures_match_the_keras_model(case, signature, exports, elsewhere):
 
 def test_an_export_has_exactly_the_documented_signatures(elsewhere):
     for results in elsewhere.values():
-        assert set(results) - {"asset"} == set(saved_model.SIGNATURES)
-    assert set(SIGNATURE_INPUTS) == set(saved_model.SIGNATURES)
+        assert set(results) - {"asset"} == set(signatures.SIGNATURES)
+    assert set(SIGNATURE_INPUTS) == set(signatures.SIGNATURES)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -317,7 +335,7 @@ def test_the_saved_object_holds_no_keras_objects(exports):
         "trackable_dict_wrapper",
     }
     assert {child.local_name for child in nodes[0].children} >= set(
-        saved_model.SIGNATURES
+        signatures.SIGNATURES
     )
 
 
@@ -345,29 +363,10 @@ def test_sample_is_deterministic_in_its_seed_and_matches_prior_samples(exports):
 
 @pytest.fixture(scope="module")
 def session_run(exports):
-    """Returns run(signature, feeds) -> outputs, through a TF1 session.
-
-    `Session.run` checks feeds against the placeholders' shapes in Python; a
-    callable feeds them unchecked, as TF Serving's C++ Session::Run does.
-    """
+    """Returns run(signature, feeds) -> outputs, TF Serving's path (conftest)."""
     _, _, path = exports["diag-bernoulli"]
-    graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
-    with graph.as_default():
-        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-
-    def run(signature_name, feeds):
-        signature = meta_graph.signature_def[signature_name]
-        names = sorted(signature.outputs)
-        options = config_pb2.CallableOptions(
-            feed=[signature.inputs[key].name for key in feeds],
-            fetch=[signature.outputs[name].name for name in names],
-        )
-        run_callable = session._make_callable_from_options(options)
-        return dict(zip(names, run_callable(*feeds.values()), strict=True))
-
-    yield run
-    session.close()
+    with session_signatures(path) as run:
+        yield run
 
 
 _IMAGES_SHAPE_ERROR = r"images.* is not compatible with expected shape \[\?,8,8,1\]"
@@ -469,7 +468,7 @@ def test_warmup_requests_cover_every_signature_and_run(exports, session_run):
     )
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
     names = [log.predict_log.request.model_spec.signature_name for log in logs]
-    assert sorted(names) == sorted(saved_model.SIGNATURES)
+    assert sorted(names) == sorted(signatures.SIGNATURES)
     for log in logs:
         request = log.predict_log.request
         assert request.model_spec.name == "export"
@@ -494,10 +493,10 @@ def test_saved_model_cli_shows_every_signature(exports):
     result = _saved_model_cli("show", "--dir", path, "--all")
     assert result.returncode == 0, result.stderr[-3000:]
     shown = result.stdout
-    for name in saved_model.SIGNATURES:
+    for name in signatures.SIGNATURES:
         assert f"signature_def['{name}']" in shown
     assert shown.count("Method name is: tensorflow/serving/predict") == len(
-        saved_model.SIGNATURES
+        signatures.SIGNATURES
     )
     for dtype, shape in [
         ("DT_UINT8", "(-1, 8, 8, 1)"),  # images
@@ -584,8 +583,8 @@ def test_exports_go_to_the_next_free_version(tmp_path):
     base = tmp_path / "export" / "tiny"
     base.mkdir(parents=True)
     (base / "README.md").write_text("Not a version.\n")
-    first = saved_model.export(vae, config, INFO, str(base))
-    second = saved_model.export(vae, config, INFO, str(base))
+    first = saved_model.export(vae, str(base), config=config, dataset_info=INFO)
+    second = saved_model.export(vae, str(base), config=config, dataset_info=INFO)
     assert (first, second) == (str(base / "1"), str(base / "2"))
     # Nothing half-written is left behind for TF Serving to trip over.
     assert sorted(os.listdir(base)) == ["1", "2", "README.md"]
@@ -599,7 +598,9 @@ def test_export_refuses_to_run_inside_a_strategy_scope(tmp_path):
     vae = build(config)
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
         with pytest.raises(ValueError, match="outside a tf.distribute strategy"):
-            saved_model.export(vae, config, INFO, str(tmp_path / "export"))
+            saved_model.export(
+                vae, str(tmp_path / "export"), config=config, dataset_info=INFO
+            )
     assert not (tmp_path / "export").exists()
 
 
@@ -647,13 +648,13 @@ import keras, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfvae import config as config_lib, data, model, run_dir, saved_model
+from tfvae import builder, config as config_lib, data, model, run_dir, saved_model
 
 config = config_lib.Config.from_dict(json.loads(CONFIG))
 info = data.DatasetInfo(**{**json.loads(INFO), "image_shape": (8, 8, 1)})
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
-    vae = model.build_vae(
+    vae = builder.build_vae(
         info.image_shape, seed=config.seed, **config.model_settings())
     vae.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
 images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)).astype(np.uint8)
@@ -662,10 +663,12 @@ run_dir.save_config(config, config.model_dir)
 run_dir.save_info(info, config.model_dir)
 vae.save_weights(run_dir.path(config.model_dir, run_dir.WEIGHTS))
 # As training will: the model the strategy trained, exported after fit.
-trained = saved_model.export(vae, config, info, BASE)
+trained = saved_model.export(vae, BASE, config=config, dataset_info=info)
 # As `python -m tfvae.export` does: rebuilt from the run directory.
-loaded_config, loaded_info, loaded_vae = run_dir.load_vae(config.model_dir)
-rebuilt = saved_model.export(loaded_vae, loaded_config, loaded_info, BASE)
+loaded_config, loaded_info, loaded_vae = run_dir.load_run(config.model_dir)
+rebuilt = saved_model.export(
+    loaded_vae, BASE, config=loaded_config, dataset_info=loaded_info
+)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync,
                   "trained": trained, "rebuilt": rebuilt}))
 """
@@ -688,7 +691,7 @@ def test_an_export_of_a_mirrored_run_loads_on_one_device(tmp_path):
     assert report["replicas"] == 2
     assert (report["trained"], report["rebuilt"]) == (f"{base}/1", f"{base}/2")
 
-    _, _, trained_vae = run_dir.load_vae(config.model_dir)
+    _, _, trained_vae = run_dir.load_run(config.model_dir)
     assert len(tf.config.list_logical_devices("CPU")) == 1
     outputs = load_and_run_elsewhere(
         {"trained": report["trained"], "rebuilt": report["rebuilt"]}, tmp_path
@@ -767,13 +770,15 @@ def family_exports(tmp_path_factory):
         tmp_path = tmp_path_factory.mktemp(case)
         config = tiny_config(tmp_path, latent_dim=LATENT_DIM, seed=SEED)
         config = dataclasses.replace(config, **settings)
-        vae = model.build_vae(
+        vae = builder.build_vae(
             TINY_SHAPE,
             seed=config.seed,
             num_classes=INFO.num_classes,
             **config.model_settings(),
         )
-        path = saved_model.export(vae, config, INFO, str(tmp_path / "export"))
+        path = saved_model.export(
+            vae, str(tmp_path / "export"), config=config, dataset_info=INFO
+        )
         exported[case] = (config, vae, path)
     return exported
 
@@ -838,3 +843,86 @@ def test_saved_model_cli_calls_a_family_exports_sample(case, family_exports, tmp
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+# --- A VAE with networks of its own --------------------------------------------
+
+
+def _own_conv_vae() -> model.VAE:
+    """A VAE whose encoder and decoder bodies are a user's own Keras models."""
+    layers = keras.layers
+    encoder_body = keras.Sequential(
+        [
+            layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+            layers.Flatten(),
+            layers.Dense(16, activation="relu"),
+        ]
+    )
+    decoder_body = keras.Sequential(
+        [
+            layers.Dense(4 * 4 * 8, activation="relu"),
+            layers.Reshape((4, 4, 8)),
+            layers.Conv2DTranspose(1, 3, strides=2, padding="same"),
+            # [batch, H, W, C, params_per_value], as the likelihood head needs.
+            layers.Reshape((*TINY_SHAPE, 1)),
+        ]
+    )
+    vae = model.VAE(
+        parts.Encoder(encoder_body, posteriors.NormalDiagHead(LATENT_DIM)),
+        parts.Decoder(decoder_body, likelihoods.BernoulliHead(binarize=True)),
+        priors.StandardNormal(LATENT_DIM),
+        image_shape=TINY_SHAPE,
+        seed=SEED,
+    )
+    vae.build()
+    return vae
+
+
+def test_a_vae_with_its_own_networks_trains_evaluates_exports_and_serves(tmp_path):
+    vae = _own_conv_vae()
+    images = INPUTS["images"]
+    vae.compile(optimizer="adam")
+    vae.fit(np.tile(images, [8, 1, 1, 1]), epochs=1, batch_size=8, verbose=0)
+    metrics = evaluation.evaluate(vae, images, num_samples=10)
+    assert np.isfinite(metrics["nll"]) and metrics["nll"] <= metrics["neg_elbo"] + 5
+    path = saved_model.export(vae, str(tmp_path / "export"))
+    served = load_and_run_elsewhere({"own": path}, tmp_path)["own"]
+    seeds = types.SimpleNamespace(seed=SEED, posterior="diag")
+    for signature in ("encode", "decode", "sample", "score", "log_weights"):
+        assert_outputs_match(
+            served[signature], expected_outputs(vae, seeds, signature, INPUTS)
+        )
+    metadata = served["metadata"]
+    assert metadata["likelihood"] == b"bernoulli"
+    assert metadata["posterior"] == b"diag"
+    assert metadata["prior"] == b"standard"
+    assert metadata["dataset"] == b""
+    description = json.loads(metadata["json"].item())
+    assert description["config"] is None and description["dataset_info"] is None
+
+
+_PEAK_OF_ONE_REQUEST = """
+import resource, sys
+import numpy as np, tensorflow as tf
+signatures = tf.saved_model.load(sys.argv[1]).signatures
+bound = int(signatures["metadata"]()["max_batch_samples"])
+images = np.zeros([bound // 1000, 28, 28, 1], np.uint8)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+signatures["log_weights"](
+    images=images, num_samples=tf.constant(1000), seed=tf.constant([1, 2], tf.int64)
+)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(bound, (after - before) * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_the_largest_legal_request_fits_its_memory_budget(tmp_path):
+    """The default max_batch_samples keeps one request near 1 GB (MNIST's MLP)."""
+    vae = builder.build_vae((28, 28, 1))
+    path = saved_model.export(vae, str(tmp_path / "export"))
+    result = run_command([sys.executable, "-c", _PEAK_OF_ONE_REQUEST, path])
+    assert result.returncode == 0, result.stderr[-3000:]
+    bound, peak = map(int, result.stdout.split())
+    assert bound == signatures.default_max_batch_samples(vae) == 68478
+    assert peak < 1.2 * signatures.REQUEST_BYTES

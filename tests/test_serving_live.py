@@ -27,7 +27,7 @@ from tests.test_saved_model import (
     case_config,
     expected_outputs,
 )
-from tfvae import saved_model
+from tfvae import saved_model, signatures
 
 MODEL_NAME = "tiny"
 STARTUP_SECONDS = 60
@@ -86,7 +86,9 @@ def served(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("served")
     config = case_config(tmp_path, "diag-bernoulli")
     vae = build(config)
-    saved_model.export(vae, config, INFO, str(tmp_path / MODEL_NAME))
+    saved_model.export(
+        vae, str(tmp_path / MODEL_NAME), config=config, dataset_info=INFO
+    )
     rest_port = _free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
@@ -153,7 +155,7 @@ def test_model_metadata_lists_every_signature(served):
     status, response = _request(f"{url}/metadata")
     assert status == 200, response
     signatures = response["metadata"]["signature_def"]["signature_def"]
-    assert set(saved_model.SIGNATURES) <= set(signatures)
+    assert set(signatures.SIGNATURES) <= set(signatures)
 
 
 def test_metadata_signature_is_not_served_over_rest(served):
@@ -199,4 +201,4 @@ def test_the_server_replayed_one_warmup_request_per_signature(served):
     _, _, _, log_path = served
     found = re.search(r"Number of warmup records read: (\d+)", log_path.read_text())
     assert found, log_path.read_text()
-    assert int(found.group(1)) == len(saved_model.SIGNATURES)
+    assert int(found.group(1)) == len(signatures.SIGNATURES)

@@ -3,15 +3,17 @@
 import dataclasses
 import json
 import os
+import pathlib
 import socket
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.conftest import TINY_SHAPE
-from tfvae import data, errors, streaming
+from tfvae import builder, data, errors, splits, streaming
 
 
 def _epochs(stream, batches_per_epoch, count):
@@ -36,9 +38,9 @@ def _keys(images):
 
 def test_streamed_epochs_hold_every_example_once_in_a_seeded_order(tmp_path):
     builder, info = data.prepare("tiny_images", str(tmp_path), None)
-    records = streaming.decoded_records(builder, data.TRAIN_SPLIT, with_labels=True)
+    records = streaming.decoded_records(builder, splits.TRAIN_SPLIT, with_labels=True)
     assert sum(records.lengths) == info.num_train == 96
-    split, split_labels = data.load_split(builder, data.TRAIN_SPLIT, with_labels=True)
+    split, split_labels = data.load_split(builder, splits.TRAIN_SPLIT, with_labels=True)
 
     def stream(seed, first_epoch=0):
         # Blocks of 32 among 96 examples: the order is not just the file's.
@@ -88,7 +90,7 @@ def _split_into_files(records, counts, folder):
 )
 def test_each_worker_streams_its_own_share_of_the_files(tmp_path, counts, steps):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    records = streaming.decoded_records(builder, data.TRAIN_SPLIT, with_labels=True)
+    records = streaming.decoded_records(builder, splits.TRAIN_SPLIT, with_labels=True)
     records = _split_into_files(records, counts, tmp_path)
     assert streaming.streamed_steps(records.lengths, 16, shards=2, replicas=2) == steps
     shares = [
@@ -104,7 +106,7 @@ def test_each_worker_streams_its_own_share_of_the_files(tmp_path, counts, steps)
     assert all(share.shape == (steps * 8, *TINY_SHAPE) for share in shares)
     assert not set(_keys(shares[0])) & set(_keys(shares[1]))
     if len(counts) > 1:
-        split = data.load_split(builder, data.TRAIN_SPLIT)
+        split = data.load_split(builder, splits.TRAIN_SPLIT)
         assert set(_keys(shares[1])) <= set(_keys(split[32:64]))
     # Two local replicas per worker: blocks of 4 rows, two per step.
     blocks = streaming.streamed_batches(
@@ -130,7 +132,7 @@ def test_memory_budget_sizes(spec, expected):
 
 
 def test_memory_budget_shares_and_the_path_they_choose(monkeypatch):
-    monkeypatch.setattr(streaming, "_physical_memory", lambda: 1000 * 2**20)
+    monkeypatch.setattr(builder, "physical_memory", lambda: 1000 * 2**20)
     assert streaming.memory_budget_bytes("25%") == 250 * 2**20
     info = data.DatasetInfo("mnist", (28, 28, 1), 60_000, 10_000, 10)
     assert streaming.split_bytes(info) == 47_040_000
@@ -140,19 +142,36 @@ def test_memory_budget_shares_and_the_path_they_choose(monkeypatch):
     assert streaming.streams(info, "47040000", with_labels=True)
 
 
+def test_what_cannot_fit_this_machine_is_refused_naming_the_flag(monkeypatch):
+    monkeypatch.setattr(builder, "physical_memory", lambda: 1000 * 2**20)
+    info = data.DatasetInfo("big", (1000, 1000, 3), 1000, 10, None)  # 2.8 GB.
+    with pytest.raises(
+        errors.UsageError,
+        match=r"--memory_budget=5GB holds the training split in memory, and it "
+        r"takes 2.8 GB decoded, more than this machine's 1.0 GB",
+    ):
+        streaming.streams(info, "5GB")
+    assert streaming.streams(info, "25%", shuffle_buffer=100)  # 572 MB.
+    with pytest.raises(
+        errors.UsageError,
+        match=r"--shuffle_buffer=200 records and their permuted copy take 1.1 GB",
+    ):
+        streaming.streams(info, "25%", shuffle_buffer=200)
+
+
 @pytest.mark.parametrize("spec", ["lots", "%", "150%", "1PB", "-1MB", "2 GB GB"])
 def test_bad_memory_budgets_are_named(spec):
     assert "must be" in streaming.budget_problem(spec)
 
 
 def _folder_and_source(builder):
-    folder = os.path.join(builder.data_dir, streaming.DECODED_DIR, data.TRAIN_SPLIT)
+    folder = os.path.join(builder.data_dir, streaming.DECODED_DIR, splits.TRAIN_SPLIT)
     return folder, os.path.join(folder, streaming._MANIFEST)
 
 
 def test_a_decoded_copy_of_other_tfds_files_is_written_again(tmp_path):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    streaming.decoded_records(builder, splits.TRAIN_SPLIT)
     folder, manifest_path = _folder_and_source(builder)
     # As if the dataset had been prepared anew in place with other images:
     # the copy's files are another split's, its manifest says so.
@@ -165,15 +184,45 @@ def test_a_decoded_copy_of_other_tfds_files_is_written_again(tmp_path):
         if name != streaming._MANIFEST:
             with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:
                 writer.write(b"\0" * 64)
-    records = streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    records = streaming.decoded_records(builder, splits.TRAIN_SPLIT)
     images = np.concatenate(
         [
             records.decode(batch).numpy()
             for batch in tf.data.TFRecordDataset(list(records.files)).batch(96)
         ]
     )
-    np.testing.assert_array_equal(images, data.load_split(builder, data.TRAIN_SPLIT))
-    assert sorted(os.listdir(os.path.dirname(folder))) == [data.TRAIN_SPLIT]
+    np.testing.assert_array_equal(images, data.load_split(builder, splits.TRAIN_SPLIT))
+    assert sorted(os.listdir(os.path.dirname(folder))) == [splits.TRAIN_SPLIT]
+
+
+def test_a_decoded_copy_that_cannot_be_written_is_refused_before_any_work(
+    tmp_path, monkeypatch
+):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    decoded = os.path.join(builder.data_dir, streaming.DECODED_DIR)
+    with open(decoded, "w") as f:
+        f.write("mine")
+    with pytest.raises(errors.UsageError, match=r"decoded copy's folder, in --data"):
+        streaming.decoded_records(builder, splits.TRAIN_SPLIT)
+    # A data dir the user may read, not write (a shared, prepared one).
+    os.remove(decoded)
+
+    def refused(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(errors.UsageError, match=r"cannot be created: .*Permission"):
+        streaming.decoded_records(builder, splits.TRAIN_SPLIT)
+    assert not os.path.exists(decoded)
+
+
+def test_a_damaged_split_is_refused_while_its_decoded_copy_is_written(tmp_path):
+    builder, _ = data.prepare("tiny_images", str(tmp_path), None)
+    for path in pathlib.Path(builder.data_dir).glob("*-train.tfrecord*"):
+        path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(errors.UsageError, match=r"The train split .* is damaged"):
+        streaming.decoded_records(builder, splits.TRAIN_SPLIT)
+    assert not os.path.exists(_folder_and_source(builder)[0])
 
 
 def test_scratch_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
@@ -191,14 +240,14 @@ def test_scratch_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path)
     ]
     for path in left:
         os.makedirs(path)
-    streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    streaming.decoded_records(builder, splits.TRAIN_SPLIT)
     assert [os.path.exists(path) for path in left] == [False, False, True, True]
 
 
 @pytest.mark.parametrize("with_labels", [False, True])
 def test_streamed_test_batches_are_the_in_memory_ones(tmp_path, with_labels):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    records = streaming.decoded_records(builder, data.TEST_SPLIT, with_labels)
+    records = streaming.decoded_records(builder, splits.TEST_SPLIT, with_labels)
     streamed = streaming.ordered_batches(records, 16)
     in_memory = data.test_batches(builder, 16, with_labels)
     assert int(streamed.cardinality()) == 3  # 40 examples: 16, 16, 8.
@@ -212,7 +261,7 @@ def test_streamed_test_batches_are_the_in_memory_ones(tmp_path, with_labels):
 
 def test_a_copy_another_worker_finished_first_is_kept_for_its_readers(tmp_path):
     builder, _ = data.prepare("tiny_images", str(tmp_path), None)
-    streaming.decoded_records(builder, data.TRAIN_SPLIT)
+    streaming.decoded_records(builder, splits.TRAIN_SPLIT)
     folder, _ = _folder_and_source(builder)
 
     def inodes():
@@ -223,6 +272,6 @@ def test_a_copy_another_worker_finished_first_is_kept_for_its_readers(tmp_path):
 
     before = inodes()
     # A second worker that found no copy when it started finishes its own.
-    streaming._write_decoded(builder, data.TRAIN_SPLIT, folder)
+    streaming._write_decoded(builder, splits.TRAIN_SPLIT, folder)
     assert inodes() == before
-    assert os.listdir(os.path.dirname(folder)) == [data.TRAIN_SPLIT]
+    assert os.listdir(os.path.dirname(folder)) == [splits.TRAIN_SPLIT]

@@ -10,7 +10,16 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_command, tiny_config, tiny_training_command, tiny_vae
-from tfvae import callbacks, devices, errors, evaluation, model, training
+from tfvae import (
+    builder,
+    callbacks,
+    devices,
+    errors,
+    model,
+    run_eval,
+    saved_model,
+    training,
+)
 from tfvae import run_dir as run_dir_lib
 
 
@@ -106,10 +115,10 @@ def test_interrupted_run_resumes_from_the_last_completed_epoch(
     training.train_and_evaluate(
         tiny_config(uninterrupted, epochs=3, memory_budget=memory_budget)
     )
-    resumed = run_dir_lib.load_vae(str(run))[2]
+    resumed = run_dir_lib.load_run(str(run))[2]
     for a, b in zip(
         resumed.weights,
-        run_dir_lib.load_vae(str(uninterrupted / "run"))[2].weights,
+        run_dir_lib.load_run(str(uninterrupted / "run"))[2].weights,
         strict=True,
     ):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -166,8 +175,8 @@ def test_two_runs_in_one_process_agree(tmp_path):
     b = training.train_and_evaluate(tiny_config(tmp_path / "b", **settings))
     for name in ("train_neg_elbo", "test_neg_elbo", "test_kl"):
         assert a[name] == b[name], name
-    weights_a = run_dir_lib.load_vae(str(tmp_path / "a" / "run"))[2].weights
-    weights_b = run_dir_lib.load_vae(str(tmp_path / "b" / "run"))[2].weights
+    weights_a = run_dir_lib.load_run(str(tmp_path / "a" / "run"))[2].weights
+    weights_b = run_dir_lib.load_run(str(tmp_path / "b" / "run"))[2].weights
     for x, y in zip(weights_a, weights_b, strict=True):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
 
@@ -243,7 +252,7 @@ def test_steps_per_execution_does_not_change_training(tmp_path):
         training.train_and_evaluate(
             tiny_config(run, epochs=2, steps_per_execution=steps)
         )
-        vaes.append(run_dir_lib.load_vae(str(run / "run"))[2])
+        vaes.append(run_dir_lib.load_run(str(run / "run"))[2])
     one, four = vaes
     # noise_step counts every training and test step.
     assert int(four.noise_step.numpy()) == int(one.noise_step.numpy())
@@ -253,10 +262,85 @@ def test_steps_per_execution_does_not_change_training(tmp_path):
 
 def test_a_network_that_cannot_fit_the_images_fails_before_any_data_work(tmp_path):
     config = tiny_config(tmp_path, network="conv", conv_filters=(4, 4, 4, 4))
-    with pytest.raises(ValueError, match="divisible by 16"):
+    # A UsageError: the command line reports it without a traceback.
+    with pytest.raises(errors.UsageError, match="divisible by 16"):
         training.train_and_evaluate(config)
     assert not (tmp_path / "tfds").exists()
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, flag",
+    [
+        (dict(latent_dim=(200_000_000,)), "--latent_dim=200000000"),
+        (dict(train_samples=1_000_000_000), "--train_samples=1000000000"),
+        (
+            dict(prior="mog", kl="monte_carlo", prior_components=20_000_000_000),
+            "--prior_components=20000000000",
+        ),
+    ],
+)
+def test_a_model_that_cannot_fit_in_memory_is_refused_before_any_work(
+    tmp_path, overrides, flag
+):
+    with pytest.raises(
+        errors.UsageError,
+        match=r"The model and one step of 16 images would need about [\d,.]+ GiB "
+        rf"of memory, more than the [\d.]+ GiB available; .*Received: {flag}",
+    ):
+        training.train_and_evaluate(tiny_config(tmp_path, **overrides))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_iwae_pass_that_cannot_fit_is_refused_though_training_fits(
+    tmp_path, monkeypatch
+):
+    # The tiny model trains in 49 KB; 200 samples of each test batch at once
+    # need 1.3 MB.
+    monkeypatch.setattr(builder, "physical_memory", lambda: 2**20)
+    config = tiny_config(tmp_path, iwae_every_epochs=1, iwae_samples=500)
+    with pytest.raises(
+        errors.UsageError,
+        match=r"--iwae_every_epochs=1 scores each test batch of --batch_size=16 "
+        r"with 200 samples at once \(--iwae_samples=500, in chunks of 200\): "
+        r"about 0.0 GiB of memory, more than the 0.0 GiB available",
+    ):
+        training.train_and_evaluate(config)
+    assert os.listdir(tmp_path) == []
+    training.train_and_evaluate(
+        dataclasses.replace(config, iwae_every_epochs=0, epochs=1)
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(model_dir="/proc/tfvae-run"), "--model_dir=/proc/tfvae-run cannot be"),
+        (
+            dict(export=True, export_dir="/proc/tfvae-export"),
+            "--export_dir=/proc/tfvae-export cannot be created",
+        ),
+        (dict(model_dir="{tmp}/file/run"), r"--model_dir=.*file/run cannot be created"),
+        (dict(data_dir="/proc/tfvae-tfds"), "--data_dir=/proc/tfvae-tfds cannot be"),
+        (
+            dict(data_dir="{tmp}/run/tfds"),
+            r"--data_dir=.*/run/tfds is inside --model_dir=.*/run, which holds only",
+        ),
+    ],
+)
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(
+    tmp_path, overrides, message
+):
+    (tmp_path / "file").write_text("mine")
+    overrides = {
+        k: v.format(tmp=tmp_path) if isinstance(v, str) else v
+        for k, v in overrides.items()
+    }
+    config = tiny_config(tmp_path, **overrides)
+    with pytest.raises(errors.UsageError, match=message):
+        training.train_and_evaluate(config)
+    # No dataset was built, no run directory was made.
+    assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
 def test_training_exports_a_versioned_saved_model_at_the_end(tmp_path):
@@ -265,6 +349,20 @@ def test_training_exports_a_versioned_saved_model_at_the_end(tmp_path):
     assert (tmp_path / "export" / "1" / "saved_model.pb").exists()
     loaded = tf.saved_model.load(metrics["export_path"])
     assert {"encode", "decode", "sample", "serving_default"} <= set(loaded.signatures)
+
+
+def test_an_export_that_fails_after_training_keeps_the_runs_figures(
+    tmp_path, monkeypatch
+):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(saved_model, "export", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        training.train_and_evaluate(tiny_config(tmp_path, epochs=1, export=True))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and np.isfinite(metrics["test_neg_elbo"])
+    assert "export_path" not in metrics
 
 
 def test_iwae_every_n_epochs_logs_a_bound_below_the_elbo(tmp_path):
@@ -345,14 +443,14 @@ def test_a_conditional_two_layer_run_trains_evaluates_and_exports(tmp_path):
         "seed",
         "labels",
     }
-    results = evaluation.evaluate_run(
-        evaluation.EvalConfig(model_dir=config.model_dir, num_importance_samples=20)
+    results = run_eval.evaluate_run(
+        run_eval.EvalConfig(model_dir=config.model_dir, num_importance_samples=20)
     )
     # The bound on log p(x|y) over both layers, tighter than the ELBO.
     assert results["test_nll"] < results["test_neg_elbo"]
     # The export evaluates to the same figures as the run it came from.
-    exported = evaluation.evaluate_run(
-        evaluation.EvalConfig(
+    exported = run_eval.evaluate_run(
+        run_eval.EvalConfig(
             export_dir=metrics["export_path"],
             output_dir=str(tmp_path / "export_eval"),
             num_importance_samples=20,

@@ -1,29 +1,82 @@
 """tfvae: variational autoencoders in TensorFlow, Keras 3 and TensorFlow Probability.
 
-Modules, in the order one batch meets them:
-  config      every setting, declared once: the fields of `Config` are the flags
-  settings    dataclass fields that are absl flags: define, read, check
-  train       `python -m tfvae.train`: flags -> Config -> train_and_evaluate
-  training    train_and_evaluate: data, model, fit, metrics, export
-  run_dir     the files of a run directory, and reading a run back
-  data        TFDS image datasets -> uint8 [batch, H, W, C]
-  image_folder  a user's folder of images, built once as a TFDS dataset
-  distribute  tf.distribute strategies by name, and each worker's input
-  noise       every random stream, and noise independent of replicas
-  networks    encoder/decoder bodies (mlp, conv), bodies between latent layers
-  heads       Keras 3 layers returning tfd distributions: q(z|x), p(x|z)
-  priors      the prior p(z): N(0, I), a learned mixture, the VampPrior
-  model       the VAE, its objectives (ELBO, IWAE), train_step/test_step
-  callbacks   NaN guard, throughput, TensorBoard pictures, IWAE during training
-  iwae        the importance-weighted bound on log p(x), in chunks
-  adapters    what evaluation runs on: a Keras VAE or an export's signatures
-  images      image grids: reconstructions, samples, interpolations
-  plots       matplotlib figures: latent scatter, ELBO curve
-  evaluation  `evaluate_run`: the bound and the pictures of a run or an export
-  evaluate    `python -m tfvae.evaluate`
-  saved_model the SavedModel and its signatures (export/README.md)
-  export      `python -m tfvae.export`
-  errors      UsageError: a user's mistake, reported without a traceback
+The public API, importable from the package's top:
+
+    import keras
+    import tfvae
+
+    vae = tfvae.build_vae((28, 28, 1), latent_dim=16)  # tfvae's own networks
+    # ... or your own Keras bodies with tfvae's heads and priors:
+    vae = tfvae.VAE(
+        tfvae.Encoder(my_encoder_body, tfvae.NormalDiagHead(16)),
+        tfvae.Decoder(my_decoder_body, tfvae.BernoulliHead()),
+        tfvae.StandardNormal(16),
+        image_shape=(28, 28, 1),
+    )
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.fit(train_images, epochs=10)       # images, (images, labels) or TFDS dicts
+    tfvae.evaluate_model(vae, test_images) # {"nll": ..., "neg_elbo": ..., ...}
+    tfvae.export_model(vae, "export/my_vae") # a TF Serving model base path
+    config, info, vae = tfvae.load_run("runs/mnist")
+
+Names:
+  VAE                 the Keras model: `fit`, `evaluate`, `save`, its parts
+  Encoder, Decoder    any Keras body followed by a distribution head
+  NormalDiagHead, NormalTriLHead
+                      posterior heads: features `[batch, F]` -> q(z|x)
+  BernoulliHead, ContinuousBernoulliHead, GaussianHead, CategoricalHead,
+  LogisticMixtureHead likelihood heads: `[batch, H, W, C, params]` -> p(x|z)
+  StandardNormal, MixtureOfGaussians, VampPrior
+                      priors p(z) over the top latent layer
+  build_vae           a VAE from plain settings, with the command line's defaults
+  evaluate_model      the IWAE bound and -ELBO of a VAE or an export (+ pictures)
+  export_model        a VAE as a versioned SavedModel for TF Serving
+  load_run            a training run's (config, dataset info, VAE)
+
+The names load on first use (PEP 562), so `python -m tfvae.train` does not
+import what it does not need (matplotlib, for one). The command line
+(`tfvae.train`, `tfvae.evaluate`, `tfvae.export`) is a thin layer over the
+same calls; README.md's "How it fits together" lists the modules.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+# Public name -> (module, attribute): each name's one owner.
+_PUBLIC = {
+    "VAE": ("tfvae.model", "VAE"),
+    "Encoder": ("tfvae.parts", "Encoder"),
+    "Decoder": ("tfvae.parts", "Decoder"),
+    "NormalDiagHead": ("tfvae.posteriors", "NormalDiagHead"),
+    "NormalTriLHead": ("tfvae.posteriors", "NormalTriLHead"),
+    "BernoulliHead": ("tfvae.likelihoods", "BernoulliHead"),
+    "ContinuousBernoulliHead": ("tfvae.likelihoods", "ContinuousBernoulliHead"),
+    "GaussianHead": ("tfvae.likelihoods", "GaussianHead"),
+    "CategoricalHead": ("tfvae.likelihoods", "CategoricalHead"),
+    "LogisticMixtureHead": ("tfvae.likelihoods", "LogisticMixtureHead"),
+    "StandardNormal": ("tfvae.priors", "StandardNormal"),
+    "MixtureOfGaussians": ("tfvae.priors", "MixtureOfGaussians"),
+    "VampPrior": ("tfvae.priors", "VampPrior"),
+    "build_vae": ("tfvae.builder", "build_vae"),
+    # Not `evaluate` and `export`: those names are the command-line modules
+    # (`python -m tfvae.evaluate`), which importing would bind over a function.
+    "evaluate_model": ("tfvae.evaluation", "evaluate"),
+    "export_model": ("tfvae.saved_model", "export"),
+    "load_run": ("tfvae.run_dir", "load_run"),
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tfvae' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})

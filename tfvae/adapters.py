@@ -10,7 +10,7 @@ import json
 import tensorflow as tf
 
 from tfvae import config as config_lib
-from tfvae import errors, heads, images, model, noise
+from tfvae import errors, images, model, noise
 
 
 class VAEAdapter:
@@ -38,6 +38,8 @@ class VAEAdapter:
         self, vae: model.VAE, jit_compile: bool = False, per_image_noise: bool = False
     ):
         self.vae = vae
+        self.image_shape = vae.image_shape
+        self.image_dtype = tf.as_dtype(vae.likelihood.image_dtype)
         self.latent_dim = vae.latent_dim
         self.num_classes = vae.num_classes
         self.discrete = vae.likelihood.discrete
@@ -120,18 +122,30 @@ class SavedModelAdapter:
                 "metadata signature. Pass a folder that tfvae.export wrote."
             )
         description = json.loads(self._signatures["metadata"]()["json"].numpy())
-        self.config = config_lib.Config.from_dict(description["config"])
-        # The most samples its sample and log_weights take per call.
+        if "max_batch_samples" not in description:
+            raise errors.UsageError(
+                f"{export_dir} was exported by an older tfvae, whose metadata "
+                "lacks max_batch_samples and discrete. Export the run again "
+                "(python -m tfvae.export)."
+            )
+        # The training run's configuration; None for a VAE exported from Python.
+        self.config = description["config"] and config_lib.Config.from_dict(
+            description["config"]
+        )
+        # The most samples its sample and log_weights take per call, and the
+        # most images x samples per call.
         self.max_samples = description["max_samples"]
+        self.max_batch_samples = description["max_batch_samples"]
+        self.image_shape = tuple(description["image_shape"])
+        # What its image signatures take.
+        self.image_dtype = tf.uint8
         self.latent_dim = description["latent_dim"]
-        self.num_classes = description.get("num_classes")
-        self.discrete = heads.LIKELIHOODS[self.config.likelihood](
-            **self.config.model_settings()
-        ).discrete
+        self.num_classes = description["num_classes"]
+        self.discrete = description["discrete"]
 
     def _labels(self, labels) -> dict:
         """Returns the `labels` input of a conditional export's signatures, or {}."""
-        if not self.config.conditional:
+        if self.num_classes is None:
             return {}
         return {"labels": tf.cast(labels, tf.int64)}
 

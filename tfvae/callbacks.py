@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfvae import adapters, images, iwae, run_dir
+from tfvae import adapters, history, images, iwae, resume, run_dir
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -17,8 +17,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     Backs up every epoch into `<model_dir>/backup`, keeping the previous
     epoch's backup too (`double_checkpoint`) and both after training (a rerun
     of a finished run trains nothing). After each save it writes the sha256 of
-    the backup's files beside them (`run_dir.write_backup_checksums`), so a
-    damaged backup is detected, not restored. `run_dir.restore_backup`
+    the backup's files beside them (`resume.write_backup_checksums`), so a
+    damaged backup is detected, not restored. `resume.restore_backup`
     checks them before `fit` and puts the newest intact backup in place; this
     callback then restores it, and raises if that fails, where Keras would
     quietly fall back to the previous backup, without rewinding the data or
@@ -36,9 +36,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._load_model()
 
     def _save_model(self):
-        run_dir.keep_previous_checksums(self.backup_dir)
+        resume.keep_previous_checksums(self.backup_dir)
         super()._save_model()
-        run_dir.write_backup_checksums(self.backup_dir)
+        resume.write_backup_checksums(self.backup_dir)
 
 
 class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
@@ -173,7 +173,7 @@ class IWAECallback(keras.callbacks.Callback):
         num_samples: int,
         every_n_epochs: int,
         model_dir: str,
-        samples_per_chunk: int = 200,
+        samples_per_chunk: int = iwae.SAMPLES_PER_CHUNK,
         seed: int = 0,
         jit_compile: bool = False,
     ):
@@ -220,7 +220,7 @@ class IWAECallback(keras.callbacks.Callback):
             tf.summary.scalar(f"epoch_nll_k{self.num_samples}", means["nll"], epoch)
             tf.summary.scalar("epoch_neg_elbo", means["neg_elbo"], epoch)
         self.writer.flush()
-        run_dir.append_iwae_history(
+        history.append_iwae_history(
             self.model_dir, (epoch, self.num_samples, means["neg_elbo"], means["nll"])
         )
 

@@ -1,8 +1,10 @@
 """A training run's settings: a field of `Config` is a `python -m tfvae.train` flag.
 
-Each field is declared once with `settings.setting(...)` (default, help,
-check, whether a resumed run may change it); `tfvae.settings` turns the
-fields into flags and back. `Config(...)` checks every value when it is made,
+Each field is declared once with `fields.setting(...)` (default, help,
+check, whether a resumed run may change it); `tfvae.fields` turns the
+fields into flags and back. The model's settings are declared in
+`model_settings.ModelSettings`, which `Config` extends, so `build_vae`'s
+defaults are the flags' defaults. `Config(...)` checks every value when it is made,
 from flags, from Python or from a run's `config.json`, and refuses settings
 that do not fit together, raising `errors.UsageError` naming the flag and the
 fix. Tests make configs with `Config(model_dir=..., **overrides)`, and a test
@@ -12,76 +14,10 @@ checks that the README's flag table lists every field with its default.
 import dataclasses
 import json
 
-import keras
-
-from tfvae import (
-    devices,
-    distribute,
-    errors,
-    heads,
-    model,
-    networks,
-    priors,
-    streaming,
-)
+from tfvae import devices, distribute, errors, noise, streaming
+from tfvae.fields import check_values, flag_name, from_dict, setting, settings_of
 from tfvae.image_folder import ImageFolder
-from tfvae.settings import check_values, from_dict, setting, settings_of
-
-
-def _activation_problem(name: str) -> str | None:
-    try:
-        keras.activations.get(name)
-    except ValueError:
-        return "is not a Keras activation name (e.g. relu, softplus, gelu, tanh)"
-    return None
-
-
-def _combination_problem(config) -> str | None:
-    """Returns what is wrong with a combination of model settings, or None."""
-    layers = len(config.latent_dim)
-    if config.kl == "analytic" and (layers > 1 or config.prior != "standard"):
-        return (
-            "--kl=analytic needs one stochastic layer and --prior=standard (no "
-            "other KL has a closed form); add --kl=monte_carlo. Received: "
-            f"--latent_dim={','.join(map(str, config.latent_dim))} "
-            f"--prior={config.prior}"
-        )
-    if config.objective == "iwae" and (config.beta != 1 or config.free_bits):
-        return (
-            "--objective=iwae has no separate KL term to weight: drop --beta "
-            "and --free_bits, or use --objective=elbo."
-        )
-    if config.gradient == "dreg" and config.kl_warmup_epochs:
-        return (
-            "--gradient=dreg needs the true importance weights, which a KL "
-            "warm-up anneals: drop --kl_warmup_epochs or use --gradient=standard."
-        )
-    if config.gradient == "dreg" and (layers > 1 or config.prior == "vamp"):
-        return (
-            "--gradient=dreg supports one stochastic layer and a prior that does "
-            "not share the encoder (not --prior=vamp). Received: "
-            f"--latent_dim={','.join(map(str, config.latent_dim))} "
-            f"--prior={config.prior}"
-        )
-    if config.prior == "vamp" and layers > 1:
-        return (
-            "--prior=vamp needs one stochastic layer: its components are the "
-            "encoder's q(z1|u_k), over the bottom layer. Use --prior=standard "
-            "or mog with --latent_dim="
-            f"{','.join(map(str, config.latent_dim))}."
-        )
-    if config.conditional and config.strategy == "multi_worker":
-        return (
-            "--conditional does not train under --strategy=multi_worker: "
-            "Keras's multi-worker fit fails on (images, labels) batches. Train "
-            "a conditional VAE on one machine (--strategy=auto or mirrored)."
-        )
-    if config.conditional and config.prior == "vamp":
-        return (
-            "--conditional cannot use --prior=vamp: the pseudo-inputs have no "
-            "class label. Use --prior=standard or mog."
-        )
-    return None
+from tfvae.model_settings import ModelSettings
 
 
 def _image_folder_problem(config) -> str | None:
@@ -113,8 +49,11 @@ def _image_folder_problem(config) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything that defines one training run; `python -m tfvae.train`'s flags."""
+class Config(ModelSettings):
+    """Everything that defines one training run; `python -m tfvae.train`'s flags.
+
+    The model's settings are the inherited `ModelSettings` fields.
+    """
 
     # Data.
     dataset: str = setting(
@@ -170,147 +109,7 @@ class Config:
         minimum=1,
         resumable=True,
     )
-    # Model.
-    likelihood: str = setting(
-        "bernoulli",
-        "Observation model p(x|z).",
-        "enum",
-        choices=heads.LIKELIHOODS,
-        model=True,
-    )
-    binarize: bool = setting(
-        True,
-        "bernoulli only: observe pixels as fresh Bernoulli(pixel/255) draws "
-        "(dynamic binarization); --nobinarize scores gray pixels as the Pyro "
-        "tutorial does.",
-        "bool",
-        applies_to=("likelihood", {"bernoulli"}),
-        model=True,
-    )
-    gaussian_scale: float | None = setting(
-        None,
-        "gaussian only: fixed per-pixel standard deviation; unset learns it per pixel.",
-        "float",
-        check=lambda v: None if v is None or v > 0 else "must be positive",
-        applies_to=("likelihood", {"gaussian"}),
-        model=True,
-    )
-    mixture_components: int = setting(
-        10,
-        "logistic_mixture only: logistic components per pixel value (10 in "
-        "PixelCNN++).",
-        "integer",
-        minimum=1,
-        applies_to=("likelihood", {"logistic_mixture"}),
-        model=True,
-    )
-    posterior: str = setting(
-        "diag",
-        "q(z|x): diagonal or full-covariance normal.",
-        "enum",
-        choices=heads.POSTERIORS,
-        model=True,
-    )
-    latent_dim: tuple[int, ...] = setting(
-        (50,),
-        "Size of z; one size per stochastic layer, bottom first (100,50 is the "
-        "IWAE paper's two-layer model: q(z1|x) q(z2|z1), p(z2) p(z1|z2) p(x|z1)).",
-        "integers",
-        check=lambda v: None if v else "must list at least one size",
-        model=True,
-    )
-    network: str = setting(
-        "mlp", "Encoder/decoder bodies.", "enum", choices=networks.NETWORKS, model=True
-    )
-    hidden_units: tuple[int, ...] = setting(
-        (400,),
-        "Dense layer sizes, encoder order (the decoder mirrors them); may be "
-        "empty with --network=conv.",
-        "integers",
-        model=True,
-    )
-    conv_filters: tuple[int, ...] = setting(
-        (32, 64),
-        "conv only: filters per stride-2 convolution.",
-        "integers",
-        check=lambda v: None if v else "must list at least one size",
-        applies_to=("network", {"conv"}),
-        model=True,
-    )
-    activation: str = setting(
-        "softplus",
-        "Hidden activation (a Keras name).",
-        "string",
-        check=_activation_problem,
-        model=True,
-    )
-    kl: str = setting(
-        "analytic",
-        "KL(q||p): closed form (one layer, --prior=standard), or log q(z) - "
-        "log p(z) at the sampled z.",
-        "enum",
-        choices=model.KL_ESTIMATORS,
-        model=True,
-    )
-    prior: str = setting(
-        "standard",
-        "p(z) of the top layer: N(0, I), a learned mixture of diagonal normals, "
-        "or the VampPrior (the encoder at learned pseudo-inputs); the last two "
-        "need --kl=monte_carlo.",
-        "enum",
-        choices=priors.PRIORS,
-        model=True,
-    )
-    prior_components: int = setting(
-        500,
-        "mog/vamp only: mixture components (pseudo-inputs for vamp).",
-        "integer",
-        minimum=1,
-        applies_to=("prior", {"mog", "vamp"}),
-        model=True,
-    )
-    conditional: bool = setting(
-        False,
-        "Condition the encoder and decoder on the dataset's class label (a "
-        "conditional VAE); the exported signatures then take `labels`.",
-        "bool",
-        model=True,
-    )
-    # Objective.
-    objective: str = setting(
-        "elbo",
-        "What training minimizes: the negative ELBO averaged over "
-        "--train_samples samples, or the negative IWAE bound with "
-        "k=--train_samples (Burda et al. 2015).",
-        "enum",
-        choices=model.OBJECTIVES,
-        model=True,
-    )
-    train_samples: int = setting(
-        1,
-        "Latent samples per example in the objective (the IWAE paper's k).",
-        "integer",
-        minimum=1,
-        model=True,
-    )
-    gradient: str = setting(
-        "standard",
-        "iwae only: the encoder's gradient as is, or doubly reparameterized "
-        "(DReG, Tucker et al. 2018; one stochastic layer, not with vamp).",
-        "enum",
-        choices=model.GRADIENTS,
-        applies_to=("objective", {"iwae"}),
-        model=True,
-    )
-    beta: float = setting(
-        1.0,
-        "elbo only: weight of the KL term (beta-VAE); metrics still report "
-        "the true -ELBO.",
-        "float",
-        minimum=0,
-        applies_to=("objective", {"elbo"}),
-        model=True,
-    )
+    # Objective (besides the model settings).
     kl_warmup_epochs: int = setting(
         0,
         "Raise the KL weight linearly to --beta over this many epochs (epoch "
@@ -318,15 +117,6 @@ class Config:
         "each importance weight's log p(z) - log q(z|x). 0 starts at --beta.",
         "integer",
         minimum=0,
-    )
-    free_bits: float = setting(
-        0.0,
-        "elbo only: floor, in nats, of each stochastic layer's KL per example "
-        "in the objective (free bits, Kingma et al. 2016).",
-        "float",
-        minimum=0,
-        applies_to=("objective", {"elbo"}),
-        model=True,
     )
     # Optimization.
     learning_rate: float = setting(
@@ -356,6 +146,7 @@ class Config:
         "Seed of the weights, shuffling, binarization and z noise.",
         "integer",
         minimum=0,
+        check=noise.seed_problem,
     )
     # Execution.
     strategy: str = setting(
@@ -439,14 +230,13 @@ class Config:
         problem = _image_folder_problem(self)
         if problem:
             raise errors.UsageError(problem)
-        if self.network != "conv" and not self.hidden_units:
+        self.check_combination(flag_name, self.kl_warmup_epochs)
+        if self.conditional and self.strategy == "multi_worker":
             raise errors.UsageError(
-                f"--hidden_units may be empty only with --network=conv. Received: "
-                f"--network={self.network} --hidden_units="
+                "--conditional does not train under --strategy=multi_worker: "
+                "Keras's multi-worker fit fails on (images, labels) batches. Train "
+                "a conditional VAE on one machine (--strategy=auto or mirrored)."
             )
-        problem = _combination_problem(self)
-        if problem:
-            raise errors.UsageError(problem)
 
     @property
     def export_base(self) -> str:
@@ -464,14 +254,6 @@ class Config:
     def dataset_name(self) -> str:
         """`--dataset`, or the name of the `--image_folder` folder."""
         return self.image_source.name if self.image_source else self.dataset
-
-    def model_settings(self) -> dict:
-        """Returns the settings `model.build_vae` takes, by name."""
-        return {
-            name: getattr(self, name)
-            for name, (_, meta) in settings_of(type(self)).items()
-            if meta.model
-        }
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

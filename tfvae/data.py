@@ -3,7 +3,7 @@
 Every split comes out as `uint8` images `[batch, H, W, C]`, exactly as TFDS
 stores them. Turning pixels into observations (binarizing, scaling, keeping
 integers) belongs to the likelihood and happens inside the model's compiled
-step (`tfvae.heads`), so training, evaluation and the exported SavedModel all
+step (`tfvae.likelihoods`), so training, evaluation and the exported SavedModel all
 start from the same raw pixels, and the pipeline stays cheap:
 
 - training, while the split fits `--memory_budget`: the whole split in
@@ -20,24 +20,26 @@ A user's folder of images (`tfvae.image_folder`, `--image_folder`) is built
 once into the TFDS data dir, and from then on is a TFDS dataset like any other.
 """
 
-from __future__ import annotations
-
+import contextlib
 import dataclasses
 import os
-import typing
+import socket
+import threading
+import urllib.parse
+import urllib.request
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
+from tensorflow_datasets.core.download import download_manager
 
-from tfvae import errors
+from tfvae import errors, folders
+from tfvae.image_folder import ImageFolder
+from tfvae.splits import TEST_SPLIT, TRAIN_SPLIT
 
-if typing.TYPE_CHECKING:
-    # Only for annotations: image_folder imports this module's split names.
-    from tfvae.image_folder import ImageFolder
-
-TRAIN_SPLIT = "train"
-TEST_SPLIT = "test"
+# How long a download's host may take to accept a connection before an
+# unprepared dataset without --manual_dir is refused.
+DOWNLOAD_CHECK_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +53,17 @@ class DatasetInfo:
     num_classes: int | None
 
 
+def _downloads(builder: tfds.core.DatasetBuilder) -> dict[str, str]:
+    """Returns {file name TFDS looks for in a manual dir: its URL}."""
+    return {
+        info.filename or os.path.basename(url): url
+        for url, info in (builder.url_infos or {}).items()
+    }
+
+
 def expected_manual_files(builder: tfds.core.DatasetBuilder) -> list[str]:
     """Returns the file names TFDS looks for in a manual dir for `builder`."""
-    return sorted(
-        info.filename or os.path.basename(url)
-        for url, info in (builder.url_infos or {}).items()
-    )
+    return sorted(_downloads(builder))
 
 
 def _check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
@@ -78,6 +85,58 @@ def _check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> Non
         )
 
 
+def _reachable(host: str, port: int, seconds: float) -> str | None:
+    """Returns why a TCP connection to `host`:`port` fails within `seconds`,
+    or None if it opens. A daemon thread bounds the name lookup, which
+    `socket.create_connection`'s timeout does not cover."""
+    outcome = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=seconds).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(f"{type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return outcome[0] if outcome else f"no answer within {seconds:g} s"
+
+
+def _check_download_hosts(builder: tfds.core.DatasetBuilder, name: str) -> None:
+    """Refuses, within seconds, a download whose hosts cannot be reached.
+
+    TFDS would retry each name lookup for minutes, silently, then raise a
+    ConnectionError that does not mention --manual_dir. Checks one connection
+    per host (or per proxy, if the environment sets one); a dataset with no
+    download (generated, or a user's folder) needs none.
+    """
+    downloads = _downloads(builder)
+    proxies = urllib.request.getproxies()
+    endpoints = set()
+    for url in downloads.values():
+        via = urllib.parse.urlsplit(url)
+        if via.scheme in proxies and not urllib.request.proxy_bypass(via.hostname):
+            via = urllib.parse.urlsplit(proxies[via.scheme])
+        if via.hostname:
+            endpoints.add(
+                (via.hostname, via.port or (443 if via.scheme == "https" else 80))
+            )
+    for host, port in sorted(endpoints):
+        problem = _reachable(host, port, DOWNLOAD_CHECK_SECONDS)
+        if problem:
+            files = "\n  ".join(f"{f}, from {downloads[f]}" for f in sorted(downloads))
+            raise errors.UsageError(
+                f"--dataset={name} is not prepared in {builder.data_dir}, and "
+                f"cannot be downloaded: no connection to {host}:{port} "
+                f"({problem}). Without a network, download its files on "
+                f"another machine:\n  {files}\nput them in one folder, and pass "
+                "--manual_dir=FOLDER: TFDS then builds the dataset from them, "
+                "offline."
+            )
+
+
 def load_builder(
     name: str, data_dir: str | None, image_folder: ImageFolder | None = None
 ) -> tfds.core.DatasetBuilder:
@@ -90,6 +149,8 @@ def load_builder(
     fixed-shape uint8 `image` feature, and a folder without train/ and test/
     images.
     """
+    if data_dir:
+        folders.check_not_file(data_dir, f"--data_dir={data_dir}")
     if image_folder is not None:
         return image_folder.builder(data_dir)
     try:
@@ -145,17 +206,33 @@ def prepare(
     if image_folder is not None:
         name = image_folder.name
     if not builder.is_prepared():
+        folders.check_writable(
+            builder.data_dir,
+            f"--data_dir={data_dir}"
+            if data_dir
+            else f"TFDS's data dir {builder.data_dir} (set --data_dir)",
+        )
         if manual_dir:
             _check_manual_dir(builder, manual_dir)
+        else:
+            _check_download_hosts(builder, name)
         logging.info(
             "Preparing TFDS dataset %s in %s%s.",
             name,
             builder.data_dir,
             f" from --manual_dir={manual_dir}" if manual_dir else "",
         )
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-        )
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+            )
+        except download_manager.NonMatchingChecksumError as e:
+            raise errors.UsageError(
+                f"A file of --dataset={name} is not the one TFDS expects (a "
+                "damaged or cut download, or another version): "
+                f"{str(e).strip()}\nReplace it with the original file"
+                + (f" in --manual_dir={manual_dir}." if manual_dir else ".")
+            ) from None
     splits = builder.info.splits
     for split in (TRAIN_SPLIT, TEST_SPLIT):
         if split not in splits:
@@ -237,16 +314,33 @@ def shuffled_batches(
     )
 
 
+@contextlib.contextmanager
+def reading(builder: tfds.core.DatasetBuilder, split: str):
+    """Reports damaged TFDS files met while reading `split` as a `UsageError`
+    naming the folder and the fix (TF raises DataLossError for a corrupted
+    record, FailedPreconditionError for a cut file)."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as e:
+        raise errors.UsageError(
+            f"The {split} split of {builder.name} in {builder.data_dir} is "
+            f"damaged: {e.message.split(' [Op:')[0].split('}} ')[-1]}. Delete "
+            f"{builder.data_dir} and run again: TFDS builds it anew."
+        ) from None
+
+
 def load_split(
     builder: tfds.core.DatasetBuilder, split: str, with_labels: bool = False
 ):
     """Returns all images of `split` in one array, `uint8 [N, H, W, C]`.
 
     With `with_labels`, returns `(images, labels)`, labels `int64 [N]`.
+    Raises `UsageError` if TFDS's files of the split are damaged.
     """
-    whole = tfds.as_numpy(
-        builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
-    )
+    with reading(builder, split):
+        whole = tfds.as_numpy(
+            builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+        )
     return (whole["image"], whole["label"]) if with_labels else whole["image"]
 
 

@@ -15,6 +15,9 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import logging
 
+from tfvae import batches as batches_lib
+from tfvae import errors
+
 _TF_CONFIG_EXAMPLE = json.dumps(
     {
         "cluster": {"worker": ["host1:12345", "host2:12345"]},
@@ -47,11 +50,39 @@ def _one_device() -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
+def _tf_config_problem(text: str | None) -> str | None:
+    """Returns what is wrong with a TF_CONFIG value for a worker, or None."""
+    if not text:
+        return "is not set"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return f"is not JSON. Received: TF_CONFIG={text!r}"
+    cluster = value.get("cluster") if isinstance(value, dict) else None
+    task = value.get("task") if isinstance(value, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        return f"needs a 'cluster' and this worker's 'task'. Received: {text}"
+    hosts = cluster.get(task.get("type"))
+    index = task.get("index")
+    if not isinstance(hosts, list) or not isinstance(index, int):
+        return (
+            f"needs a task whose 'type' is a job of the cluster "
+            f"({sorted(cluster)}) and an integer 'index'. Received: {text}"
+        )
+    if not 0 <= index < len(hosts):
+        return (
+            f"names task {index} of {task['type']!r}, which has {len(hosts)} "
+            f"host(s). Received: {text}"
+        )
+    return None
+
+
 def _multi_worker() -> tf.distribute.Strategy:
-    if not os.environ.get("TF_CONFIG"):
-        raise ValueError(
+    problem = _tf_config_problem(os.environ.get("TF_CONFIG"))
+    if problem:
+        raise errors.UsageError(
             "--strategy=multi_worker reads the cluster from the TF_CONFIG "
-            "environment variable, which is not set. Set it on every worker, "
+            f"environment variable, which {problem}. Set it on every worker, "
             f"with its own task index, e.g. TF_CONFIG='{_TF_CONFIG_EXAMPLE}'."
         )
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -115,7 +146,10 @@ def distribute_batches(strategy: tf.distribute.Strategy, batches: tf.data.Datase
 def _collective_safe(batch):
     """Returns `batch` (a tensor or a tuple) with uint8 pixels as int32."""
     return tf.nest.map_structure(
-        lambda a: tf.cast(a, tf.int32) if a.dtype == tf.uint8 else a, batch
+        lambda a: (
+            tf.cast(a, batches_lib.COLLECTIVE_PIXELS) if a.dtype == tf.uint8 else a
+        ),
+        batch,
     )
 
 

@@ -8,26 +8,27 @@ training curve. The model's settings come from the run's saved configuration;
 `--export_dir=export/mnist/1 --output_dir=DIR` evaluates an exported
 SavedModel through its signatures instead (`--export_dir=export/mnist`: its
 latest version, as TF Serving does). Results land in `RUN/eval/`
-(metrics.json, PNGs, TensorBoard events); `tfvae.evaluation` has the details.
+(metrics.json, PNGs, TensorBoard events); `tfvae.run_eval` has the details,
+and `tfvae.evaluation.evaluate` is the same from Python.
 
-The flags are `tfvae.evaluation.EvalConfig`'s fields, checked there. Do not
+The flags are `tfvae.run_eval.EvalConfig`'s fields, checked there. Do not
 import this module next to `tfvae.train`: both define --model_dir.
 """
 
 from absl import app, flags
 
-from tfvae import errors, evaluation, settings
+from tfvae import errors, fields, run_eval
 
-settings.define_flags(evaluation.EvalConfig)
+fields.define_flags(run_eval.EvalConfig)
 # Show them in this command's --help, not only in --helpfull.
-flags.adopt_module_key_flags(settings)
+flags.adopt_module_key_flags(fields)
 
 
 @errors.reported
 def main(argv):
     if len(argv) > 1:
         raise errors.UsageError(f"Unexpected arguments: {argv[1:]}")
-    evaluation.evaluate_run(settings.from_flags(evaluation.EvalConfig))
+    run_eval.evaluate_run(fields.from_flags(run_eval.EvalConfig))
 
 
 if __name__ == "__main__":

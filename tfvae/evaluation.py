@@ -1,358 +1,247 @@
-"""Evaluating a trained VAE: the settings, the run, and what it writes.
+"""Evaluating a VAE: the IWAE bound, the negative ELBO and the pictures.
 
-`evaluate_run(EvalConfig(...))` is `python -m tfvae.evaluate`. It loads the
-model (a training run through `tfvae.run_dir`, or an export through its
-signatures, `tfvae.adapters`), computes the negative ELBO and the IWAE bound
-on a split (`tfvae.iwae`), and draws the pictures (`tfvae.images`,
-`tfvae.plots`). What it writes to its output dir (`<model_dir>/eval` by
-default):
-
-  metrics.json            per-example means in nats, named by
-                          `iwae.split_metrics`: <split>_neg_elbo,
-                          <split>_reconstruction, <split>_kl, <split>_nll
-                          (-L_k at k = num_importance_samples) and
-                          <split>_nll_k<k'> for the sweep; bits per dimension
-                          when the likelihood is discrete over pixel values
-  reconstructions.png     inputs (odd rows) over their reconstructions
-  prior_samples.png       64 decoded samples from the prior
-  interpolations.png      input, decoded means along the line between two
-                          posterior means, input (one pair per row)
-  latent_scatter.png      posterior means of the split in 2-D, by label
-  latent_manifold.png     2-D latents only: decoded prior quantile grid
-  elbo_curve.png          -ELBO (and IWAE points) per training epoch
-  events.out.tfevents.*   the same numbers and pictures for TensorBoard
+`evaluate(model, data)` evaluates a Keras `VAE`, or an export through its
+signatures (`tfvae.adapters`), on a `tf.data.Dataset` or NumPy arrays: the
+negative ELBO and the importance-weighted bound on -log p(x) (`tfvae.iwae`),
+and, given an `output_dir`, the pictures (`tfvae.pictures`).
+`tfvae.run_eval` (`python -m tfvae.evaluate`) runs the same computation on
+a split of a training run's dataset.
 """
 
-import dataclasses
-import json
-import math
 import os
-import time
-from collections.abc import Iterable
+import types
 
 import keras
-import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from tfvae import (
     adapters,
-    data,
+    batches,
     errors,
-    images,
+    history,
     iwae,
-    plots,
-    run_dir,
+    model,
+    pictures,
     saved_model,
-    settings,
 )
-from tfvae import config as config_lib
 
-# Pictures: how many images of the split, samples and grid cells they show.
-_SHOWN_IMAGES = 32
-_GRID_COLUMNS = 8
-_PRIOR_SAMPLES = 64
-_INTERPOLATION_PAIRS = 8
-_INTERPOLATION_STEPS = 10
-_MANIFOLD_SIZE = 20
+# The defaults of `evaluate` and of `python -m tfvae.evaluate`'s flags
+# (with `iwae.SAMPLES_PER_CHUNK`).
+NUM_SAMPLES = 5000
+BATCH_SIZE = 100
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """What to evaluate and how; `python -m tfvae.evaluate`'s flags."""
+def load_evaluable(
+    vae_or_path: model.VAE | str,
+    num_samples: int,
+    batch_size: int,
+    samples_per_chunk: int,
+    jit_compile: bool,
+) -> tuple[iwae.EvaluableModel, str]:
+    """Returns the model to evaluate, as `iwae.EvaluableModel`, and its name.
 
-    model_dir: str | None = settings.setting(
-        None, "Run directory written by tfvae.train.", "string"
-    )
-    export_dir: str | None = settings.setting(
-        None,
-        "Instead of --model_dir: an exported SavedModel, its version folder "
-        "(export/mnist/1) or its model base path (export/mnist: the latest "
-        "version, as TF Serving does). Needs --output_dir.",
-        "string",
-    )
-    output_dir: str | None = settings.setting(
-        None, "Where results go. Unset: <model_dir>/eval.", "string"
-    )
-    split: str = settings.setting(
-        "test",
-        "TFDS split to evaluate; slices work, e.g. test[:1000].",
-        "string",
-        check=lambda v: None if v else "must name a split, e.g. test",
-    )
-    num_importance_samples: int = settings.setting(
-        5000,
-        "k of the IWAE bound; the sweep 1, 10, 100, 1000, 5000 is reported up to k.",
-        "integer",
-        minimum=1,
-    )
-    batch_size: int = settings.setting(100, "Images per batch.", "integer", minimum=1)
-    samples_per_chunk: int = settings.setting(
-        200,
-        "Importance samples drawn per compiled call: memory grows with "
-        "batch_size * samples_per_chunk. The k samples of a batch are drawn in "
-        "chunks of this size, so results depend on it (within Monte Carlo noise).",
-        "integer",
-        minimum=1,
-    )
-    data_dir: str | None = settings.setting(
-        None, "TFDS data directory. Unset: the run's --data_dir.", "string"
-    )
-    manual_dir: str | None = settings.setting(
-        None,
-        "Original dataset files, to build the dataset offline. Unset: the run's "
-        "--manual_dir.",
-        "string",
-    )
-    seed: int = settings.setting(
-        0, "Seed of the binarization and z noise.", "integer", minimum=0
-    )
-    jit_compile: bool = settings.setting(
-        False,
-        "Compile the per-chunk computation with XLA. It draws other (equally "
-        "valid) random numbers, so results differ within Monte Carlo noise; "
-        "see the README for its speed on CPU.",
-        "bool",
-    )
+    Args:
+      vae_or_path: a Keras `VAE`, or an export's version folder or base path.
+      num_samples, batch_size, samples_per_chunk: the evaluation's sizes,
+        checked against what the export serves per call.
+      jit_compile: compile a VAE's per-chunk computation with XLA.
 
-    def __post_init__(self):
-        settings.check_values(self)
-        if bool(self.model_dir) == bool(self.export_dir):
-            raise errors.UsageError(
-                "Pass exactly one of --model_dir (a training run) and --export_dir "
-                "(an exported SavedModel version folder). Received: "
-                f"--model_dir={self.model_dir} --export_dir={self.export_dir}"
-            )
-        if self.export_dir and not self.output_dir:
-            raise errors.UsageError(
-                "--output_dir is required with --export_dir (results are not "
-                "written into a SavedModel), e.g. --output_dir=eval/mnist."
-            )
+    Returns:
+      (`adapters.VAEAdapter` or `adapters.SavedModelAdapter`, the VAE's name
+      or the export's version folder).
 
-    @property
-    def results_dir(self) -> str:
-        """Where results go: `output_dir`, else `<model_dir>/eval`."""
-        return self.output_dir or run_dir.path(self.model_dir, run_dir.EVAL)
-
-
-def split_name(split: str) -> str:
-    """Returns the split without TFDS slicing ("test" for "test[:1000]")."""
-    return split.split("[")[0]
-
-
-def _decode_png(png: bytes) -> tf.Tensor:
-    return tf.io.decode_png(png, channels=3)
-
-
-def write_pictures(
-    evaluable: iwae.EvaluableModel,
-    images_and_labels: Iterable[tuple[tf.Tensor, tf.Tensor | None]],
-    output_dir: str,
-    seed: int,
-    split: str,
-    history: run_dir.History | None = None,
-    iwae_history: dict[int, tuple[int, float]] | None = None,
-    final_nll: tuple[int, float] | None = None,
-) -> dict[str, tf.Tensor]:
-    """Writes the evaluation's PNGs to `output_dir`; returns {file name: image}.
-
-    `images_and_labels` yields batches `(uint8 [batch, H, W, C], int labels
-    [batch] or None)` of the split being evaluated; every image is encoded
-    for the latent scatter. The ELBO curve is drawn only if `history` is given.
-    Images are `uint8 [rows, cols, C]`, ready for `tf.summary.image`.
+    Raises:
+      UsageError: an export that serves fewer samples, or images times
+        samples, per call than the evaluation asks for; refused before any
+        work.
     """
-    conditional = evaluable.num_classes is not None
-    means, labels, shown, shown_labels = [], [], [], []
-    for batch_images, batch_labels in images_and_labels:
-        # A conditional model encodes (and decodes) with the images' classes.
-        condition = batch_labels if conditional else None
-        means.append(evaluable.encode_mean(batch_images, condition).numpy())
-        if batch_labels is not None:
-            labels.append(batch_labels.numpy())
-        if sum(len(s) for s in shown) < _SHOWN_IMAGES:
-            shown.append(batch_images)
-            shown_labels.append(condition)
-    shown = tf.concat(shown, axis=0)[:_SHOWN_IMAGES]
-    shown_labels = (
-        tf.concat(shown_labels, axis=0)[:_SHOWN_IMAGES] if conditional else None
-    )
-    pairs = min(_INTERPOLATION_PAIRS, len(shown) // 2)
-    coordinates, method = plots.embed_2d(np.concatenate(means), seed)
-    pictures = {
-        "reconstructions.png": evaluable.reconstruction_grid(shown, shown_labels),
-        "prior_samples.png": images.grid(
-            evaluable.prior_samples(_PRIOR_SAMPLES, seed), _GRID_COLUMNS
-        ),
-        "interpolations.png": images.interpolation_grid(
-            evaluable,
-            shown[:pairs],
-            shown[pairs : 2 * pairs],
-            _INTERPOLATION_STEPS,
-            None if shown_labels is None else shown_labels[:pairs],
-            None if shown_labels is None else shown_labels[pairs : 2 * pairs],
-        ),
-        "latent_scatter.png": _decode_png(
-            plots.scatter_png(
-                coordinates,
-                np.concatenate(labels) if labels else None,
-                method,
-                f"Posterior means of the {split} set "
-                + ("(the 2-D latent)" if method == "latent" else f"({method})"),
-            )
-        ),
-    }
-    # A conditional decoder needs a class for each cell: no single picture.
-    if evaluable.latent_dim == 2 and not conditional:
-        pictures["latent_manifold.png"] = images.manifold_grid(
-            evaluable, _MANIFOLD_SIZE
-        )
-    if history is not None:
-        pictures["elbo_curve.png"] = _decode_png(
-            plots.elbo_curve_png(history, iwae_history or {}, final_nll)
-        )
-    os.makedirs(output_dir, exist_ok=True)
-    for name, picture in pictures.items():
-        images.write_png(os.path.join(output_dir, name), picture)
-    return pictures
-
-
-def _load(
-    eval_config: EvalConfig,
-) -> tuple[config_lib.Config, iwae.EvaluableModel, str]:
-    """Returns the training `Config`, the model `eval_config` names, its path."""
-    if eval_config.model_dir:
-        config, _, vae = run_dir.load_vae(eval_config.model_dir)
-        evaluable = adapters.VAEAdapter(vae, eval_config.jit_compile)
-        return config, evaluable, eval_config.model_dir
-    export_dir = saved_model.latest_version(eval_config.export_dir)
+    if isinstance(vae_or_path, model.VAE):
+        return adapters.VAEAdapter(vae_or_path, jit_compile), vae_or_path.name
+    export_dir = saved_model.latest_version(os.fspath(vae_or_path))
     evaluable = adapters.SavedModelAdapter(export_dir)
     # The most samples one call of sample or log_weights asks for.
-    needed = max(
-        min(eval_config.samples_per_chunk, eval_config.num_importance_samples),
-        _PRIOR_SAMPLES,
-    )
+    samples = min(samples_per_chunk, num_samples)
+    needed = max(samples, pictures.PRIOR_SAMPLES)
     if needed > evaluable.max_samples:
         raise errors.UsageError(
             f"{export_dir} serves at most {evaluable.max_samples} samples per call "
             f"(its max_samples), and this evaluation asks for {needed} at once "
-            f"(--samples_per_chunk, and {_PRIOR_SAMPLES} prior samples). Lower "
-            "--samples_per_chunk, or export the run again with a larger "
-            "--export_max_samples."
+            f"(samples_per_chunk, and {pictures.PRIOR_SAMPLES} prior samples). "
+            "Lower samples_per_chunk (--samples_per_chunk), or export the run "
+            "again with a larger max_samples (--export_max_samples)."
         )
-    return evaluable.config, evaluable, export_dir
+    if batch_size * samples > evaluable.max_batch_samples:
+        raise errors.UsageError(
+            f"{export_dir} serves at most {evaluable.max_batch_samples} images "
+            f"times samples per call (its max_batch_samples), and this evaluation "
+            f"asks for {batch_size} x {samples}. Lower batch_size (--batch_size) "
+            "or samples_per_chunk (--samples_per_chunk)."
+        )
+    return evaluable, export_dir
 
 
-def evaluate_run(eval_config: EvalConfig) -> dict:
-    """Evaluates a training run or an exported SavedModel; returns metrics.json's dict.
+def _batches(
+    evaluable: iwae.EvaluableModel, images, batch_size: int
+) -> tuple[tf.data.Dataset, bool]:
+    """Returns (batches of (uint8 images, labels) or of images, whether labelled).
 
-    The dataset, and the data/manual dirs unless `eval_config` sets them, come
-    from the model's saved training configuration. Results go to
-    `eval_config.results_dir`; an export's folder stays untouched. See the
-    module docstring for what is written.
+    `images` is a `tf.data.Dataset` or NumPy arrays (see `evaluate`); its
+    elements are read by `batches.unpack_batch`, which refuses images of
+    another dtype, and a conditional model's images without labels.
     """
-    config, evaluable, model_name = _load(eval_config)
-    model_dir, output_dir = eval_config.model_dir, eval_config.results_dir
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise errors.UsageError(
-            f"{output_dir}, where the results go, is a file, not a folder. Pass "
-            "another --output_dir, or move the file away."
-        )
-    # Read now, so that a damaged file stops the evaluation before its long
-    # computation. An export has no training history; its curve is not drawn.
-    history = run_dir.read_history(model_dir) if model_dir else None
-    iwae_history = run_dir.read_iwae_history(model_dir) if model_dir else None
-    builder, info = data.prepare(
-        config.dataset,
-        eval_config.data_dir or config.data_dir,
-        eval_config.manual_dir or config.manual_dir,
-        config.image_source,
+    if not isinstance(images, tf.data.Dataset):
+        images = tf.data.Dataset.from_tensor_slices(images)
+    spec = images.element_spec
+    labelled = (isinstance(spec, tuple) and len(spec) == 2) or (
+        isinstance(spec, dict) and "label" in spec
     )
-    split, batch_size = eval_config.split, eval_config.batch_size
-    num_samples = eval_config.num_importance_samples
-    try:
-        num_examples = builder.info.splits[split].num_examples
-    except (KeyError, ValueError) as e:
-        raise errors.UsageError(
-            f"--split={split} is not a split of {config.dataset_name}: use one of "
-            f"{sorted(builder.info.splits)}, or a TFDS slice such as test[:1000]."
-        ) from e
-    logging.info(
-        "Evaluating %s on %s %s (%d images): -ELBO and the IWAE bound with k=%d.",
-        model_name,
-        config.dataset_name,
-        split,
-        num_examples,
-        num_samples,
+    # What unpack_batch reads of a VAE: labels are kept when there are any
+    # (the latent scatter shows them); the likelihood names the image dtype
+    # (an export's signatures take uint8 pixels).
+    reader = types.SimpleNamespace(
+        conditional=labelled or evaluable.num_classes is not None,
+        likelihood=evaluable.vae.likelihood
+        if isinstance(evaluable, adapters.VAEAdapter)
+        else evaluable,
     )
-    start = time.perf_counter()
-    means = iwae.evaluate_batches(
-        evaluable,
-        data.batches(
-            (data.split_images_and_labels if config.conditional else data.split_images)(
-                builder, split
-            ),
-            batch_size,
-        ),
-        num_samples,
-        eval_config.samples_per_chunk,
-        eval_config.seed,
-        keras.utils.Progbar(
-            math.ceil(num_examples / batch_size),
-            unit_name="batch",
-            stateful_metrics=["neg_elbo", "nll"],
-        ),
-    )
-    seconds = time.perf_counter() - start
-    prefix = split_name(split)
-    metrics = {
-        **iwae.split_metrics(means, prefix, info.image_shape, evaluable.discrete),
-        "split": split,
-        "num_examples": num_examples,
-        "num_importance_samples": num_samples,
-        "samples_per_chunk": eval_config.samples_per_chunk,
-        "batch_size": batch_size,
-        "seed": eval_config.seed,
-        "jit_compile": eval_config.jit_compile,
-        "seconds": round(seconds, 1),
-        "dataset": info.name,
-        "likelihood": config.likelihood,
-        "model": model_name,
-    }
 
-    if info.num_classes is not None:
-        pairs = data.split_images_and_labels(builder, split).batch(batch_size)
-    else:
-        pairs = (
-            (batch, None)
-            for batch in data.split_images(builder, split).batch(batch_size)
+    def unpack(*element):
+        images, labels = batches.unpack_batch(
+            reader, element[0] if len(element) == 1 else element
         )
-    pictures = write_pictures(
+        return (images, labels) if reader.conditional else images
+
+    pairs = images.map(unpack)
+    image_spec = pairs.element_spec[0] if labelled else pairs.element_spec
+    rank = len(evaluable.image_shape)
+    shape = image_spec.shape
+    if shape.rank not in (rank, rank + 1) or not shape[-rank:].is_compatible_with(
+        evaluable.image_shape
+    ):
+        raise ValueError(
+            f"The images must be [H, W, C] each (unbatched) or [batch, H, W, C] "
+            f"(batched), with (H, W, C) = {evaluable.image_shape}. Received: "
+            f"images of shape {image_spec.shape}"
+        )
+    if shape.rank == rank:
+        pairs = pairs.batch(batch_size)
+    return pairs.prefetch(tf.data.AUTOTUNE), labelled
+
+
+def compute(
+    evaluable: iwae.EvaluableModel,
+    images,
+    *,
+    num_samples: int,
+    batch_size: int,
+    samples_per_chunk: int,
+    seed: int,
+    output_dir: str | None,
+    split: str | None,
+    progbar: keras.utils.Progbar | None = None,
+    curves: history.History | None = None,
+    iwae_history: dict | None = None,
+) -> tuple[dict, dict]:
+    """Computes the bound, and draws the pictures if `output_dir` is given.
+
+    `images`, the sizes, `seed` and `output_dir` are `evaluate`'s; `split`
+    prefixes the metrics' names (None: no prefix); `progbar` shows the
+    running figures; `curves` and `iwae_history` (a run's) add the -ELBO
+    curve to the pictures.
+
+    Returns:
+      (the metrics, per-image means in nats; {picture file name: `uint8`
+      image}, empty without `output_dir`).
+    """
+    pairs, labelled = _batches(evaluable, images, batch_size)
+    conditional = evaluable.num_classes is not None
+    # An unconditional model scores the images alone.
+    scored = pairs.map(lambda x, y: x) if labelled and not conditional else pairs
+    means = iwae.evaluate_batches(
+        evaluable, scored, num_samples, samples_per_chunk, seed, progbar
+    )
+    metrics = iwae.split_metrics(
+        means, split, evaluable.image_shape, evaluable.discrete
+    )
+    drawn = {}
+    if output_dir is not None:
+        drawn = pictures.write_pictures(
+            evaluable,
+            pairs if labelled else ((batch, None) for batch in pairs),
+            output_dir,
+            seed,
+            split or "evaluated",
+            curves=curves,
+            iwae_history=iwae_history,
+            final_nll=(num_samples, means["nll"]) if curves else None,
+        )
+    return metrics, drawn
+
+
+def evaluate(
+    vae_or_path: model.VAE | str,
+    images,
+    *,
+    num_samples: int = NUM_SAMPLES,
+    batch_size: int = BATCH_SIZE,
+    samples_per_chunk: int = iwae.SAMPLES_PER_CHUNK,
+    seed: int = 0,
+    output_dir: str | None = None,
+    jit_compile: bool = False,
+) -> dict[str, float]:
+    """Evaluates a VAE, or an export, on images: -ELBO and the IWAE bound.
+
+    The IWAE bound (Burda et al. 2015) -L_k on -log p(x) (on -log p(x|y) for
+    a conditional VAE) is computed with k = `num_samples` importance samples
+    per image, drawn in chunks with a running logsumexp, so memory is flat
+    in k; -L_k' is reported for every k' of 1, 10, 100, 1000, 5000 below k.
+
+    Args:
+      vae_or_path: a Keras `VAE` (tfvae's, with any networks), or the path
+        of an export (its version folder, or its model base path: the
+        latest version).
+      images: a `tf.data.Dataset` of raw `uint8` images, `(images, labels)`
+        pairs or TFDS dicts `{"image": ..., "label": ...}`, unbatched
+        (`[H, W, C]` each: batched here by `batch_size`) or batched
+        (`[batch, H, W, C]`); or NumPy arrays in the same forms (`images`,
+        `(images, labels)`, a dict), the first axis counting images. Labels
+        are needed by a conditional VAE; an unconditional one uses them only
+        to colour the latent scatter. Other dtypes are refused, naming the
+        conversion (`batches.unpack_batch`).
+      num_samples: k of the IWAE bound.
+      batch_size: images per batch, for unbatched `images`.
+      samples_per_chunk: importance samples per call; memory grows with
+        `batch_size * samples_per_chunk`. Results depend on it within Monte
+        Carlo noise.
+      seed: seeds the observation and z noise (reproducible for a given
+        seed, batch size and chunk size).
+      output_dir: if given, the pictures of `tfvae.pictures` are written
+        there (created if absent).
+      jit_compile: compile the per-chunk computation with XLA (a Keras VAE).
+
+    Returns:
+      Per-image means, in nats: `neg_elbo`, `reconstruction`, `kl`, `nll`
+      (-L_k at k = `num_samples`), `nll_k<k'>` for the sweep; with
+      `_bits_per_dim` twins for likelihoods over pixel values
+      (`categorical`, `logistic_mixture`); `num_importance_samples` (k).
+
+    Example:
+      >>> (images, labels), _ = keras.datasets.mnist.load_data()
+      >>> metrics = evaluation.evaluate(vae, images[:1000, ..., None],
+      ...                               num_samples=100)
+      >>> metrics["nll"], metrics["neg_elbo"]
+    """
+    evaluable, _ = load_evaluable(
+        vae_or_path, num_samples, batch_size, samples_per_chunk, jit_compile
+    )
+    metrics, _ = compute(
         evaluable,
-        pairs,
-        output_dir,
-        eval_config.seed,
-        split,
-        history=history,
-        iwae_history=iwae_history,
-        # The curve shows test figures: another split's bound would not match.
-        final_nll=(num_samples, metrics[f"{prefix}_nll"])
-        if prefix == data.TEST_SPLIT
-        else None,
+        images,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        samples_per_chunk=samples_per_chunk,
+        seed=seed,
+        output_dir=output_dir,
+        split=None,
     )
-    run_dir.write_metrics(output_dir, metrics)
-    # At the last trained epoch, so TensorBoard shows them beside the curves.
-    step = history.epochs[-1] if history else 0
-    with tf.summary.create_file_writer(output_dir).as_default():
-        for name, value in metrics.items():
-            if name.startswith(f"{prefix}_"):
-                tf.summary.scalar(name, value, step=step)
-        for name, picture in pictures.items():
-            tf.summary.image(name.removesuffix(".png"), picture[tf.newaxis], step=step)
-    logging.info(
-        "Wrote %s and %d pictures to %s: %s",
-        run_dir.METRICS,
-        len(pictures),
-        output_dir,
-        json.dumps(metrics, sort_keys=True),
-    )
-    return metrics
+    return {**metrics, "num_importance_samples": num_samples}

@@ -4,9 +4,9 @@ Writes `<export_dir>/<version>/`, the next free integer version, the layout
 TF Serving watches; `--export_dir` defaults to the run's own (its
 config.json's `--export_dir`, else export/<dataset>), and so does
 `--export_max_samples` (the most samples `sample` and `log_weights` serve
-per call). The model is rebuilt from the run directory
-(`run_dir.load_vae`), outside any distribution strategy, so whatever
-trained it, the export loads on any device count.
+per call). A thin layer over `saved_model.export`: the VAE comes from the
+run directory (`run_dir.load_run`), and the export holds plain variables,
+so whatever strategy trained it, it loads on any device count.
 Signatures and their noise: export/README.md.
 
 Do not import this module next to `tfvae.train`: both define --model_dir and
@@ -45,12 +45,14 @@ def main(argv):
         raise errors.UsageError(
             "--model_dir is required (a tfvae.train run directory)."
         )
-    config, info, vae = run_dir.load_vae(FLAGS.model_dir)
+    config, info, vae = run_dir.load_run(FLAGS.model_dir)
+    export_base = FLAGS.export_dir or config.export_base
+    saved_model.check_export_base(export_base)
     if FLAGS.export_max_samples is not None:
         config = dataclasses.replace(
             config, export_max_samples=FLAGS.export_max_samples
         )
-    saved_model.export(vae, config, info, FLAGS.export_dir or config.export_base)
+    saved_model.export(vae, export_base, config=config, dataset_info=info)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageOps
 
 from tfvae import errors
-from tfvae.data import TEST_SPLIT, TRAIN_SPLIT
+from tfvae.splits import TEST_SPLIT, TRAIN_SPLIT
 
 # What Pillow raises for a file it cannot read as an image (PNG's decoder
 # raises SyntaxError for a broken chunk, a cut GIF EOFError).
@@ -42,6 +42,18 @@ class ImageFolder:
     path: str
     size: tuple[int, int]
     channels: int | None = None
+
+    def __post_init__(self):
+        if len(self.size) != 2 or any(
+            not isinstance(n, int) or n < 1 for n in self.size
+        ):
+            raise ValueError(
+                f"size must be two positive sizes, (H, W). Received: size={self.size}"
+            )
+        if self.channels not in (None, 1, 3):
+            raise ValueError(
+                f"channels must be 1, 3 or None. Received: channels={self.channels}"
+            )
 
     @property
     def name(self) -> str:

@@ -23,10 +23,13 @@ from typing import Protocol
 import keras
 import tensorflow as tf
 
-from tfvae import model
+from tfvae import chain
 
 # The k at which the IWAE bound is reported (those up to the requested k).
 IWAE_SWEEP = (1, 10, 100, 1000, 5000)
+# Importance samples per call, by default: memory grows with it times the
+# batch (`evaluation.evaluate`, `python -m tfvae.evaluate`, training's pass).
+SAMPLES_PER_CHUNK = 200
 
 
 def sweep(num_samples: int) -> tuple[int, ...]:
@@ -94,6 +97,9 @@ class EvaluableModel(Protocol):
     else None.
     """
 
+    # The raw images' (H, W, C), and their dtype (uint8 pixels).
+    image_shape: tuple[int, int, int]
+    image_dtype: tf.DType
     latent_dim: int
     # The number of classes of a conditional VAE, else None.
     num_classes: int | None
@@ -190,7 +196,7 @@ def evaluate_batches(
 
 def split_metrics(
     means: dict[str, float],
-    split: str,
+    split: str | None,
     image_shape: tuple[int, int, int],
     discrete: bool,
 ) -> dict[str, float]:
@@ -198,12 +204,14 @@ def split_metrics(
 
     Bits per dimension (`<split>_<name>_bits_per_dim`) are given for the
     negative ELBO and every IWAE figure, the quantities that bound -log p(x).
+    With `split` None, the keys are the names alone.
     """
-    metrics = {f"{split}_{name}": value for name, value in means.items()}
+    prefix = f"{split}_" if split else ""
+    metrics = {f"{prefix}{name}": value for name, value in means.items()}
     if discrete:
         for name, value in means.items():
             if name not in ("reconstruction", "kl"):
-                metrics[f"{split}_{name}_bits_per_dim"] = model.bits_per_dim(
+                metrics[f"{prefix}{name}_bits_per_dim"] = chain.bits_per_dim(
                     value, image_shape
                 )
     return metrics

@@ -1,136 +1,34 @@
-"""The VAE: encoders q(z|x), decoder p(x|z), prior p(z), and the objective.
+"""The VAE: encoders q(z|x), decoder p(x|z), prior p(z), as one Keras model.
 
-One batch of raw `uint8` images `[batch, H, W, C]` goes through
-`VAE.objective_terms`, the only place the ELBO and the IWAE bound are written:
-
-    x        = likelihood.observe(images)            # binarize / scale / keep ints
-    q(z1|x)  = encoder(likelihood.encoder_input(x))  # (and the class, if conditional)
-    z_l^k    ~ q(z_l | z_{l-1}), k = 1..K        # reparameterized, K per example
-    log w^k  = log p(x|z1) + log p(z1|z2) + ... + log p(zL) - log q(z1..zL|x)
-    -ELBO    = mean_k [-log p(x|z1) + sum_l KL_l]  # KL_l: closed form or log q - log p
-    loss     = "elbo":  mean_k [-log p(x|z1) + kl_weight * sum_l max(KL_l, free_bits)]
-               "iwae":  -log mean_k w^k            # Burda et al. 2015
-                        (during a KL warm-up, each log w^k weighs its
-                        log p(z) - log q(z|x) part by kl_weight < 1)
-
-All K samples of a batch go through each network in one call, `[K * batch,
-...]`. `train_step` and `test_step` both call `objective_terms`; `--gradient=dreg`
-changes only which surrogate the encoder's gradient is taken of (Tucker et al.
-2018). `build_vae` makes a VAE from plain settings (what `tfvae.train`'s flags
-hold); every part is a registered Keras layer with a `get_config`, so
-`vae.save("vae.keras")` and `keras.models.load_model` round-trip a model.
+`VAE` holds the parts (`tfvae.parts`: a body and a head each), the prior
+(`tfvae.priors`) and the settings of the objective (`tfvae.objective`, where
+the ELBO and the IWAE bound are written once), checks that they fit together
+(`tfvae.rules`), serializes them, and offers the inference API the
+evaluation and the export are written from: `observe_and_encode`, `decode`,
+`posterior_sample`, `log_weights`, `neg_elbo_terms`, `sample_latent`,
+`posterior_mean`. `train_step` and `test_step` read a batch with
+`batches.unpack_batch` and score it with `objective_terms`. Every part is a
+registered Keras layer with a `get_config`, so `vae.save("vae.keras")` and
+`keras.models.load_model` round-trip a model.
 
 Stochastic layers are numbered bottom first: `latent_dims[0]` is z1, the
 latent the decoder takes; the prior is over the top one.
 """
 
-import dataclasses
-import math
-
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import heads, networks, noise, priors
+from tfvae import batches, fields, likelihoods, noise, objective, priors, rules
+from tfvae import chain as chain_lib
+from tfvae.model_settings import ModelSettings
+from tfvae.parts import Decoder, Encoder, check_image_shape, check_stack
 
 tfd = tfp.distributions
-
-KL_ESTIMATORS = ("analytic", "monte_carlo")
-OBJECTIVES = ("elbo", "iwae")
-GRADIENTS = ("standard", "dreg")
 
 
 def _serializable(cls):
     return keras.saving.register_keras_serializable(package="tfvae")(cls)
-
-
-class _BodyAndHead(keras.Model):
-    """A network body followed by a distribution head; serializes both.
-
-    With `condition` set ("vector" or "channels", `networks.join_condition`),
-    `call(inputs, one_hot)` joins a one-hot class `[batch, classes]` to the
-    inputs first: a conditional VAE's encoder and decoder.
-    """
-
-    def __init__(
-        self, body: keras.Layer, head: keras.Layer, condition: str | None = None, **kw
-    ):
-        super().__init__(**kw)
-        self.body = body
-        self.head = head
-        self.condition = condition
-
-    def call(self, inputs, one_hot=None):
-        if (one_hot is None) != (self.condition is None):
-            raise ValueError(
-                f"{self.name} {'needs' if self.condition else 'takes no'} class "
-                f"labels. Received: one_hot={one_hot}"
-            )
-        if one_hot is not None:
-            inputs = networks.join_condition(self.condition, inputs, one_hot)
-        return self.head(self.body(inputs))
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "body": keras.saving.serialize_keras_object(self.body),
-            "head": keras.saving.serialize_keras_object(self.head),
-            "condition": self.condition,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(
-            body=keras.saving.deserialize_keras_object(config["body"]),
-            head=keras.saving.deserialize_keras_object(config["head"]),
-            condition=config.get("condition"),
-            name=config["name"],
-        )
-
-
-@_serializable
-class Encoder(_BodyAndHead):
-    """x `[batch, H, W, C]` in [0, 1] (or z below) -> q(z|.), event `[latent_dim]`."""
-
-
-@_serializable
-class Decoder(_BodyAndHead):
-    """z `[batch, latent_dim]` -> p(x|z) (event `[H, W, C]`) or p(z below|z)."""
-
-
-@dataclasses.dataclass
-class Chain:
-    """K samples of every stochastic layer for a batch, and their log-densities.
-
-    `zs[l]` is layer l's z, flat `[K * batch, latent_dims[l]]` (sample k of
-    example b at row k * batch + b); `qs[0]` is q(z1|x) (batch shape
-    `[batch]`), `qs[l]` for l > 0 has batch shape `[K * batch]`. The
-    log-densities are `[K, batch]`, one per layer for `log_q` and `log_p`
-    (p(z_l|z_{l+1}), the prior for the top layer).
-    """
-
-    num_samples: tf.Tensor
-    batch: tf.Tensor
-    qs: list
-    zs: list
-    log_px: tf.Tensor
-    log_q: list
-    log_p: list
-
-    def log_weights(self, kl_weight=1.0) -> tf.Tensor:
-        """Returns log p(x|z) + kl_weight * (log p(z) - log q(z|x)), `[K, batch]`.
-
-        With `kl_weight` 1 (the default), the importance log-weights
-        log p(x, z) - log q(z|x); below 1, a KL warm-up's annealed weights.
-        """
-        latent = tf.add_n(self.log_p) - tf.add_n(self.log_q)
-        return self.log_px + tf.cast(kl_weight, latent.dtype) * latent
-
-
-def logmeanexp(values: tf.Tensor, axis: int = 0) -> tf.Tensor:
-    """Returns log mean exp of `values` over `axis`, computed stably."""
-    count = tf.cast(tf.shape(values)[axis], values.dtype)
-    return tf.reduce_logsumexp(values, axis=axis) - tf.math.log(count)
 
 
 @_serializable
@@ -146,6 +44,12 @@ class VAE(keras.Model):
     `free_bits` floors each layer's KL in the objective. `num_classes` makes
     a conditional VAE: the encoder and decoder take the class label.
 
+    Batches may be images, `(images, labels)` pairs or TFDS dicts
+    (`batches.unpack_batch`); an unconditional VAE uses the images and ignores any
+    labels. Images are raw `uint8` pixels 0..255; any other dtype is refused.
+    The parts are built (and the bodies' output shapes checked) when the VAE
+    is made.
+
     Randomness (binarization and the reparameterization noise) comes from
     stateless ops seeded by `(seed, step)`, where `step` is a counter saved
     with the weights: runs with the same seed agree, a resumed run continues
@@ -153,14 +57,17 @@ class VAE(keras.Model):
     (`tfvae.noise`).
     """
 
+    # No Keras default serving signature (see `parts._BodyAndHead`).
+    _default_save_signature = None
+
     def __init__(
         self,
         encoder: Encoder,
         decoder: Decoder,
         prior: priors.Prior,
         image_shape: tuple[int, int, int],
-        kl: str,
-        seed: int,
+        kl: str = "analytic",
+        seed: int = 0,
         upper_encoders=(),
         upper_decoders=(),
         objective: str = "elbo",
@@ -207,82 +114,59 @@ class VAE(keras.Model):
         self.neg_elbo_tracker = keras.metrics.Mean(name="neg_elbo")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.build()
 
     def _check(self):
         """Refuses parts and settings that do not fit together."""
         dims = self.latent_dims
-        layers = len(dims)
-        if len(self.upper_encoders) != layers - 1 or len(self.upper_decoders) != (
-            layers - 1
-        ):
-            raise ValueError(
-                "A model with L stochastic layers has L - 1 upper encoders and "
-                f"decoders. Received: {len(self.upper_encoders)} upper encoders, "
-                f"{len(self.upper_decoders)} upper decoders"
-            )
-        for layer, decoder in enumerate(self.upper_decoders):
-            if decoder.head.latent_dim != dims[layer]:
-                raise ValueError(
-                    f"upper_decoders[{layer}] must model layer {layer}'s "
-                    f"{dims[layer]} dimensions. Received: {decoder.head.latent_dim}"
-                )
-        if self.prior.latent_dim != dims[-1]:
-            raise ValueError(
-                "The prior must be over the top latent layer. Received: prior "
-                f"latent_dim={self.prior.latent_dim}, latent sizes {dims}"
-            )
-        problems = {
-            "kl": self.kl in KL_ESTIMATORS,
-            "objective": self.objective in OBJECTIVES,
-            "gradient": self.gradient in GRADIENTS,
-            "train_samples": isinstance(self.train_samples, int)
-            and self.train_samples >= 1,
-            "beta": self.beta >= 0,
-            "free_bits": self.free_bits >= 0,
-        }
-        for name, ok in problems.items():
-            if not ok:
-                raise ValueError(f"Invalid {name}. Received: {getattr(self, name)!r}")
-        if self.kl == "analytic" and (layers > 1 or not self.prior.analytic_kl):
-            raise ValueError(
-                "kl='analytic' needs one stochastic layer and a prior with a "
-                f"closed-form KL; use 'monte_carlo'. Received: {layers} layers, "
-                f"prior {type(self.prior).__name__}"
-            )
-        if self.objective == "iwae" and (self.beta != 1 or self.free_bits):
-            raise ValueError(
-                "The IWAE bound has no separate KL term to weight: beta must be "
-                f"1 and free_bits 0. Received: beta={self.beta}, "
-                f"free_bits={self.free_bits}"
-            )
-        if self.gradient == "dreg" and (
-            self.objective != "iwae"
-            or layers > 1
-            or isinstance(self.prior, priors.VampPrior)
-        ):
-            raise ValueError(
-                "gradient='dreg' needs objective='iwae', one stochastic layer and "
-                "a prior that does not share the encoder's weights (not vamp)."
-            )
-        if isinstance(self.prior, priors.VampPrior) and layers > 1:
-            raise ValueError(
-                "The VampPrior's components are q(z1|u_k), over the bottom "
-                f"layer: it needs one stochastic layer. Received: {layers} layers"
-            )
-        if self.num_classes is not None and isinstance(self.prior, priors.VampPrior):
-            raise ValueError(
-                "A conditional VAE cannot use the VampPrior: its pseudo-inputs "
-                "have no class label."
-            )
+        check_stack(dims, self.upper_encoders, self.upper_decoders, self.prior)
+        check_image_shape(self.image_shape)
+        # The same checks, by the same owners, as the flags of these settings.
+        known = fields.settings_of(ModelSettings)
+        names = "kl", "objective", "train_samples", "gradient", "beta", "free_bits"
+        for name in names:
+            value = getattr(self, name)
+            problem = fields.value_problem(known[name][1], value)
+            if problem:
+                raise ValueError(f"{name} {problem}. Received: {name}={value!r}")
+        problem = noise.seed_problem(self.seed)
+        if problem:
+            raise ValueError(f"seed {problem}. Received: seed={self.seed!r}")
+        problem = rules.combination_problem(
+            dims,
+            self.prior.registry_name or type(self.prior).__name__,
+            kl=self.kl,
+            objective=self.objective,
+            beta=self.beta,
+            free_bits=self.free_bits,
+            gradient=self.gradient,
+            conditional=self.conditional,
+        )
+        if problem:
+            raise ValueError(problem)
 
     def build(self, input_shape=None):
-        # The sub-layers make their weights on a first call; one zero image
-        # through the whole objective builds them all (also when
+        # The parts make their weights on a first call: each part once, in
+        # the order the objective calls them (so weights are drawn in that
+        # order), refusing a body whose output its head cannot take; then one
+        # zero image through the whole objective (also when
         # `keras.models.load_model` rebuilds the model).
+        if self.built:
+            return
         if not self.prior.built:
             self.prior.build(None)
             self.prior.built = True
-        images = tf.zeros([1, *self.image_shape], tf.uint8)
+        one_hot = tf.zeros([1, self.num_classes]) if self.conditional else None
+        x = tf.zeros([1, *self.image_shape])
+        self.encoder.check_body(x, one_hot, self.image_shape)
+        for layer, encoder in enumerate(self.upper_encoders):
+            encoder.check_body(tf.zeros([1, self.latent_dims[layer]]), None, None)
+        for layer, decoder in enumerate(self.upper_decoders):
+            decoder.check_body(tf.zeros([1, self.latent_dims[layer + 1]]), None, None)
+        self.decoder.check_body(
+            tf.zeros([1, self.latent_dim]), one_hot, self.image_shape
+        )
+        images = tf.zeros([1, *self.image_shape], self.likelihood.image_dtype)
         labels = tf.zeros([1], tf.int32) if self.conditional else None
         self.objective_terms(images, noise.seed(0, 0), labels)
         self.built = True
@@ -339,7 +223,7 @@ class VAE(keras.Model):
         return self.num_classes is not None
 
     @property
-    def likelihood(self) -> heads.LikelihoodHead:
+    def likelihood(self) -> likelihoods.LikelihoodHead:
         return self.decoder.head
 
     @property
@@ -390,91 +274,15 @@ class VAE(keras.Model):
         """Returns E[x|z1] as float pixels in [0, 1], `[batch, H, W, C]`."""
         return self.likelihood.mean_image(self.decode(z, labels))
 
-    def chain(
-        self,
-        x: tf.Tensor,
-        q: tfd.Distribution,
-        num_samples,
-        z_seed: tf.Tensor,
-        labels: tf.Tensor = None,
-    ) -> Chain:
-        """Returns K = `num_samples` samples of every layer given x and q(z1|x).
-
-        `x` and `q` come from `observe_and_encode`; `z_seed` is int `[2]` (or
-        `[batch, 2]`: one per image); layer l's noise is drawn from
-        `noise.layer_seed(z_seed, l)`, batch first, so it does not depend on
-        how the batch is split over replicas.
-        """
-        batch = tf.shape(q.loc)[0]
-        zs, qs, log_q = [], [q], []
-        for layer, size in enumerate(self.latent_dims):
-            eps = noise.normal_samples(
-                num_samples, tf.stack([batch, size]), noise.layer_seed(z_seed, layer)
-            )
-            if layer == 0:
-                z = self.encoder.head.reparameterize(q, eps)
-                log_q.append(q.log_prob(z))
-                zs.append(tf.reshape(z, [-1, size]))
-                continue
-            encoder = self.upper_encoders[layer - 1]
-            q_layer = encoder(zs[-1])
-            zs.append(encoder.head.reparameterize(q_layer, tf.reshape(eps, [-1, size])))
-            qs.append(q_layer)
-            log_q.append(tf.reshape(q_layer.log_prob(zs[-1]), [num_samples, batch]))
-        log_p = [
-            tf.reshape(decoder(zs[layer + 1]).log_prob(zs[layer]), [num_samples, batch])
-            for layer, decoder in enumerate(self.upper_decoders)
-        ]
-        log_p.append(
-            tf.reshape(self.prior.log_prob(zs[-1], self.encoder), [num_samples, batch])
-        )
-        flat_x = tf.repeat(x[tf.newaxis], num_samples, axis=0)
-        flat_x = tf.reshape(flat_x, tf.concat([[-1], tf.shape(x)[1:]], axis=0))
-        flat_labels = None if labels is None else tf.tile(labels, [num_samples])
-        log_px = tf.reshape(
-            self.decode(zs[0], flat_labels).log_prob(flat_x), [num_samples, batch]
-        )
-        return Chain(num_samples, batch, qs, zs, log_px, log_q, log_p)
-
-    def _layer_kls(self, chain: Chain) -> list[tf.Tensor]:
-        """Returns each layer's KL estimate, `[K, batch]`."""
-        if self.kl == "analytic":
-            kl = tfd.kl_divergence(chain.qs[0], self.prior_distribution())
-            return [tf.broadcast_to(kl, tf.shape(chain.log_px))]
-        return [q - p for q, p in zip(chain.log_q, chain.log_p, strict=True)]
-
     def objective_terms(
         self,
         images: tf.Tensor,
         seed: tf.Tensor,
         labels: tf.Tensor = None,
         num_samples=1,
-    ) -> tuple[dict[str, tf.Tensor], Chain]:
-        """Returns ({name: `[batch]` nats}, the chain) for one batch.
-
-        Names: "loss" (the training objective, at the current `kl_weight`),
-        "neg_elbo" (the true negative ELBO, averaged over the K samples), and
-        its two parts "reconstruction" (-log p(x|z1), the distortion) and "kl"
-        (the sum of the layers' KL terms, the rate). `images` are raw `uint8
-        [batch, H, W, C]`; `seed` is int `[2]` (or `[batch, 2]`: one per
-        image), split by `noise.split_seed`; `labels` int `[batch]`.
-        """
-        _, chain = self.posterior_sample(images, seed, labels, num_samples)
-        kls = self._layer_kls(chain)
-        reconstruction = -chain.log_px
-        kl = tf.add_n(kls)
-        terms = {
-            "neg_elbo": tf.reduce_mean(reconstruction + kl, axis=0),
-            "reconstruction": tf.reduce_mean(reconstruction, axis=0),
-            "kl": tf.reduce_mean(kl, axis=0),
-        }
-        if self.objective == "iwae":
-            terms["loss"] = -logmeanexp(chain.log_weights(self.kl_weight))
-        else:
-            floored = tf.add_n([tf.maximum(k, self.free_bits) for k in kls])
-            weighted = reconstruction + tf.cast(self.kl_weight, kl.dtype) * floored
-            terms["loss"] = tf.reduce_mean(weighted, axis=0)
-        return terms, chain
+    ) -> tuple[dict[str, tf.Tensor], chain_lib.Chain]:
+        """Returns ({name: `[batch]` nats}, the chain): `objective.objective_terms`."""
+        return objective.objective_terms(self, images, seed, labels, num_samples)
 
     def neg_elbo_terms(
         self, images: tf.Tensor, seed: tf.Tensor, labels: tf.Tensor = None
@@ -492,7 +300,7 @@ class VAE(keras.Model):
         seed: tf.Tensor,
         labels: tf.Tensor = None,
         num_samples=1,
-    ) -> tuple[tf.Tensor, Chain]:
+    ) -> tuple[tf.Tensor, chain_lib.Chain]:
         """Returns (x, chain): observations and `num_samples` z per layer.
 
         `seed` is split by `noise.split_seed` into the observation and the z
@@ -501,7 +309,7 @@ class VAE(keras.Model):
         """
         observe_seed, z_seed = noise.split_seed(seed)
         x, q = self.observe_and_encode(images, observe_seed, labels)
-        return x, self.chain(x, q, num_samples, z_seed, labels)
+        return x, chain_lib.draw(self, x, q, num_samples, z_seed, labels)
 
     def log_weights(
         self,
@@ -519,7 +327,7 @@ class VAE(keras.Model):
         log p(x) (log p(x|y) for a conditional VAE); callers average chunks
         of k to fit large k in memory.
         """
-        return self.chain(x, q, num_samples, z_seed, labels).log_weights()
+        return chain_lib.draw(self, x, q, num_samples, z_seed, labels).log_weights()
 
     def sample_latent(self, num_samples, seed: tf.Tensor) -> tf.Tensor:
         """Returns z1 `[num_samples, latent_dim]` drawn top-down from the model.
@@ -553,66 +361,19 @@ class VAE(keras.Model):
     def call(self, inputs):
         """Returns p(x|z1) at z1 = the posterior mean.
 
-        `inputs` are raw `uint8` images, or (images, labels) if conditional.
+        `inputs` are a batch in any form `batches.unpack_batch` takes.
         """
-        images, labels = inputs if self.conditional else (inputs, None)
+        images, labels = batches.unpack_batch(self, inputs)
         return self.decode(self.posterior_mean(images, labels), labels)
 
-    def _unpack(self, data):
-        return data if self.conditional else (data, None)
-
     def train_step(self, data):
-        images, labels = self._unpack(data)
-        with tf.GradientTape(persistent=self.gradient == "dreg") as tape:
-            terms, chain = self.objective_terms(
-                images, self.next_seed(), labels, self.train_samples
-            )
-            # Sum over this replica's examples / GLOBAL batch size: the
-            # optimizer sums gradients over replicas, so N replicas make the
-            # same update as one replica holding the whole batch.
-            loss = tf.nn.compute_average_loss(terms["loss"])
-            # A LossScaleOptimizer (mixed_float16) scales the loss up so small
-            # float16 gradients do not underflow, and unscales them in
-            # apply_gradients; other optimizers return the loss as is.
-            scaled_loss = self.optimizer.scale_loss(loss)
-            if self.gradient == "dreg":
-                scaled_encoder_loss = self.optimizer.scale_loss(
-                    tf.nn.compute_average_loss(self._dreg_encoder_loss(chain))
-                )
-        weights = self.trainable_weights
-        grads = tape.gradient(scaled_loss, weights)
-        if self.gradient == "dreg":
-            encoder_ids = {id(w) for w in self.encoder.trainable_weights}
-            encoder_grads = tape.gradient(
-                scaled_encoder_loss, self.encoder.trainable_weights
-            )
-            by_id = dict(
-                zip(map(id, self.encoder.trainable_weights), encoder_grads, strict=True)
-            )
-            grads = [
-                by_id[id(w)] if id(w) in encoder_ids else g
-                for w, g in zip(weights, grads, strict=True)
-            ]
-            del tape
-        self.optimizer.apply_gradients(zip(grads, weights, strict=True))
+        images, labels = batches.unpack_batch(self, data)
+        terms, grads = objective.gradients(self, images, labels, self.next_seed())
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
         return self._update_metrics(terms)
 
-    def _dreg_encoder_loss(self, chain: Chain) -> tf.Tensor:
-        """Returns the DReG surrogate of the encoder, `[batch]`.
-
-        Its gradient in the encoder's weights is the doubly reparameterized
-        estimate sum_k w~_k^2 d log w_k / dz_k dz_k / dphi (Tucker et al.
-        2018): q's parameters reach log w only through z, and the normalized
-        weights w~ are constants.
-        """
-        stopped = self.encoder.head.stop_gradient(chain.qs[0])
-        z = tf.reshape(chain.zs[0], [chain.num_samples, chain.batch, -1])
-        log_w = chain.log_px + chain.log_p[0] - stopped.log_prob(z)
-        normalized = tf.stop_gradient(tf.math.softmax(log_w, axis=0))
-        return -tf.reduce_sum(tf.square(normalized) * log_w, axis=0)
-
     def test_step(self, data):
-        images, labels = self._unpack(data)
+        images, labels = batches.unpack_batch(self, data)
         terms, _ = self.objective_terms(
             images, self.next_seed(), labels, self.train_samples
         )
@@ -630,78 +391,3 @@ class VAE(keras.Model):
             # the metrics themselves, synced over all replicas.
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
-
-
-def build_vae(
-    image_shape: tuple[int, int, int],
-    *,
-    seed: int,
-    num_classes: int | None = None,
-    **settings,
-) -> VAE:
-    """Builds (and creates the weights of) a VAE for raw images `image_shape`.
-
-    `settings` are plain values by name, those of `Config.model_settings()`:
-    likelihood, binarize, gaussian_scale, posterior, latent_dim (one size per
-    stochastic layer, bottom first), network, hidden_units, conv_filters,
-    activation, kl, objective, train_samples, gradient, beta, free_bits,
-    prior, prior_components, conditional. `num_classes` is the dataset's
-    number of classes, needed if `conditional`. `seed` seeds the model's noise
-    (weights are initialized from Keras's global seed).
-    """
-    dims = tuple(settings["latent_dim"])
-    if settings["conditional"] and not num_classes:
-        raise ValueError(
-            f"A conditional VAE needs the number of classes. Received: {num_classes=}"
-        )
-    condition = settings["conditional"] or None
-    likelihood = heads.LIKELIHOODS[settings["likelihood"]](**settings)
-    encoder_body, decoder_body = networks.NETWORKS[settings["network"]](
-        tuple(image_shape), likelihood.params_per_value, **settings
-    )
-    depth = len(settings["hidden_units"]) or 1
-
-    def upper(layer: int, cls, name: str):
-        # Between layers `layer` and `layer + 1`, as wide as twice the upper one.
-        head_layer = layer + 1 if cls is Encoder else layer
-        return cls(
-            networks.latent_body(depth, 2 * dims[layer + 1], settings["activation"]),
-            heads.NormalDiagHead(dims[head_layer], name="posterior"),
-            name=f"{name}_{layer + 1}",
-        )
-
-    vae = VAE(
-        Encoder(
-            encoder_body,
-            heads.POSTERIORS[settings["posterior"]](
-                **{**settings, "latent_dim": dims[0]}
-            ),
-            condition=condition and networks.CONDITIONING[settings["network"]],
-            name="encoder",
-        ),
-        Decoder(
-            decoder_body, likelihood, condition=condition and "vector", name="decoder"
-        ),
-        priors.PRIORS[settings["prior"]](
-            **{**settings, "latent_dim": dims[-1], "image_shape": tuple(image_shape)}
-        ),
-        image_shape=image_shape,
-        kl=settings["kl"],
-        seed=seed,
-        upper_encoders=[upper(i, Encoder, "encoder") for i in range(len(dims) - 1)],
-        upper_decoders=[upper(i, Decoder, "decoder") for i in range(len(dims) - 1)],
-        objective=settings["objective"],
-        train_samples=settings["train_samples"],
-        gradient=settings["gradient"],
-        beta=settings["beta"],
-        free_bits=settings["free_bits"],
-        num_classes=num_classes if settings["conditional"] else None,
-        name="vae",
-    )
-    vae.build((None, *image_shape))
-    return vae
-
-
-def bits_per_dim(nats_per_example: float, image_shape: tuple[int, ...]) -> float:
-    """Converts nats per image into bits per pixel value."""
-    return nats_per_example / (math.prod(image_shape) * math.log(2.0))

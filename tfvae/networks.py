@@ -116,7 +116,7 @@ def conv(
 
 # Builders by flag value. Each takes the image shape, the likelihood's
 # parameters per pixel value and the model's settings by keyword
-# (`model.build_vae`'s arguments), and uses those it needs.
+# (`builder.build_vae`'s arguments), and uses those it needs.
 NETWORKS: dict[str, Callable[..., tuple[keras.Sequential, keras.Sequential]]] = {
     "mlp": lambda shape, k, hidden_units, activation, **_: mlp(
         shape, k, hidden_units, activation
@@ -131,7 +131,7 @@ def latent_body(depth: int, width: int, activation: str) -> keras.Sequential:
     """Returns `depth` dense layers of `width` units: `[batch, D]` -> `[batch, width]`.
 
     The IWAE paper's networks between stochastic layers of sizes 100 and 50
-    are two layers of 100 units: `model.build_vae` uses `depth` = the number of
+    are two layers of 100 units: `builder.build_vae` uses `depth` = the number of
     `--hidden_units` and `width` = twice the upper layer's size.
     """
     return keras.Sequential(

@@ -50,6 +50,20 @@ POSTERIOR_MEAN = 0
 PRIOR_SAMPLES = 1
 EXPORT = -1
 
+# Every use of a run's seed takes [0, 2**32): NumPy's legacy seeding, which
+# `keras.utils.set_random_seed` and scikit-learn use, is the narrowest (TF's
+# stateless seeds take any int64).
+SEED_LIMIT = 2**32
+
+
+def seed_problem(run_seed: int) -> str | None:
+    """Returns what is wrong with a run's seed, or None (a `fields.setting` check)."""
+    if isinstance(run_seed, bool) or not isinstance(run_seed, int):
+        return "must be an integer"
+    if not 0 <= run_seed < SEED_LIMIT:
+        return "must be in [0, 2**32), the range NumPy and Keras seed from"
+    return None
+
 
 def seed(run_seed, stream) -> tf.Tensor:
     """Returns the stateless seed `(run_seed, stream)`, int64 `[2]`."""

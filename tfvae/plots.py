@@ -13,29 +13,45 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tfvae import run_dir
+from tfvae import history
+
+# scikit-learn's default; t-SNE needs more points than this.
+_TSNE_PERPLEXITY = 30.0
 
 
 def pca(points: np.ndarray, components: int = 2) -> np.ndarray:
-    """Returns `points` `[N, D]` on their top principal axes, `[N, components]`."""
+    """Returns `points` `[N, D]` on their top principal axes, `[N, components]`.
+
+    Fewer points (or dimensions) than `components` span fewer axes: the
+    missing coordinates are 0, so one point still gives `[1, components]`.
+    """
     centered = points - points.mean(axis=0)
     _, _, axes = np.linalg.svd(centered, full_matrices=False)
-    return centered @ axes[:components].T
+    projected = centered @ axes[:components].T
+    return np.pad(projected, [(0, 0), (0, components - projected.shape[1])])
 
 
 def embed_2d(points: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     """Returns (`[N, 2]` coordinates of `points` `[N, D]`, how they were made).
 
     2-D points are kept as they are ("latent"); otherwise t-SNE if scikit-learn
-    is installed (it is optional), else PCA.
+    is installed (it is optional) and there are more points than its
+    perplexity, else PCA.
     """
     if points.shape[1] == 2:
         return points, "latent"
+    if len(points) <= _TSNE_PERPLEXITY:
+        return pca(points), "PCA"
     try:
         from sklearn.manifold import TSNE
     except ImportError:
         return pca(points), "PCA"
-    return TSNE(init="pca", random_state=seed).fit_transform(points), "t-SNE"
+    return (
+        TSNE(perplexity=_TSNE_PERPLEXITY, init="pca", random_state=seed).fit_transform(
+            points
+        ),
+        "t-SNE",
+    )
 
 
 def figure_png(figure: Figure) -> bytes:
@@ -83,14 +99,14 @@ def scatter_png(
 
 
 def elbo_curve_png(
-    history: run_dir.History,
+    history: history.History,
     iwae_history: dict[int, tuple[int, float]],
     final: tuple[int, float] | None,
 ) -> bytes:
     """Returns a PNG of -ELBO per epoch, with IWAE -L_k points.
 
     `iwae_history` maps epochs to (k, nll) measured during training
-    (`run_dir.read_iwae_history`); `final` is (k, nll) of this evaluation,
+    (`history.read_iwae_history`); `final` is (k, nll) of this evaluation,
     drawn at the last epoch.
     """
     figure = Figure(figsize=(6.4, 4.8))

@@ -42,8 +42,9 @@ def _check_positive(name: str, value) -> None:
 class Prior(keras.layers.Layer):
     """Base class: p(z) over `[latent_dim]`; see the module docstring."""
 
-    # Whether KL(q || p) has a closed form for a normal q.
-    analytic_kl = False
+    # The prior's name in `PRIORS`, which the combination rules
+    # (`tfvae.rules`) know it by; a prior of your own has none.
+    registry_name: str | None = None
 
     def __init__(self, latent_dim: int, **kwargs):
         super().__init__(**kwargs)
@@ -73,7 +74,7 @@ class Prior(keras.layers.Layer):
 class StandardNormal(Prior):
     """p(z) = N(0, I)."""
 
-    analytic_kl = True
+    registry_name = "standard"
 
     def distribution(self, encoder=None):
         return tfd.MultivariateNormalDiag(
@@ -157,6 +158,8 @@ class MixtureOfGaussians(_Mixture):
     Starts as N(0, I)-like: means drawn from N(0, I), unit scales, equal weights.
     """
 
+    registry_name = "mog"
+
     def build(self, input_shape=None):
         self.means = self.add_weight(
             shape=(self.components, self.latent_dim),
@@ -203,6 +206,8 @@ class VampPrior(_Mixture):
     [0, 1] (a sigmoid of free weights); `image_shape` gives their shape.
     """
 
+    registry_name = "vamp"
+
     def __init__(self, latent_dim: int, components: int, image_shape, **kwargs):
         super().__init__(latent_dim, components, **kwargs)
         self.image_shape = tuple(image_shape)
@@ -246,7 +251,7 @@ class VampPrior(_Mixture):
 
 
 # Builders by flag value. Each takes the top latent size, the raw image shape
-# and the model's settings by keyword (`model.build_vae`'s arguments).
+# and the model's settings by keyword (`builder.build_vae`'s arguments).
 PRIORS: dict[str, Callable[..., Prior]] = {
     "standard": lambda latent_dim, image_shape, **_: StandardNormal(
         latent_dim, name="prior"

@@ -2,7 +2,9 @@
 
 `tfvae.train` writes a run directory; `tfvae.evaluate`, `tfvae.export`,
 `scripts/report.py` and a resumed run read it. This module is the only place
-its layout is written down:
+its layout is written down, and it reads and writes the JSON files and
+brings a run's VAE back (`load_run`); the CSV histories are read by
+`tfvae.history`, the backups and the lock kept by `tfvae.resume`:
 
   config.json          the run's `Config` (a resumed run must match it)
   dataset.json         the `data.DatasetInfo` it was trained on
@@ -17,19 +19,15 @@ its layout is written down:
   samples.png          64 decoded samples from the prior
   metrics.json         the final figures
   eval/                what `tfvae.evaluate` writes
+  .lock                held by the process training in the run (its pid)
 """
 
-import csv
 import dataclasses
-import hashlib
 import json
 import os
-import shutil
 
-from absl import logging
-
+from tfvae import builder, data, errors, model
 from tfvae import config as config_lib
-from tfvae import data, errors, model, saved_model
 
 CONFIG = "config.json"
 DATASET_INFO = "dataset.json"
@@ -42,6 +40,8 @@ RECONSTRUCTIONS = "reconstructions.png"
 SAMPLES = "samples.png"
 METRICS = "metrics.json"
 EVAL = "eval"
+# Held (fcntl.flock) by the process training in the run; records its pid.
+LOCK = ".lock"
 # In backup/: the files Keras's BackupAndRestore writes with each backup,
 # and the sha256 of both that `callbacks.BackupAndRestore` writes after them.
 # The previous backup's files have the same names plus PREVIOUS.
@@ -90,7 +90,7 @@ def _read_json(file_path: str, fix: str):
     raise errors.UsageError(f"{file_path} {problem}. {fix}")
 
 
-def _write_atomically(file_path: str, text: str) -> None:
+def write_atomically(file_path: str, text: str) -> None:
     """Writes `text` to `file_path` through a temporary file: a kill leaves the old."""
     with open(file_path + ".tmp", "w", newline="") as f:
         f.write(text)
@@ -100,8 +100,7 @@ def _write_atomically(file_path: str, text: str) -> None:
 def save_config(config: config_lib.Config, model_dir: str) -> None:
     """Writes `config` to `<model_dir>/config.json`."""
     os.makedirs(model_dir, exist_ok=True)
-    with open(path(model_dir, CONFIG), "w") as f:
-        f.write(config.to_json() + "\n")
+    write_atomically(path(model_dir, CONFIG), config.to_json() + "\n")
 
 
 def load_config(model_dir: str) -> config_lib.Config:
@@ -127,7 +126,7 @@ def load_config(model_dir: str) -> config_lib.Config:
         ) from None
 
 
-def _check_layout(model_dir: str) -> None:
+def check_layout(model_dir: str) -> None:
     """Raises `UsageError` for a folder where a run keeps a file, or the reverse."""
     for name in (*_FILES, *_BACKUP_FILES):
         if os.path.isdir(path(model_dir, name)):
@@ -144,39 +143,11 @@ def _check_layout(model_dir: str) -> None:
             )
 
 
-def claim(config: config_lib.Config) -> None:
-    """Makes `config.model_dir` this run's: refuses a foreign or different one.
-
-    A folder holding the same run (or another that this config may resume)
-    is kept; a non-empty folder without config.json, a file, a run with
-    another configuration, one that cannot resume (`resumed_epoch`), a file
-    or folder where the other kind belongs, and an export base that is a
-    file (if the run exports) raise `UsageError`. Then writes config.json.
-    """
-    model_dir = config.model_dir
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise errors.UsageError(
-            f"--model_dir={model_dir} is a file, not a folder. Use a new or "
-            "empty folder."
-        )
-    if os.path.exists(path(model_dir, CONFIG)):
-        _check_layout(model_dir)
-        config_lib.check_compatible(load_config(model_dir), config)
-        resumed_epoch(model_dir)
-    elif os.path.isdir(model_dir) and os.listdir(model_dir):
-        raise errors.UsageError(
-            f"--model_dir={model_dir} is not empty and holds no {CONFIG}, so it "
-            "is not a tfvae run. Use a new or empty folder."
-        )
-    if config.export:
-        saved_model.check_export_base(config.export_base)
-    save_config(config, model_dir)
-
-
 def save_info(info: data.DatasetInfo, model_dir: str) -> None:
     """Writes `info` to `<model_dir>/dataset.json`."""
-    with open(path(model_dir, DATASET_INFO), "w") as f:
-        json.dump(dataclasses.asdict(info), f, indent=2)
+    write_atomically(
+        path(model_dir, DATASET_INFO), json.dumps(dataclasses.asdict(info), indent=2)
+    )
 
 
 def load_info(model_dir: str) -> data.DatasetInfo:
@@ -202,198 +173,25 @@ def load_info(model_dir: str) -> data.DatasetInfo:
 # --- Backups -------------------------------------------------------------------
 
 
-def _sha256(file_path: str) -> str:
-    with open(file_path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def load_run(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model.VAE]:
+    """Brings a trained run's VAE back from its files, with no dataset needed.
 
+    Works whatever strategy (and device count) trained it.
 
-def keep_previous_checksums(backup_dir: str) -> None:
-    """Copies the latest backup's checksums to the previous backup's name.
+    Args:
+      model_dir: the run directory `tfvae.train` wrote (`--model_dir`).
 
-    `callbacks.BackupAndRestore` calls it before Keras copies the latest
-    backup's files to theirs, and `write_backup_checksums` after Keras saved
-    the new one: a kill at any point leaves at least one backup whose files
-    match its checksums.
-    """
-    latest = os.path.join(backup_dir, BACKUP_CHECKSUMS)
-    if os.path.exists(latest):
-        shutil.copyfile(latest, latest + PREVIOUS)
+    Returns:
+      (config, info, vae): the run's `Config`, its `data.DatasetInfo` (the
+      image shape `(H, W, C)`, split sizes, classes) and the `VAE` with the
+      latest weights (those of the last epoch trained).
 
+    Raises:
+      UsageError: a missing or damaged file, naming it and the fix.
 
-def write_backup_checksums(backup_dir: str) -> None:
-    """Writes the sha256 of the latest backup's weights and metadata beside them."""
-    checksums = {
-        name: _sha256(os.path.join(backup_dir, name))
-        for name in (BACKUP_WEIGHTS, BACKUP_METADATA)
-    }
-    _write_atomically(
-        os.path.join(backup_dir, BACKUP_CHECKSUMS), json.dumps(checksums) + "\n"
-    )
-
-
-def _backup_problem(backup_dir: str, suffix: str) -> str | None:
-    """Returns what is wrong with the backup of files ending in `suffix`, or None."""
-    checksums_path = os.path.join(backup_dir, BACKUP_CHECKSUMS + suffix)
-    try:
-        with open(checksums_path) as f:
-            checksums = json.load(f)
-    except FileNotFoundError:
-        return f"{checksums_path} is missing"
-    except (OSError, ValueError):
-        return f"{checksums_path} is damaged"
-    for name in (BACKUP_WEIGHTS, BACKUP_METADATA):
-        file_path = os.path.join(backup_dir, name + suffix)
-        if not os.path.exists(file_path):
-            return f"{file_path} is missing"
-        if not isinstance(checksums, dict) or _sha256(file_path) != checksums.get(name):
-            return (
-                f"{file_path} is damaged (its sha256 is not that in {checksums_path})"
-            )
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Resume:
-    """Where a run resumes: see `_resume`."""
-
-    epoch: int  # 0-based: the epochs the backup has done.
-    suffix: str | None  # Of the backup's files; None: no backup.
-    damaged: str | None  # What is wrong with the latest backup, if not that one.
-
-
-def _resume(model_dir: str) -> _Resume:
-    """Returns where the run in `model_dir` resumes, changing nothing.
-
-    That is the newest backup whose files match their checksums. Raises
-    `UsageError` if there are backups but none is intact, or if
-    history.csv or iwae_history.csv is damaged or history.csv lacks a row of
-    an epoch the backup has done (the curves and metrics.json would be wrong).
-    """
-    backup = path(model_dir, BACKUP)
-    if not os.path.exists(os.path.join(backup, BACKUP_CHECKSUMS)) and not any(
-        os.path.exists(os.path.join(backup, name + PREVIOUS))
-        for name in (BACKUP_WEIGHTS, BACKUP_METADATA, BACKUP_CHECKSUMS)
-    ):
-        # No backup, or a first one cut short before its checksums.
-        resume = _Resume(0, None, None)
-    else:
-        damaged = _backup_problem(backup, "")
-        suffix = ""
-        if damaged:
-            previous = _backup_problem(backup, PREVIOUS)
-            if previous:
-                raise errors.UsageError(
-                    f"No backup in {backup} is intact, so the run cannot resume: "
-                    f"{damaged}, and {previous}. Delete {backup} to train the run "
-                    "again from epoch 1, or use a new --model_dir."
-                )
-            suffix = PREVIOUS
-        with open(os.path.join(backup, BACKUP_METADATA + suffix)) as f:
-            resume = _Resume(int(json.load(f)["epoch"]), suffix, damaged)
-    done = read_history_rows(model_dir)
-    read_iwae_history(model_dir)  # Refuses a damaged file now, not after an epoch.
-    missing = [epoch for epoch in range(1, resume.epoch + 1) if epoch not in done]
-    if missing:
-        raise errors.UsageError(
-            f"{path(model_dir, HISTORY)} lacks the rows of {len(missing)} of the "
-            f"{resume.epoch} epochs the backup in {backup} has done (the first: "
-            f"epoch {missing[0]}), so the run's curves and metrics.json would be "
-            f"wrong. Restore the file, or delete {backup} to train the run again "
-            "from epoch 1."
-        )
-    return resume
-
-
-def resumed_epoch(model_dir: str) -> int:
-    """Returns the 0-based epoch training resumes at (0 if none); changes nothing.
-
-    The epoch of the newest intact backup, the one `restore_backup` puts in
-    place. Raises `UsageError` where that cannot be done (see `_resume`).
-    """
-    return _resume(model_dir).epoch
-
-
-def _drop_rows(csv_path: str, epoch: int) -> None:
-    """Removes the rows of 0-based epochs `epoch` and later from `csv_path`."""
-    if not os.path.exists(csv_path):
-        return
-    with open(csv_path, newline="") as f:
-        lines = f.readlines()
-    kept = lines[:1] + [
-        line for line in lines[1:] if line.strip() and int(line.split(",")[0]) < epoch
-    ]
-    if kept != lines:
-        logging.info(
-            "Dropped the rows of epoch %d and later from %s: the backup has not "
-            "done them.",
-            epoch + 1,
-            csv_path,
-        )
-        _write_atomically(csv_path, "".join(kept))
-
-
-def restore_backup(model_dir: str) -> int:
-    """Makes the run resume from its newest intact backup; returns its epoch.
-
-    Call it before `fit`, whose `callbacks.BackupAndRestore` restores the
-    latest backup. If that one is damaged, logs a warning naming the file
-    and copies the previous one over it. Then the run's other files are made
-    to agree with the backup: model.weights.h5 gets its weights (a kill or
-    a damaged file may have left others), and the rows of epochs it has not
-    done leave history.csv and iwae_history.csv, so that those epochs are
-    trained and logged again, once, as an uninterrupted run would.
-    """
-    resume = _resume(model_dir)
-    backup = path(model_dir, BACKUP)
-    if resume.damaged:
-        logging.warning(
-            "The latest backup is damaged or incomplete: %s. Resuming from the "
-            "previous one instead, after epoch %d.",
-            resume.damaged,
-            resume.epoch,
-        )
-        # The checksums last: until they are copied, the latest backup stays
-        # invalid and a kill leaves the previous one to resume from.
-        for name in (BACKUP_WEIGHTS, BACKUP_METADATA, BACKUP_CHECKSUMS):
-            shutil.copyfile(
-                os.path.join(backup, name + PREVIOUS), os.path.join(backup, name)
-            )
-    weights = path(model_dir, WEIGHTS)
-    if resume.suffix is None:
-        # Left by a first backup cut short, or by a backup deleted to start
-        # over: Keras would restore them.
-        left = [
-            file_path
-            for file_path in (
-                os.path.join(backup, BACKUP_WEIGHTS),
-                os.path.join(backup, BACKUP_METADATA),
-                weights,
-            )
-            if os.path.exists(file_path)
-        ]
-        if left:
-            logging.warning(
-                "%s holds no complete backup: training starts from epoch 1, and "
-                "removes %s.",
-                backup,
-                ", ".join(left),
-            )
-        for file_path in left:
-            os.remove(file_path)
-    else:
-        shutil.copyfile(os.path.join(backup, BACKUP_WEIGHTS), weights + ".tmp")
-        os.replace(weights + ".tmp", weights)
-    _drop_rows(path(model_dir, HISTORY), resume.epoch)
-    _drop_rows(path(model_dir, IWAE_HISTORY), resume.epoch)
-    return resume.epoch
-
-
-def load_vae(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model.VAE]:
-    """Rebuilds a trained run's VAE from its files, with no dataset needed.
-
-    Returns the run's `Config`, its `DatasetInfo` and the VAE with the latest
-    weights. Works whatever strategy (and device count) trained it. A missing
-    or damaged file raises `UsageError` naming it and the fix.
+    Example:
+      >>> config, info, vae = run_dir.load_run("runs/mnist")
+      >>> metrics = evaluation.evaluate(vae, test_images, num_samples=100)
     """
     config = load_config(model_dir)
     info = load_info(model_dir)
@@ -411,7 +209,7 @@ def load_vae(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model
             "run's training command (with --noexport to skip a new export): it "
             "writes the weights of the run's last backed-up epoch there."
         )
-    vae = model.build_vae(
+    vae = builder.build_vae(
         info.image_shape,
         seed=config.seed,
         num_classes=info.num_classes,
@@ -428,119 +226,6 @@ def load_vae(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model
     return config, info, vae
 
 
-@dataclasses.dataclass(frozen=True)
-class History:
-    """Per-epoch training curves; epochs count from 1, values are nats."""
-
-    epochs: list[int]
-    train_neg_elbo: list[float]
-    test_neg_elbo: list[float]
-
-
-def _read_csv(csv_path: str, numbers: dict[str, type]) -> list[dict]:
-    """Returns the rows of `csv_path` ([] if absent), their values made numbers.
-
-    `numbers` maps the columns that must be there to int or float; any
-    other column is read as a float. A folder, a file without those columns
-    or a row that is not numbers under them raises `UsageError`, naming the
-    file and the line.
-    """
-    if not os.path.exists(csv_path):
-        return []
-    try:
-        with open(csv_path, newline="") as f:
-            lines = list(enumerate(csv.reader(f), start=1))
-    except IsADirectoryError:
-        raise errors.UsageError(
-            f"{csv_path} is a folder, not a file. Move it away."
-        ) from None
-    except (OSError, ValueError, csv.Error) as e:
-        raise errors.UsageError(
-            f"{csv_path} cannot be read ({e}). Correct it, or move it away."
-        ) from None
-    if not lines:
-        return []
-    header = lines[0][1]
-    if not set(numbers) <= set(header):
-        raise errors.UsageError(
-            f"{csv_path} is damaged: its first line should name the columns "
-            f"{', '.join(numbers)}. Correct it. Received: {','.join(header)}"
-        )
-    rows = []
-    for line, values in lines[1:]:
-        if not values:
-            continue
-        try:
-            if len(values) != len(header):
-                raise ValueError
-            rows.append(
-                {
-                    name: numbers.get(name, float)(value)
-                    for name, value in zip(header, values, strict=True)
-                }
-            )
-        except ValueError:
-            raise errors.UsageError(
-                f"{csv_path} is damaged: line {line} is not a row of "
-                f"{len(header)} numbers. Correct or delete that line. Received: "
-                f"{','.join(values)}"
-            ) from None
-    return rows
-
-
-def read_history_rows(model_dir: str) -> dict[int, dict[str, float]]:
-    """Returns {epoch (from 1): its figures} of history.csv ({} if absent).
-
-    Figures are keyed as Keras logs them: neg_elbo, kl, reconstruction and
-    their val_ (test) twins, in nats. A damaged file raises `UsageError`.
-    """
-    rows = _read_csv(path(model_dir, HISTORY), {"epoch": int})
-    # CSVLogger numbers epochs from 0. Runs of older tfvae versions may
-    # repeat an epoch after a resume: the last row wins.
-    return {
-        row["epoch"] + 1: {name: v for name, v in row.items() if name != "epoch"}
-        for row in rows
-    }
-
-
-def read_history(model_dir: str) -> History | None:
-    """Returns the curves of `<model_dir>/history.csv`, or None if it has none."""
-    rows = read_history_rows(model_dir)
-    if not rows:
-        return None
-    epochs = sorted(rows)
-    return History(
-        epochs=epochs,
-        train_neg_elbo=[rows[e]["neg_elbo"] for e in epochs],
-        test_neg_elbo=[rows[e]["val_neg_elbo"] for e in epochs],
-    )
-
-
-IWAE_HISTORY_COLUMNS = ("epoch", "num_importance_samples", "neg_elbo", "nll")
-
-
-def read_iwae_history(model_dir: str) -> dict[int, tuple[int, float]]:
-    """Returns {epoch (from 1): (k, nll)} of `iwae_history.csv` ({} if absent)."""
-    rows = _read_csv(
-        path(model_dir, IWAE_HISTORY),
-        dict(zip(IWAE_HISTORY_COLUMNS, (int, int, float, float), strict=True)),
-    )
-    return {
-        row["epoch"] + 1: (row["num_importance_samples"], row["nll"]) for row in rows
-    }
-
-
-def append_iwae_history(model_dir: str, row: tuple) -> None:
-    """Appends one row of `IWAE_HISTORY_COLUMNS` (epoch from 0) to iwae_history.csv."""
-    history_path = path(model_dir, IWAE_HISTORY)
-    new_file = not os.path.exists(history_path)
-    with open(history_path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new_file:
-            writer.writerow(IWAE_HISTORY_COLUMNS)
-        writer.writerow(row)
-
-
 def read_metrics(folder: str) -> dict:
     """Returns `<folder>/metrics.json` ({} if absent): a run's or an evaluation's."""
     metrics_path = path(folder, METRICS)
@@ -552,5 +237,6 @@ def read_metrics(folder: str) -> dict:
 
 def write_metrics(folder: str, metrics: dict) -> None:
     """Writes `metrics` to `<folder>/metrics.json`."""
-    with open(path(folder, METRICS), "w") as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
+    write_atomically(
+        path(folder, METRICS), json.dumps(metrics, indent=2, sort_keys=True)
+    )

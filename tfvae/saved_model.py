@@ -1,34 +1,18 @@
-"""SavedModel export: a trained VAE as plain TF graphs for TF Serving.
+"""SavedModel export: a VAE as plain TF graphs for TF Serving.
 
-`export(vae, config, info, export_base)` writes `<export_base>/<version>/`, the
-next free integer version (TF Serving's model base path layout). Loading it
-needs TensorFlow only (`tf.saved_model.load(path)`, `tensorflow_model_server`,
-`saved_model_cli`): no tfvae, Keras or TFP code.
+`export(vae, export_base)` writes `<export_base>/<version>/`, the next free
+integer version (TF Serving's model base path layout). Everything comes
+from the VAE object itself (its configuration and weights), so a VAE built
+in Python with a user's own networks exports like a flag-built one; a run
+adds its training config and dataset description to the metadata. Loading
+it needs TensorFlow only (`tf.saved_model.load(path)`,
+`tensorflow_model_server`, `saved_model_cli`): no tfvae, Keras or TFP code.
 
-The signatures, their inputs, outputs and noise contract are documented in
-one place, export/README.md ("Signatures"). In short, all are
-`tensorflow/serving/predict` and batch-major: `encode` (also
+The signatures (`tfvae.signatures`), their inputs, outputs and noise
+contract are documented in one place, export/README.md ("Signatures"). In
+short, all are `tensorflow/serving/predict` and batch-major: `encode` (also
 `serving_default`), `decode`, `sample`, `score`, `reconstruct`,
-`log_weights` and `metadata`; images are raw uint8 pixels, and the
-likelihood's preprocessing (binarizing, scaling) happens inside.
-
-Noise. Every image gets its own stateless seed, computed from its pixels
-and the export's fixed seed alone (`noise.example_seeds`):
-
-  fixed_seed  = noise.seed(config.seed, noise.EXPORT)           # [seed, -1]
-  image_seeds = noise.example_seeds(images, fixed_seed)          # [batch, 2]
-  observe_seeds, z_seeds = noise.split_seed(image_seeds)
-
-so an image's outputs do not depend on its row or on the other images of
-its batch (TF Serving's server-side batching merges requests). encode,
-reconstruct, score and log_weights observe an image (dynamic binarization)
-with its observe seed, so all four see the same x; encode's z is the z
-that score evaluates (`VAE.posterior_sample` / `VAE.neg_elbo_terms` with
-`image_seeds`). log_weights draws its z from the request's `seed`, per
-image too: `noise.example_seeds(images, seed)`. `sample` draws z from the
-model, top-down from its prior (`VAE.sample_latent(num_samples, seed)`); seed
-`noise.seed(config.seed, noise.PRIOR_SAMPLES)` decodes the z of the run's
-samples.png.
+`log_weights` and `metadata`.
 
 Why `keras.export.ExportArchive`: it is Keras's public way to write a
 SavedModel of a Keras model with custom endpoints. It tracks the model's
@@ -45,7 +29,6 @@ signature, which TF Serving replays when it loads the version).
 """
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -56,263 +39,123 @@ import tensorflow as tf
 from absl import logging
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from tfvae import data, errors, model, noise
+from tfvae import (
+    data,
+    errors,
+    folders,
+    likelihoods,
+    model,
+    noise,
+    posteriors,
+    priors,
+    signatures,
+)
 from tfvae.config import Config
 
 METADATA_FILENAME = "tfvae.json"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
-SIGNATURES = (
-    "serving_default",
-    "encode",
-    "decode",
-    "sample",
-    "score",
-    "reconstruct",
-    "log_weights",
-    "metadata",
+# The flag's default, read from its one owner.
+_DEFAULT_MAX_SAMPLES = {
+    field.name: field.default for field in dataclasses.fields(Config)
+}["export_max_samples"]
+# What `describe` probes the registries' builders with, to name a part by
+# the registry entry that builds its class.
+_PROBE = dict(
+    latent_dim=1,
+    binarize=True,
+    gaussian_scale=None,
+    mixture_components=1,
+    prior_components=1,
+    image_shape=(1, 1, 1),
 )
 
 
-def fixed_seed(seed: int) -> tf.Tensor:
-    """Returns the export's fixed seed, int64 `[2]`: `(seed, noise.EXPORT)`.
+def _part_name(part, registry: dict) -> str:
+    """Returns the registry name (flag value) that builds `part`'s class.
 
-    Not the seed of any draw: each image's seed is folded from it and the
-    image's pixels (`noise.export_seeds`).
+    A part of a class no entry builds (a user's own) is named by its class.
     """
-    return noise.seed(seed, noise.EXPORT)
+    for name, build in registry.items():
+        if type(build(**_PROBE)) is type(part):
+            return name
+    return type(part).__name__
 
 
-def describe(config: Config, info: data.DatasetInfo) -> dict:
-    """Returns what an export says about itself (`metadata`, `assets/tfvae.json`)."""
+def _without_build_configs(config):
+    """Returns a VAE's `get_config()` without its parts' Keras build configs.
+
+    Keras would build each part from its saved input shape alone, which a
+    conditional VAE's encoder and decoder cannot be (they take the class
+    too, and Keras warns); `VAE.build` builds every part, through the
+    objective, instead.
+    """
+    if isinstance(config, dict):
+        return {
+            key: _without_build_configs(value)
+            for key, value in config.items()
+            if key != "build_config"
+        }
+    if isinstance(config, list):
+        return [_without_build_configs(value) for value in config]
+    return config
+
+
+def describe(
+    vae: model.VAE,
+    *,
+    max_samples: int,
+    max_batch_samples: int,
+    config: Config | None = None,
+    dataset_info: data.DatasetInfo | None = None,
+) -> dict:
+    """Returns what an export says about itself (`metadata`, `assets/tfvae.json`).
+
+    Args:
+      vae: the exported VAE; the latent sizes, the parts' names, the image
+        shape, the classes and the seed come from it.
+      max_samples: the largest `num_samples` of `sample` and `log_weights`.
+      max_batch_samples: the largest rows x samples of one request.
+      config: the training run's `Config`, if the VAE comes from a run.
+      dataset_info: the dataset it was trained on, if known.
+
+    Returns:
+      A JSON-able dict; `config` and `dataset_info` are None when not given.
+    """
     return {
         # The size of the z that decode takes (the bottom layer's).
-        "latent_dim": config.latent_dim[0],
-        "latent_dims": list(config.latent_dim),
-        "prior": config.prior,
-        "num_classes": info.num_classes if config.conditional else None,
-        "image_shape": list(info.image_shape),
-        "likelihood": config.likelihood,
-        "posterior": config.posterior,
-        "dataset": info.name,
-        "seed": config.seed,
+        "latent_dim": vae.latent_dim,
+        "latent_dims": list(vae.latent_dims),
+        "prior": _part_name(vae.prior, priors.PRIORS),
+        "num_classes": vae.num_classes,
+        "image_shape": list(vae.image_shape),
+        "likelihood": _part_name(vae.likelihood, likelihoods.LIKELIHOODS),
+        "posterior": _part_name(vae.encoder.head, posteriors.POSTERIORS),
+        # True when p(x|z) is a probability mass over the 256 pixel values.
+        "discrete": vae.likelihood.discrete,
+        "dataset": dataset_info.name if dataset_info else None,
+        "seed": vae.seed,
         # The base of the per-image seeds: noise.example_seeds(images, it).
-        "fixed_seed": [config.seed, noise.EXPORT],
-        "signatures": list(SIGNATURES),
+        "fixed_seed": [vae.seed, noise.EXPORT],
+        "signatures": list(signatures.SIGNATURES),
         # The largest num_samples that sample and log_weights accept.
-        "max_samples": config.export_max_samples,
-        "config": dataclasses.asdict(config),
-        "dataset_info": dataclasses.asdict(info),
-    }
-
-
-def _to_json(description: dict) -> str:
-    return json.dumps(description, indent=2, sort_keys=True) + "\n"
-
-
-_NUM_SAMPLES_SPEC = tf.TensorSpec([], tf.int32, name="num_samples")
-_SEED_SPEC = tf.TensorSpec([2], tf.int64, name="seed")
-# A conditional VAE's classes, one per image (or per sample).
-_LABELS_SPEC = tf.TensorSpec([None], tf.int64, name="labels")
-
-
-def _checked(tensor: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
-    """Returns `tensor`, made to fail at run time unless its shape fits `spec`.
-
-    The TensorSpecs fix the dtypes, but TF Serving (C++ Session::Run) and the
-    signatures of `tf.saved_model.load` feed tensors into the graph without
-    checking their shapes: a wrong shape would crash deep inside the network
-    or, worse, be silently reshaped. Asserts on `tf.shape` do not do here:
-    where the spec's shape is fully known (seed, num_samples), grappler folds
-    them away, trusting the very shape they check. It keeps EnsureShape ops,
-    whose error names the input and the expected shape: "Shape of tensor
-    images [1,7,7,1] is not compatible with expected shape [?,8,8,1]".
-    """
-    return tf.ensure_shape(tensor, spec.shape, name=spec.name)
-
-
-def _checked_num_samples(num_samples: tf.Tensor, max_samples: int) -> tf.Tensor:
-    """Returns `num_samples`, made to fail at run time unless in 1..`max_samples`.
-
-    `sample` and `log_weights` allocate in proportion to num_samples: without
-    a bound, one request for millions of samples takes a whole TF Serving
-    process down (std::bad_alloc aborts it). The bound is fixed at export
-    time (`--export_max_samples`, reported by `metadata` as max_samples).
-    """
-    num_samples = _checked(num_samples, _NUM_SAMPLES_SPEC)
-    checks = [
-        tf.debugging.assert_positive(
-            num_samples, message="num_samples must be a positive int32 scalar"
-        ),
-        tf.debugging.assert_less_equal(
-            num_samples,
-            max_samples,
-            # No quotes: TF escapes them in the error message.
-            message=f"num_samples must be at most {max_samples}, the max_samples "
-            "of this export (set by --export_max_samples when it was exported): "
-            "request fewer, and concatenate requests with other seeds",
-        ),
-    ]
-    # Without the dependency, the ops drawing the samples could run (and
-    # allocate) first, or fail first with a vaguer message.
-    with tf.control_dependencies(checks):
-        return tf.identity(num_samples)
-
-
-def _signature_functions(
-    vae: model.VAE, config: Config, info: data.DatasetInfo
-) -> dict[str, tuple]:
-    """Returns {name: (function, input specs)}, one per signature but serving_default.
-
-    In signature order: `encode` first. The functions close over `vae`; the
-    archive saves their traces and the variables they read, not `vae`.
-    """
-    latent_dim = vae.latent_dim
-    likelihood = vae.likelihood
-    description = describe(config, info)
-    max_samples = config.export_max_samples
-    image_spec = tf.TensorSpec([None, *info.image_shape], tf.uint8, name="images")
-    z_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
-
-    def checked_labels(labels, batch_of):
-        """Returns `labels` checked against `batch_of`'s batch (None if unconditional).
-
-        `batch_of` is the images or z of the call, or sample's num_samples.
-        """
-        if not vae.conditional:
-            return None
-        labels = _checked(labels, _LABELS_SPEC)
-        expected = tf.shape(batch_of)[0] if batch_of.shape.rank else batch_of
-        checks = [
-            tf.debugging.assert_equal(
-                tf.size(labels),
-                tf.cast(expected, tf.int32),
-                message="labels must hold one class per image (per sample for "
-                "sample's num_samples)",
-            ),
-            tf.debugging.assert_non_negative(
-                labels, message="labels must be classes 0 .. num_classes - 1"
-            ),
-            tf.debugging.assert_less(
-                labels,
-                tf.constant(vae.num_classes, tf.int64),
-                message=f"labels must be classes 0 .. {vae.num_classes - 1}",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.identity(labels)
-
-    def observe_and_encode(images, labels):
-        observe_seeds, _ = noise.split_seed(noise.export_seeds(images, config.seed))
-        return vae.observe_and_encode(images, observe_seeds, labels)
-
-    def encode(images, labels=None):
-        images = _checked(images, image_spec)
-        labels = checked_labels(labels, images)
-        # The same x and z that score's `neg_elbo_terms` evaluates.
-        _, chain = vae.posterior_sample(
-            images, noise.export_seeds(images, config.seed), labels
-        )
-        q = chain.qs[0]
-        outputs = {"mean": q.mean(), **vae.encoder.head.parameters(q), "z": chain.zs[0]}
-        # Layers above the bottom one: "z_2", "mean_2", "stddev_2", ...
-        for layer in range(1, len(chain.zs)):
-            q = chain.qs[layer]
-            head = vae.upper_encoders[layer - 1].head
-            layer_outputs = {
-                "mean": q.mean(),
-                **head.parameters(q),
-                "z": chain.zs[layer],
-            }
-            outputs.update(
-                {f"{name}_{layer + 1}": value for name, value in layer_outputs.items()}
-            )
-        return outputs
-
-    def decode(z, labels=None):
-        z = _checked(z, z_spec)
-        p = vae.decode(z, checked_labels(labels, z))
-        return {"mean": likelihood.mean_image(p), **likelihood.parameters(p)}
-
-    def sample(num_samples, seed, labels=None):
-        num_samples = _checked_num_samples(num_samples, max_samples)
-        labels = checked_labels(labels, num_samples)
-        z = vae.sample_latent(num_samples, _checked(seed, _SEED_SPEC))
-        return {"images": vae.decode_mean(z, labels)}
-
-    def score(images, labels=None):
-        images = _checked(images, image_spec)
-        reconstruction, kl = vae.neg_elbo_terms(
-            images,
-            noise.export_seeds(images, config.seed),
-            checked_labels(labels, images),
-        )
-        return {
-            "neg_elbo": reconstruction + kl,
-            "reconstruction": reconstruction,
-            "kl": kl,
-        }
-
-    def reconstruct(images, labels=None):
-        images = _checked(images, image_spec)
-        labels = checked_labels(labels, images)
-        _, q = observe_and_encode(images, labels)
-        return {"images": vae.decode_mean(q.mean(), labels)}
-
-    def log_weights(images, num_samples, seed, labels=None):
-        images = _checked(images, image_spec)
-        labels = checked_labels(labels, images)
-        x, q = observe_and_encode(images, labels)
-        weights = vae.log_weights(
-            x,
-            q,
-            _checked_num_samples(num_samples, max_samples),
-            # Per image as well, so a row's z do not depend on the batch.
-            noise.example_seeds(images, _checked(seed, _SEED_SPEC)),
-            labels,
-        )
-        return {"log_weights": tf.transpose(weights)}
-
-    def metadata():
-        return {
-            "latent_dim": tf.constant(latent_dim, tf.int32),
-            "image_shape": tf.constant(info.image_shape, tf.int32),
-            "likelihood": tf.constant(config.likelihood),
-            "posterior": tf.constant(config.posterior),
-            "prior": tf.constant(config.prior),
-            "latent_dims": tf.constant(config.latent_dim, tf.int32),
-            # 0 for a VAE that takes no labels.
-            "num_classes": tf.constant(vae.num_classes or 0, tf.int32),
-            "dataset": tf.constant(info.name),
-            "seed": tf.constant(config.seed, tf.int64),
-            "max_samples": tf.constant(config.export_max_samples, tf.int32),
-            "fixed_seed": fixed_seed(config.seed),
-            "json": tf.constant(_to_json(description)),
-        }
-
-    # A conditional VAE's signatures take the classes last.
-    labels = [_LABELS_SPEC] if vae.conditional else []
-    return {
-        "encode": (encode, [image_spec, *labels]),
-        "decode": (decode, [z_spec, *labels]),
-        "sample": (sample, [_NUM_SAMPLES_SPEC, _SEED_SPEC, *labels]),
-        "score": (score, [image_spec, *labels]),
-        "reconstruct": (reconstruct, [image_spec, *labels]),
-        "log_weights": (
-            log_weights,
-            [image_spec, _NUM_SAMPLES_SPEC, _SEED_SPEC, *labels],
-        ),
-        "metadata": (metadata, []),
+        "max_samples": max_samples,
+        # The largest rows x samples of one request (images or z, times
+        # num_samples for log_weights).
+        "max_batch_samples": max_batch_samples,
+        "config": dataclasses.asdict(config) if config else None,
+        "dataset_info": dataclasses.asdict(dataset_info) if dataset_info else None,
     }
 
 
 def _archive(
-    vae: model.VAE, config: Config, info: data.DatasetInfo
+    vae: model.VAE, description: dict
 ) -> tuple[keras.export.ExportArchive, dict]:
     """Returns (archive, {signature name: concrete function}) of `vae`."""
     archive = keras.export.ExportArchive()
     archive.track(vae)
     concrete = {}
-    for name, (fn, specs) in _signature_functions(vae, config, info).items():
+    functions = signatures.signature_functions(vae, description)
+    for name, (fn, specs) in functions.items():
         # A tf.function without autograph: no tensor-dependent Python control
         # flow in the signatures.
         function = archive.add_endpoint(name, fn, input_signature=specs)
@@ -361,13 +204,18 @@ def _write_warmup(path: str, model_name: str, signatures: dict) -> None:
 
 
 def check_export_base(export_base: str) -> None:
-    """Raises `UsageError` if `export_base` exists and is not a folder."""
+    """Raises `UsageError` unless `export_base` is, or can be made, a writable folder.
+
+    Checked before any work (a training's first epoch, a command's model
+    loading), so an export that cannot be written loses nothing.
+    """
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise errors.UsageError(
             f"--export_dir={export_base} is a file, not a folder (a TF Serving "
             "model base path, holding one folder per version). Pass a folder, "
             "or move the file away."
         )
+    folders.check_writable(export_base, f"--export_dir={export_base}")
 
 
 def latest_version(export_dir: str) -> str:
@@ -415,15 +263,47 @@ def next_version(export_base: str) -> int:
 
 
 def export(
-    vae: model.VAE, config: Config, info: data.DatasetInfo, export_base: str
+    vae: model.VAE,
+    export_base: str,
+    *,
+    max_samples: int | None = None,
+    max_batch_samples: int | None = None,
+    config: Config | None = None,
+    dataset_info: data.DatasetInfo | None = None,
 ) -> str:
     """Exports `vae` to `<export_base>/<next version>/`; returns that folder's path.
 
-    `vae` may come from any strategy: its weights are copied into a fresh
-    model built outside any strategy, so the SavedModel holds plain variables
-    and loads on any number of devices. Call it outside `strategy.scope()`.
-    The export is written under a hidden name and renamed when complete, so
-    a TF Serving process watching `export_base` never loads half of one.
+    The VAE is copied once into a fresh model built outside any strategy
+    (`VAE.from_config(vae.get_config())` and its weights), so the SavedModel
+    holds plain variables and loads on any number of devices, whatever
+    strategy trained it, and a VAE with a user's own Keras networks exports
+    like a flag-built one. The export is written under a hidden name and
+    renamed when complete, so a TF Serving process watching `export_base`
+    never loads half of one.
+
+    Args:
+      vae: a built `VAE` (trained or not). Call this outside
+        `strategy.scope()`.
+      export_base: TF Serving's model base path; created if absent.
+      max_samples: the largest `num_samples` that `sample` and `log_weights`
+        serve per request. Unset: `config.export_max_samples` if `config`
+        is given, else the flag's default (1000).
+      max_batch_samples: the largest rows x samples of one request (images
+        or z, times `num_samples` for `log_weights`), which bounds what one
+        request allocates. Unset: `signatures.default_max_batch_samples`,
+        about 1 GB per request.
+      config: the training run's `Config`, recorded in the metadata.
+      dataset_info: the dataset's `data.DatasetInfo`, recorded in the
+        metadata.
+
+    Returns:
+      The path of the new version folder, e.g. `export/mnist/3`.
+
+    Example:
+      >>> path = saved_model.export(vae, "export/mine")
+      >>> served = tf.saved_model.load(path)  # no tfvae needed
+      >>> served.signatures["sample"](num_samples=tf.constant(4),
+      ...                             seed=tf.constant([1, 2], tf.int64))
     """
     if tf.distribute.has_strategy():
         raise ValueError(
@@ -431,15 +311,44 @@ def export(
             "the SavedModel holds plain variables that load on any device count. "
             f"Received: strategy={tf.distribute.get_strategy()!r}"
         )
+    if max_samples is None:
+        max_samples = config.export_max_samples if config else _DEFAULT_MAX_SAMPLES
+    if max_batch_samples is None:
+        max_batch_samples = max(signatures.default_max_batch_samples(vae), max_samples)
+    for name, value in (
+        ("max_samples", max_samples),
+        ("max_batch_samples", max_batch_samples),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{name} must be a positive int. Received: {name}={value!r}"
+            )
+    if max_samples > max_batch_samples:
+        raise ValueError(
+            "max_samples cannot exceed max_batch_samples: one sample request of "
+            f"max_samples would pass the request bound. Received: "
+            f"max_samples={max_samples}, max_batch_samples={max_batch_samples}"
+        )
     check_export_base(export_base)
-    fresh = model.build_vae(
-        info.image_shape,
-        seed=config.seed,
-        num_classes=info.num_classes,
-        **config.model_settings(),
-    )
+    try:
+        fresh = type(vae).from_config(_without_build_configs(vae.get_config()))
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            "The VAE cannot be rebuilt from its get_config(), which export() "
+            "needs: register each of your own Keras classes with "
+            "@keras.saving.register_keras_serializable() and give it a "
+            f"get_config(). Received: {e}"
+        ) from e
+    fresh.build()
     fresh.set_weights(vae.get_weights())
-    archive, signatures = _archive(fresh, config, info)
+    description = describe(
+        fresh,
+        max_samples=max_samples,
+        max_batch_samples=max_batch_samples,
+        config=config,
+        dataset_info=dataset_info,
+    )
+    archive, concrete = _archive(fresh, description)
 
     os.makedirs(export_base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=export_base)
@@ -454,11 +363,11 @@ def export(
         assets = os.path.join(staging, "assets")
         os.makedirs(assets, exist_ok=True)
         with open(os.path.join(assets, METADATA_FILENAME), "w") as f:
-            f.write(_to_json(describe(config, info)))
+            f.write(signatures.to_json(description))
         _write_warmup(
             os.path.join(staging, "assets.extra", WARMUP_FILENAME),
             os.path.basename(os.path.normpath(export_base)),
-            signatures,
+            concrete,
         )
         path = os.path.join(export_base, str(next_version(export_base)))
         os.rename(staging, path)

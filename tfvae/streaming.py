@@ -32,7 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from tfvae import data, errors
+from tfvae import builder, data, errors, folders
 
 # The decoded files' folder, beside TFDS's files in the builder's data dir.
 DECODED_DIR = "tfvae_decoded"
@@ -47,10 +47,6 @@ _LABEL = np.dtype("<i8")
 
 _BUDGET = re.compile(r"(\d+(?:\.\d+)?)\s*(%|KB|MB|GB|TB)?", re.IGNORECASE)
 _UNITS = {"KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
-
-
-def _physical_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def budget_problem(spec: str) -> str | None:
@@ -70,7 +66,7 @@ def memory_budget_bytes(spec: str) -> int:
     """
     amount, unit = _BUDGET.fullmatch(spec.strip()).groups()
     if unit == "%":
-        return int(float(amount) / 100 * _physical_memory())
+        return int(float(amount) / 100 * builder.physical_memory())
     return int(float(amount) * _UNITS.get((unit or "").upper(), 1))
 
 
@@ -81,11 +77,33 @@ def split_bytes(info: data.DatasetInfo, with_labels: bool = False) -> int:
 
 
 def streams(
-    info: data.DatasetInfo, memory_budget: str, with_labels: bool = False
+    info: data.DatasetInfo,
+    memory_budget: str,
+    with_labels: bool = False,
+    shuffle_buffer: int = 1,
 ) -> bool:
-    """Returns whether training streams the split; logs the choice and why."""
+    """Returns whether training streams the split; logs the choice and why.
+
+    Raises `UsageError` if what it holds in memory cannot fit this machine:
+    the whole split, or a block of `shuffle_buffer` records and its copy.
+    """
     needed, budget = split_bytes(info, with_labels), memory_budget_bytes(memory_budget)
     streamed = needed > budget
+    memory = builder.physical_memory()
+    if not streamed and needed > memory:
+        raise errors.UsageError(
+            f"--memory_budget={memory_budget} holds the training split in "
+            f"memory, and it takes {needed / 2**30:.1f} GB decoded, more than "
+            f"this machine's {memory / 2**30:.1f} GB. Use a smaller "
+            "--memory_budget (e.g. 25%) to stream it from files."
+        )
+    block = 2 * shuffle_buffer * (needed // max(info.num_train, 1))
+    if streamed and block > memory:
+        raise errors.UsageError(
+            f"--shuffle_buffer={shuffle_buffer} records and their permuted copy "
+            f"take {block / 2**30:.1f} GB, more than this machine's "
+            f"{memory / 2**30:.1f} GB. Use a smaller --shuffle_buffer."
+        )
     logging.info(
         "Training input: %s (the training split takes %.1f MB decoded; "
         "--memory_budget=%s allows %.1f MB).",
@@ -136,7 +154,7 @@ def _read_manifest(folder: str) -> dict | None:
     try:
         with open(os.path.join(folder, _MANIFEST)) as f:
             return json.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -190,18 +208,19 @@ def _write_decoded(builder: tfds.core.DatasetBuilder, split: str, folder: str):
     )
     progress = keras.utils.Progbar(total, unit_name="image")
     lengths, writer, index = [], None, 0
-    for images, labels in tfds.as_numpy(examples.batch(1024)):
-        for image, label in zip(images, labels.astype(_LABEL), strict=True):
-            if index % per_shard == 0:
-                if writer:
-                    writer.close()
-                name = f"{split}.records-{len(lengths):05d}-of-{shards:05d}"
-                writer = tf.io.TFRecordWriter(os.path.join(scratch, name))
-                lengths.append(0)
-            writer.write(image.tobytes() + label.tobytes())
-            lengths[-1] += 1
-            index += 1
-        progress.update(index)
+    with data.reading(builder, split):
+        for images, labels in tfds.as_numpy(examples.batch(1024)):
+            for image, label in zip(images, labels.astype(_LABEL), strict=True):
+                if index % per_shard == 0:
+                    if writer:
+                        writer.close()
+                    name = f"{split}.records-{len(lengths):05d}-of-{shards:05d}"
+                    writer = tf.io.TFRecordWriter(os.path.join(scratch, name))
+                    lengths.append(0)
+                writer.write(image.tobytes() + label.tobytes())
+                lengths[-1] += 1
+                index += 1
+            progress.update(index)
     if writer:
         writer.close()
     source = _source(builder, split)
@@ -251,6 +270,11 @@ def decoded_records(
                 folder,
                 split,
             )
+        # Written beside it, then moved in place.
+        parent = os.path.dirname(folder)
+        folders.check_writable(
+            parent, f"{parent} (the decoded copy's folder, in --data_dir)"
+        )
         _write_decoded(builder, split, folder)
     lengths = tuple(_read_manifest(folder)["lengths"])
     files = tuple(

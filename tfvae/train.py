@@ -9,18 +9,18 @@ from Python). What lands in `--model_dir`: see `tfvae.run_dir`.
 from absl import app, flags
 
 from tfvae import config as config_lib
-from tfvae import errors, settings, training
+from tfvae import errors, fields, training
 
-settings.define_flags(config_lib.Config)
+fields.define_flags(config_lib.Config)
 # Show them in this command's --help, not only in --helpfull.
-flags.adopt_module_key_flags(settings)
+flags.adopt_module_key_flags(fields)
 
 
 @errors.reported
 def main(argv):
     if len(argv) > 1:
         raise errors.UsageError(f"Unexpected arguments: {argv[1:]}")
-    training.train_and_evaluate(settings.from_flags(config_lib.Config))
+    training.train_and_evaluate(fields.from_flags(config_lib.Config))
 
 
 if __name__ == "__main__":

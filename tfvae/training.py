@@ -18,16 +18,21 @@ import tensorflow as tf
 from absl import logging
 
 from tfvae import (
+    builder,
     callbacks,
     data,
     devices,
     distribute,
     errors,
+    fields,
+    folders,
+    history,
     images,
     iwae,
-    model,
+    resume,
     run_dir,
     saved_model,
+    splits,
     streaming,
 )
 from tfvae import config as config_lib
@@ -90,7 +95,11 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
             f"{strategy.num_replicas_in_sync}."
         )
     if distribute.is_chief(strategy):
-        return _train(config, strategy)
+        try:
+            return _train(config, strategy)
+        finally:
+            # `claim` locked the run directory for this run.
+            resume.release(config.model_dir)
     # Non-chief workers of a multi-worker job write to a temporary folder,
     # removed at the end (TF's multi-worker pattern). Their backup starts as a
     # copy of the chief's, so a restarted job resumes every worker from the
@@ -108,39 +117,52 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
         worker_config = dataclasses.replace(config, model_dir=scratch, export=False)
         return _train(worker_config, strategy)
     finally:
+        resume.release(scratch)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     """Trains in `config.model_dir` (a chief's, or a worker's scratch folder)."""
+    _check_output_folders(config)
     # Build the model from metadata first: a configuration that cannot fit
     # the images fails before any download.
-    builder = data.load_builder(config.dataset, config.data_dir, config.image_source)
-    num_classes = data.num_classes(builder)
+    tfds_builder = data.load_builder(
+        config.dataset, config.data_dir, config.image_source
+    )
+    num_classes = data.num_classes(tfds_builder)
     if config.conditional and not num_classes:
         raise errors.UsageError(
             f"--conditional needs class labels, and --dataset={config.dataset} "
             "has no ClassLabel feature named 'label'. Drop --conditional."
         )
+    image_shape = data.image_shape(tfds_builder)
+    _check_memory(config, image_shape, num_classes)
     keras.utils.set_random_seed(config.seed)
     execution = devices.resolve(config.mixed_precision, config.jit_compile)
     jit_compile = _jit_compile(execution.jit_compile, strategy)
     with devices.dtype_policy(execution.mixed_precision), strategy.scope():
-        vae = model.build_vae(
-            data.image_shape(builder),
-            seed=config.seed,
-            num_classes=num_classes,
-            **config.model_settings(),
-        )
+        try:
+            vae = builder.build_vae(
+                image_shape,
+                seed=config.seed,
+                num_classes=num_classes,
+                **config.model_settings(),
+            )
+        except ValueError as e:
+            # The settings passed Config's checks, but do not fit this
+            # dataset's images (conv layers that do not divide the size).
+            raise errors.UsageError(str(e)) from None
     vae.summary(print_fn=logging.info, expand_nested=True)
-    builder, info = data.prepare(
+    tfds_builder, info = data.prepare(
         config.dataset, config.data_dir, config.manual_dir, config.image_source
     )
     records = test_records = None
-    if streaming.streams(info, config.memory_budget, config.conditional):
+    if streaming.streams(
+        info, config.memory_budget, config.conditional, config.shuffle_buffer
+    ):
         records, test_records = (
-            streaming.decoded_records(builder, split, config.conditional)
-            for split in (data.TRAIN_SPLIT, data.TEST_SPLIT)
+            streaming.decoded_records(tfds_builder, split, config.conditional)
+            for split in (splits.TRAIN_SPLIT, splits.TEST_SPLIT)
         )
         workers = distribute.num_workers(strategy)
         steps_per_epoch = streaming.streamed_steps(
@@ -151,13 +173,17 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         )
     else:
         steps_per_epoch = info.num_train // config.batch_size
+        # Read before the run directory changes: damaged TFDS files are
+        # refused (`data.reading`) before config.json is written.
+        train = data.load_split(tfds_builder, splits.TRAIN_SPLIT, config.conditional)
+        test_ds = data.test_batches(tfds_builder, config.batch_size, config.conditional)
     if not steps_per_epoch:
         raise errors.UsageError(
             f"--batch_size={config.batch_size} is larger than the {info.num_train} "
             f"training images of {config.dataset_name}; use a smaller batch."
         )
     # Only now, with every check passed, does the run directory change.
-    run_dir.claim(config)
+    resume.claim(config)
     run_dir.save_info(info, config.model_dir)
     with devices.dtype_policy(execution.mixed_precision), strategy.scope():
         vae.compile(
@@ -168,7 +194,7 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
             ),
         )
     backup_dir = run_dir.path(config.model_dir, run_dir.BACKUP)
-    first_epoch = run_dir.restore_backup(config.model_dir)
+    first_epoch = resume.restore_backup(config.model_dir)
     if records:
         train_batches = distribute.distribute_streams(
             strategy,
@@ -183,23 +209,22 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         )
         test_ds = streaming.ordered_batches(test_records, config.batch_size)
     else:
-        train = data.load_split(builder, data.TRAIN_SPLIT, config.conditional)
         train_batches = distribute.distribute_batches(
             strategy,
             data.shuffled_batches(train, config.batch_size, config.seed, first_epoch),
         )
-        test_ds = data.test_batches(builder, config.batch_size, config.conditional)
     test_batches = distribute.distribute_batches(strategy, test_ds)
 
     log_dir = run_dir.path(config.model_dir, run_dir.LOGS)
     # The test images the pictures show (with their classes, if conditional).
     if config.conditional:
-        test_split = data.split_images_and_labels(builder, data.TEST_SPLIT)
+        test_split = data.split_images_and_labels(tfds_builder, splits.TEST_SPLIT)
         shown, shown_labels = next(iter(test_split.batch(16)))
     else:
-        shown = next(iter(data.split_images(builder, data.TEST_SPLIT).batch(16)))
+        shown = next(iter(data.split_images(tfds_builder, splits.TEST_SPLIT).batch(16)))
         shown_labels = None
     throughput = callbacks.Throughput(steps_per_epoch * config.batch_size)
+    backup = callbacks.BackupAndRestore(config.model_dir)
     fit_callbacks = [
         # Before the backup: a kill between the two leaves a row of an epoch
         # the backup has not done, which a resumed run drops, never a
@@ -209,7 +234,7 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         ),
         # The last two epochs, checksummed, kept after training (a rerun of a
         # finished run trains nothing).
-        callbacks.BackupAndRestore(config.model_dir),
+        backup,
         callbacks.RaiseOnNonFiniteLoss(backup_dir),
         keras.callbacks.ModelCheckpoint(
             run_dir.path(config.model_dir, run_dir.WEIGHTS),
@@ -222,15 +247,19 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     if config.kl_warmup_epochs:
         fit_callbacks.insert(0, callbacks.KLWarmup(config.kl_warmup_epochs))
     if config.iwae_every_epochs:
-        # Last: the epoch is backed up before this slower estimate runs.
-        fit_callbacks.append(
+        # Before the backup, as the CSV row is: a kill during this slower
+        # estimate leaves an epoch the backup has not done, trained again
+        # with its row, never a backed-up epoch without its IWAE row.
+        fit_callbacks.insert(
+            fit_callbacks.index(backup),
             callbacks.IWAECallback(
                 test_ds,
                 config.iwae_samples,
                 config.iwae_every_epochs,
                 config.model_dir,
+                samples_per_chunk=iwae.SAMPLES_PER_CHUNK,
                 seed=config.seed,
-            )
+            ),
         )
     vae.fit(
         train_batches,
@@ -262,13 +291,73 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
         run_dir.path(config.model_dir, run_dir.SAMPLES),
         images.grid(images.prior_samples(vae, 64, config.seed), 8),
     )
+    # Written before the export too: an export that fails (a full disk) or is
+    # killed leaves the run's figures, and a rerun trains nothing to export.
+    run_dir.write_metrics(config.model_dir, metrics)
     if config.export:
         metrics["export_path"] = saved_model.export(
-            vae, config, info, config.export_base
+            vae, config.export_base, config=config, dataset_info=info
         )
-    run_dir.write_metrics(config.model_dir, metrics)
+        run_dir.write_metrics(config.model_dir, metrics)
     logging.info("Results: %s", json.dumps(metrics, sort_keys=True))
     return metrics
+
+
+def _check_memory(config: config_lib.Config, image_shape, num_classes) -> None:
+    """Refuses, before anything is built, a model and training step, or an
+    IWAE pass, that cannot fit in this machine's memory (figure and flag)."""
+    settings = config.model_settings()
+    problem = builder.memory_problem(
+        image_shape,
+        config.batch_size,
+        name=fields.flag_name,
+        num_classes=num_classes,
+        **settings,
+    )
+    if problem and config.image_folder:
+        size = ",".join(map(str, config.image_size))
+        problem += f" (--image_folder's images are read at --image_size={size})"
+    if problem:
+        raise errors.UsageError(problem)
+    if not config.iwae_every_epochs:
+        return
+    chunk = min(config.iwae_samples, iwae.SAMPLES_PER_CHUNK)
+    weights = builder.estimate_bytes(image_shape, num_classes=num_classes, **settings)
+    step = builder.estimate_bytes(
+        image_shape,
+        config.batch_size,
+        num_classes=num_classes,
+        **{**settings, "train_samples": chunk},
+    )
+    # Training's estimate counts the weights 4 times (gradients, Adam's
+    # slots) and the activations twice (their gradients); the pass does not.
+    needed = weights + (step - 4 * weights) // 2
+    available = builder.physical_memory()
+    if needed > available:
+        raise errors.UsageError(
+            f"--iwae_every_epochs={config.iwae_every_epochs} scores each test "
+            f"batch of --batch_size={config.batch_size} with {chunk} samples at "
+            f"once (--iwae_samples={config.iwae_samples}, in chunks of "
+            f"{iwae.SAMPLES_PER_CHUNK}): about {needed / 2**30:,.1f} GiB of "
+            f"memory, more than the {available / 2**30:,.1f} GiB available. Use a "
+            "smaller --batch_size or --iwae_samples, or --iwae_every_epochs=0."
+        )
+
+
+def _check_output_folders(config: config_lib.Config) -> None:
+    """Refuses a run directory or export base that cannot be written, before
+    any data or training work (the data dir is checked where it is written)."""
+    folders.check_writable(config.model_dir, f"--model_dir={config.model_dir}")
+    if config.data_dir and folders.is_within(config.data_dir, config.model_dir):
+        # TFDS would build the dataset there first; `resume.claim` would then
+        # refuse the folder, for this and every later run, as not a run.
+        raise errors.UsageError(
+            f"--data_dir={config.data_dir} is inside --model_dir="
+            f"{config.model_dir}, which holds only the run's files. Pass a "
+            "--data_dir outside the run directory."
+        )
+    if config.export:
+        folders.check_writable(config.export_base, f"--export_dir={config.export_base}")
 
 
 def _metrics(model_dir: str, test: dict, discrete: bool, image_shape) -> dict:
@@ -277,10 +366,10 @@ def _metrics(model_dir: str, test: dict, discrete: bool, image_shape) -> dict:
     The train figures are the last epoch's of history.csv, which holds every
     epoch's, also for a resumed run that had nothing left to train.
     """
-    history = run_dir.read_history_rows(model_dir)
-    last = history[max(history)]
+    rows = history.read_history_rows(model_dir)
+    last = rows[max(rows)]
     names = ("loss", "neg_elbo", "reconstruction", "kl")
-    metrics = {"epochs": len(history)}
+    metrics = {"epochs": len(rows)}
     for split, values in (("train", last), ("test", test)):
         metrics.update(
             iwae.split_metrics(

@@ -1,4 +1,4 @@
-"""Tests for tfvae.heads: shapes, observations and validation of every head."""
+"""Tests for tfvae.likelihoods: shapes, observations and validation of every head."""
 
 import keras
 import numpy as np
@@ -8,8 +8,8 @@ import tensorflow_probability as tfp
 from absl import flags
 
 from tests.conftest import REPO, tiny_vae
+from tfvae import builder, fields, likelihoods, model
 from tfvae import config as config_lib
-from tfvae import heads, model, settings
 
 tfd = tfp.distributions
 
@@ -23,13 +23,13 @@ def _images():
 
 
 LIKELIHOOD_HEADS = {
-    "bernoulli": lambda: heads.BernoulliHead(binarize=True),
-    "gray_bernoulli": lambda: heads.BernoulliHead(binarize=False),
-    "continuous_bernoulli": heads.ContinuousBernoulliHead,
-    "gaussian_learned": lambda: heads.GaussianHead(scale=None),
-    "gaussian_fixed": lambda: heads.GaussianHead(scale=0.1),
-    "categorical": heads.CategoricalHead,
-    "logistic_mixture": lambda: heads.LogisticMixtureHead(components=3),
+    "bernoulli": lambda: likelihoods.BernoulliHead(binarize=True),
+    "gray_bernoulli": lambda: likelihoods.BernoulliHead(binarize=False),
+    "continuous_bernoulli": likelihoods.ContinuousBernoulliHead,
+    "gaussian_learned": lambda: likelihoods.GaussianHead(scale=None),
+    "gaussian_fixed": lambda: likelihoods.GaussianHead(scale=0.1),
+    "categorical": likelihoods.CategoricalHead,
+    "logistic_mixture": lambda: likelihoods.LogisticMixtureHead(components=3),
 }
 
 
@@ -56,7 +56,7 @@ def test_likelihood_shapes_and_log_prob(name):
 
 
 def test_bernoulli_log_prob_is_the_sum_over_pixels():
-    head = heads.BernoulliHead(binarize=True)
+    head = likelihoods.BernoulliHead(binarize=True)
     logits = tf.constant([[[[[0.3]], [[-1.2]]]]])  # [1, 1, 2, 1, 1]
     x = tf.constant([[[[1.0], [0.0]]]])
     expected = np.log(1 / (1 + np.exp(-0.3))) + np.log(1 - 1 / (1 + np.exp(1.2)))
@@ -65,7 +65,7 @@ def test_bernoulli_log_prob_is_the_sum_over_pixels():
 
 @pytest.mark.parametrize("binarize", [True, False])
 def test_bernoulli_log_prob_and_gradient_match_tfp(binarize):
-    head = heads.BernoulliHead(binarize=binarize)
+    head = likelihoods.BernoulliHead(binarize=binarize)
     x = head.observe(_images(), SEED)
     # Includes logits large enough for softplus(s) - s to lose digits.
     logits = tf.constant(
@@ -83,7 +83,7 @@ def test_bernoulli_log_prob_and_gradient_match_tfp(binarize):
 
 
 def test_dynamic_binarization_is_binary_fresh_per_seed_and_unbiased():
-    head = heads.BernoulliHead(binarize=True)
+    head = likelihoods.BernoulliHead(binarize=True)
     images = tf.fill([200, *SHAPE], tf.constant(64, tf.uint8))
     a = head.observe(images, SEED).numpy()
     b = head.observe(images, SEED + 1).numpy()
@@ -95,15 +95,15 @@ def test_dynamic_binarization_is_binary_fresh_per_seed_and_unbiased():
 
 def test_gray_bernoulli_and_categorical_observations():
     images = _images()
-    gray = heads.BernoulliHead(binarize=False).observe(images, SEED)
+    gray = likelihoods.BernoulliHead(binarize=False).observe(images, SEED)
     np.testing.assert_allclose(gray, images.numpy() / 255.0, rtol=1e-6)
-    ints = heads.CategoricalHead().observe(images, SEED)
+    ints = likelihoods.CategoricalHead().observe(images, SEED)
     assert ints.dtype == tf.int32
     np.testing.assert_array_equal(ints, images.numpy())
 
 
 def test_categorical_mean_image_is_expected_pixel_value():
-    head = heads.CategoricalHead()
+    head = likelihoods.CategoricalHead()
     logits = np.full([1, 1, 1, 1, 256], -1e9, np.float32)
     logits[..., 51] = 0.0
     logits[..., 153] = 0.0
@@ -111,33 +111,24 @@ def test_categorical_mean_image_is_expected_pixel_value():
     np.testing.assert_allclose(mean, [[[[102 / 255]]]], rtol=1e-5)
 
 
-@pytest.mark.parametrize("head_cls", [heads.NormalDiagHead, heads.NormalTriLHead])
-def test_posterior_shapes_and_reparameterization(head_cls):
-    head = head_cls(latent_dim=4)
-    q = head(tf.random.normal([BATCH, 7], seed=1))
-    assert q.batch_shape == [BATCH]
-    assert q.event_shape == [4]
-    eps = tf.random.normal([6, BATCH, 4], seed=2)
-    z = head.reparameterize(q, eps)
-    assert z.shape == (6, BATCH, 4)
-    # z = loc + scale @ eps: reproduces q's moments when eps is standard normal.
-    expected = q.loc + tf.linalg.matvec(q.scale.to_dense(), eps)
-    np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-6)
-    assert np.all(q.stddev().numpy() >= heads.SCALE_FLOOR)
-
-
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: heads.NormalDiagHead(latent_dim=0), "latent_dim=0"),
-        (lambda: heads.GaussianHead(scale=-1.0), "scale=-1.0"),
-        (lambda: heads.BernoulliHead(binarize="yes"), "binarize='yes'"),
-        (lambda: heads.LogisticMixtureHead(components=0), "components=0"),
+        (lambda: likelihoods.GaussianHead(scale=-1.0), "scale=-1.0"),
+        (lambda: likelihoods.BernoulliHead(binarize="yes"), "binarize='yes'"),
+        (lambda: likelihoods.LogisticMixtureHead(components=0), "components=0"),
     ],
 )
 def test_constructors_echo_bad_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (5, 4, 2)])
+def test_a_likelihood_head_says_what_input_it_needs(shape):
+    head = likelihoods.LogisticMixtureHead(components=2)
+    assert head.input_shape_for(shape) == (None, *shape, 6)
+    assert likelihoods.BernoulliHead(binarize=True).image_dtype == tf.uint8
 
 
 # --- The discretized logistic mixture ------------------------------------------
@@ -193,13 +184,13 @@ def _per_value_log_prob(head, params):
 
 
 def test_logistic_mixture_probabilities_sum_to_one_over_the_256_values():
-    head = heads.LogisticMixtureHead(components=2)
+    head = likelihoods.LogisticMixtureHead(components=2)
     probs = np.exp(_per_value_log_prob(head, MIXTURE_PARAMS).astype(np.float64))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_logistic_mixture_log_prob_matches_a_direct_computation():
-    head = heads.LogisticMixtureHead(components=2)
+    head = likelihoods.LogisticMixtureHead(components=2)
     mass = _mixture_mass_numpy(MIXTURE_PARAMS)
     actual = _per_value_log_prob(head, MIXTURE_PARAMS)
     # Where the direct formula still has the digits (mass above 1e-6).
@@ -218,7 +209,7 @@ def test_logistic_mixture_log_prob_matches_a_direct_computation():
 
 
 def test_logistic_mixture_is_finite_with_finite_gradients_far_in_the_tails():
-    head = heads.LogisticMixtureHead(components=2)
+    head = likelihoods.LogisticMixtureHead(components=2)
     # Sharp components far from the observed values: tiny masses.
     params = tf.constant(
         [[[[[0.0, 0.0, 30.0, -30.0, -7.0, -7.0]], [[0.0, 0.0, 1.0, 1.0, -7.0, -9.0]]]]]
@@ -232,7 +223,7 @@ def test_logistic_mixture_is_finite_with_finite_gradients_far_in_the_tails():
 
 
 def test_logistic_mixture_mean_image_is_the_expected_pixel_value():
-    head = heads.LogisticMixtureHead(components=2)
+    head = likelihoods.LogisticMixtureHead(components=2)
     params = tf.constant(MIXTURE_PARAMS[None, :, None, None, :])
     mean = head.mean_image(head(params)).numpy()[0, :, 0, 0]
     expected = _mixture_mass_numpy(MIXTURE_PARAMS) @ np.arange(256) / 255
@@ -241,7 +232,7 @@ def test_logistic_mixture_mean_image_is_the_expected_pixel_value():
 
 
 def test_logistic_mixture_parameters_are_per_component():
-    head = heads.LogisticMixtureHead(components=3)
+    head = likelihoods.LogisticMixtureHead(components=3)
     params = tf.random.normal([BATCH, *SHAPE, head.params_per_value], seed=3)
     parameters = head.parameters(head(params))
     assert head.params_per_value == 9 and head.discrete
@@ -275,7 +266,7 @@ def test_a_tiny_vae_with_the_logistic_mixture_trains_a_step(tmp_path):
 def test_the_cifar10_flagfile_trains_on_cifar_shaped_data(tmp_path):
     """configs/cifar10.flags, as `tfvae.train` reads it, on generated 32x32x3 data."""
     values = flags.FlagValues()
-    settings.define_flags(config_lib.Config, values)
+    fields.define_flags(config_lib.Config, values)
     values(
         [
             "train",
@@ -283,11 +274,11 @@ def test_the_cifar10_flagfile_trains_on_cifar_shaped_data(tmp_path):
             f"--model_dir={tmp_path / 'run'}",
         ]
     )
-    config = settings.from_flags(config_lib.Config, values)
+    config = fields.from_flags(config_lib.Config, values)
     assert (config.dataset, config.likelihood) == ("cifar10", "logistic_mixture")
     assert config.network == "conv"
     keras.utils.set_random_seed(config.seed)
-    vae = model.build_vae((32, 32, 3), seed=config.seed, **config.model_settings())
+    vae = builder.build_vae((32, 32, 3), seed=config.seed, **config.model_settings())
     assert vae.likelihood.params_per_value == 3 * config.mixture_components
     images = np.random.default_rng(5).integers(0, 256, (8, 32, 32, 3), np.uint8)
     _train_one_step(vae, images)

@@ -4,17 +4,21 @@
 one setting: the default, the flag's help, its kind and choices, the check of
 its value, whether a resumed run may change it, and which other setting it
 belongs to (`--binarize` only means something with `--likelihood=bernoulli`).
-For a dataclass of such fields (`config.Config`, `evaluation.EvalConfig`):
+For a dataclass of such fields (`model_settings.ModelSettings`, `config.Config`,
+`run_eval.EvalConfig`):
 
 - `define_flags(cls)` defines the absl flags; `from_flags(cls)` reads them
   back, refusing an option given for a setting it does not belong to;
-- `check_values(instance)` (called by the dataclass's `__post_init__`)
+- `check_values(instance, name)` (called by the dataclass's `__post_init__`)
   checks every value, however the instance is made, and raises
-  `errors.UsageError` naming the flag and the fix;
+  `errors.UsageError` naming the setting and the fix: as a flag
+  (`flag_name`, "--beta=inf") or as a Python argument (`python_name`,
+  "beta=inf");
 - `from_dict(cls, values)` remakes an instance from a saved dict.
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 from absl import flags, logging
@@ -35,7 +39,6 @@ class Setting:
     check: Callable[[object], str | None] | None
     applies_to: tuple[str, frozenset[str]] | None
     resumable: bool
-    model: bool
 
 
 def setting(
@@ -48,7 +51,6 @@ def setting(
     check: Callable[[object], str | None] | None = None,
     applies_to: tuple[str, set[str]] | None = None,
     resumable: bool = False,
-    model: bool = False,
 ):
     """Returns a dataclass field that is also a flag.
 
@@ -57,8 +59,7 @@ def setting(
     `minimum` bounds numbers from below (inclusive); `check(value)` returns
     what is wrong with a value, or None. `applies_to=(flag, values)` refuses
     the flag unless `flag` has one of `values`. `resumable` settings may change
-    between runs on one `--model_dir`; `model` ones are `model.build_vae`'s
-    arguments.
+    between runs on one `--model_dir`.
     """
     if kind == "integers":
         default = tuple(default)
@@ -70,7 +71,6 @@ def setting(
         check=check,
         applies_to=(applies_to[0], frozenset(applies_to[1])) if applies_to else None,
         resumable=resumable,
-        model=model,
     )
     return dataclasses.field(default=default, metadata={_KEY: meta})
 
@@ -80,26 +80,66 @@ def settings_of(cls) -> dict[str, tuple[dataclasses.Field, Setting]]:
     return {f.name: (f, f.metadata[_KEY]) for f in dataclasses.fields(cls)}
 
 
-def check_values(instance) -> None:
-    """Normalizes and checks every setting of `instance`; raises `UsageError`."""
-    for name, (_, meta) in settings_of(type(instance)).items():
-        value = getattr(instance, name)
+_MISSING = object()
+
+
+def flag_name(name: str, value=_MISSING) -> str:
+    """Returns a setting as a command line writes it: `--name`, `--name=value`.
+
+    Lists are comma-separated, a bool is `--name` or `--noname`.
+    """
+    if value is _MISSING:
+        return f"--{name}"
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, tuple | list):
+        return f"--{name}={','.join(map(str, value))}"
+    return f"--{name}={'' if value is None else value}"
+
+
+def python_name(name: str, value=_MISSING) -> str:
+    """Returns a setting as a Python call writes it: `name`, `name=value`."""
+    return name if value is _MISSING else f"{name}={value!r}"
+
+
+def check_values(instance, name: Callable[..., str] = flag_name) -> None:
+    """Normalizes and checks every setting of `instance`; raises `UsageError`.
+
+    Args:
+        instance: a dataclass of `setting` fields.
+        name: how the message names a setting (`flag_name` or `python_name`).
+    """
+    for field_name, (_, meta) in settings_of(type(instance)).items():
+        value = getattr(instance, field_name)
         if meta.kind == "integers":
             # A single size (as runs saved before lists were allowed hold it).
             value = (value,) if isinstance(value, int) else tuple(value)
-            object.__setattr__(instance, name, value)
-        problem = _problem(meta, value)
+            object.__setattr__(instance, field_name, value)
+        problem = value_problem(meta, value)
         if problem:
-            shown = ",".join(map(str, value)) if meta.kind == "integers" else value
-            raise errors.UsageError(f"--{name} {problem}. Received: --{name}={shown}")
+            raise errors.UsageError(
+                f"{name(field_name)} {problem}. Received: {name(field_name, value)}"
+            )
 
 
-def _problem(meta: Setting, value) -> str | None:
+def value_problem(meta: Setting, value) -> str | None:
+    """Returns what is wrong with one value of the setting `meta`, or None."""
     if value is None:
         return meta.check(value) if meta.check else None
     if meta.kind == "integers":
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
-            return "must be a comma-separated list of positive integers"
+            return "must list positive integers"
+    if meta.kind == "integer" and (
+        isinstance(value, bool) or not isinstance(value, int)
+    ):
+        return "must be an integer"
+    if meta.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number"
+        # inf and nan pass every comparison check below (or fail it with a
+        # misleading message), then poison the loss: refuse them by name.
+        if not math.isfinite(value):
+            return "must be a finite number"
     if meta.kind == "enum" and value not in meta.choices:
         return f"must be one of {', '.join(meta.choices)}"
     if meta.minimum is not None and value < meta.minimum:
@@ -153,6 +193,30 @@ def define_flags(cls, flag_values: flags.FlagValues = flags.FLAGS) -> None:
             _DEFINE[meta.kind](name, field.default, meta.help, flag_values=flag_values)
 
 
+def check_applies(cls, given, values: dict, name: Callable[..., str] = flag_name):
+    """Refuses a setting given where it does not apply: it would be ignored.
+
+    Args:
+        cls: the settings dataclass.
+        given: the names of the settings the user gave.
+        values: every setting's value, by name (defaults for those not given).
+        name: how the message names a setting (`flag_name` or `python_name`).
+
+    Raises:
+        errors.UsageError: e.g. `--binarize` given with `--likelihood=gaussian`.
+    """
+    known = settings_of(cls)
+    for setting_name in given:
+        applies_to = known[setting_name][1].applies_to
+        if applies_to and values[applies_to[0]] not in applies_to[1]:
+            owner, allowed = applies_to
+            raise errors.UsageError(
+                f"{name(setting_name)} only applies to "
+                f"{name(owner, '/'.join(sorted(allowed)))}; this one has "
+                f"{name(owner, values[owner])}. Remove {name(setting_name)}."
+            )
+
+
 def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS):
     """Returns `cls` made from the parsed flags `define_flags(cls)` defined.
 
@@ -161,16 +225,10 @@ def from_flags(cls, flag_values: flags.FlagValues = flags.FLAGS):
     `--likelihood=gaussian`): it would be ignored.
     """
     values = {}
+    given = [name for name in settings_of(cls) if flag_values[name].present]
+    check_applies(cls, given, {n: flag_values[n].value for n in settings_of(cls)})
     for name, (_, meta) in settings_of(cls).items():
         value = flag_values[name].value
-        if meta.applies_to and flag_values[name].present:
-            owner, allowed = meta.applies_to
-            if flag_values[owner].value not in allowed:
-                raise errors.UsageError(
-                    f"--{name} only applies to --{owner}={'/'.join(sorted(allowed))}; "
-                    f"this run has --{owner}={flag_values[owner].value}. Remove "
-                    f"--{name}."
-                )
         if meta.kind == "integers":
             try:
                 value = tuple(int(v) for v in value)

@@ -1,0 +1,81 @@
+"""The forms a batch comes in, and the one check of its images.
+
+`fit`, `evaluate`, `VAE.call` and the evaluation hand a VAE batches in the
+forms TFDS and users make: images; `(images, labels)` pairs; TFDS's dicts
+`{"image": ..., "label": ...}`. `unpack_batch` reads them all, and refuses
+what the VAE cannot score (a conditional VAE without labels; images of
+another dtype than its likelihood's `image_dtype`), at trace time, naming the
+fix: nothing is rescaled silently.
+
+Example:
+
+    images, labels = unpack_batch(vae, {"image": images, "label": labels})
+"""
+
+import tensorflow as tf
+
+# The dtype a multi-worker input pipeline carries uint8 pixels in: Keras
+# reduces the first batch across workers with a collective op, and those
+# cannot reduce uint8 (`distribute.distribute_batches`). Under a
+# MultiWorkerMirroredStrategy, and only there, such images are pixels.
+COLLECTIVE_PIXELS = tf.int32
+
+
+def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Returns (images, labels) of one batch, in any form `fit` is handed.
+
+    Args:
+        vae: the `VAE` the batch is for.
+        data: images `[batch, H, W, C]`; an `(images, labels)` pair (or
+            `(images,)`); or a TFDS dict `{"image": ..., "label": ...}`.
+
+    Returns:
+        The images, and the int labels `[batch]` for a conditional VAE (None
+        for an unconditional one, which ignores any labels it is given).
+
+    Raises:
+        ValueError: a conditional VAE given no labels; images of another
+            dtype than the likelihood's `image_dtype` (uint8 pixels 0..255),
+            naming the fix. Both at trace time, before any step runs.
+    """
+    labels = None
+    if isinstance(data, dict):
+        if "image" not in data:
+            raise ValueError(
+                "A dict batch holds its images under 'image', as TFDS's do. "
+                f"Received: keys {sorted(data)}"
+            )
+        images, labels = data["image"], data.get("label")
+    elif isinstance(data, tuple | list):
+        if len(data) not in (1, 2):
+            raise ValueError(
+                "A batch is images, (images,) or (images, labels). Received: a "
+                f"{type(data).__name__} of {len(data)}"
+            )
+        images, labels = data[0], (data[1] if len(data) == 2 else None)
+    else:
+        images = data
+    if vae.conditional and labels is None:
+        raise ValueError(
+            "This conditional VAE needs each image's class: pass (images, labels) "
+            "batches or TFDS dicts {'image': ..., 'label': ...}. Received: images "
+            "without labels"
+        )
+    images = tf.convert_to_tensor(images)
+    expected = tf.as_dtype(vae.likelihood.image_dtype)
+    if images.dtype == COLLECTIVE_PIXELS and isinstance(
+        vae.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ):
+        images = tf.cast(images, expected)
+    if images.dtype != expected:
+        fix = (
+            "tf.cast(tf.round(images * 255), tf.uint8) for pixels in [0, 1]"
+            if images.dtype.is_floating
+            else "tf.cast(images, tf.uint8) for values 0..255"
+        )
+        raise ValueError(
+            f"{type(vae.likelihood).__name__} takes {expected.name} images (pixels "
+            f"0..255); convert them first, e.g. {fix}. Received: images of dtype "
+            f"{images.dtype.name}"
+        )
+    return images, labels if vae.conditional else None
