@@ -892,6 +892,15 @@ def test_a_vae_with_its_own_networks_trains_evaluates_exports_and_serves(tmp_pat
         assert_outputs_match(
             served[signature], expected_outputs(vae, seeds, signature, INPUTS)
         )
+    # TF Serving's SignatureDef/session path, as a serving user calls it.
+    for signature in ("score", "sample"):
+        out = tmp_path / f"cli_{signature}"
+        result = _saved_model_cli_run(
+            path, signature, out, *_cli_input_args(signature, tmp_path)
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        cli = {f[: -len(".npy")]: np.load(out / f) for f in os.listdir(out)}
+        assert_outputs_match(cli, served[signature])
     metadata = served["metadata"]
     assert metadata["likelihood"] == b"bernoulli"
     assert metadata["posterior"] == b"diag"

@@ -181,7 +181,12 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
     module docstring for what is written.
     """
     model_dir, output_dir = eval_config.model_dir, eval_config.results_dir
-    folders.check_writable(output_dir, f"--output_dir={output_dir}")
+    folders.check_writable(
+        output_dir,
+        f"--output_dir={output_dir}"
+        if eval_config.output_dir
+        else f"{output_dir}, where the results go,",
+    )
     config, evaluable, model_name = _load(eval_config)
     # Read now, so that a damaged file stops the evaluation before its long
     # computation. An export has no training history; its curve is not drawn.
