@@ -91,3 +91,16 @@ def test_fit_and_evaluate_take_tfds_dicts_and_refuse_float_images(tmp_path):
     with pytest.raises(ValueError, match="Received: images of dtype float32"):
         vae.evaluate(floats, verbose=0)
     assert vae(tiny_images(2)).batch_shape == [2]
+
+
+def test_images_of_another_size_are_refused_by_fit(tmp_path):
+    vae = tiny_vae(tmp_path)
+    vae.compile(optimizer="adam")
+    vae.fit(np.asarray(tiny_images(8)), batch_size=8, verbose=0)
+    # Statically, or at run time once Keras has relaxed the traced step's
+    # shape to [None] * 4: never a failure deep inside the network.
+    for size in (9, 4):
+        with pytest.raises(
+            (ValueError, tf.errors.InvalidArgumentError), match=r"8, ?8, ?1"
+        ):
+            vae.fit(np.zeros([8, size, size, 1], np.uint8), batch_size=8, verbose=0)

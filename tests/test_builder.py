@@ -51,6 +51,7 @@ def test_build_vae_needs_only_the_image_shape(latent_dim):
     "settings, message",
     [
         ({"latent_dim": (0,)}, "Received: latent_dim=(0,)"),
+        ({"latent_dim": 2.5}, "Received: latent_dim=2.5"),
         ({"latent_dims": (4,)}, "Unknown model settings ['latent_dims']. The settings"),
         ({"beta": float("inf")}, "beta must be a finite number. Received: beta=inf"),
         ({"free_bits": float("nan")}, "free_bits must be a finite number"),

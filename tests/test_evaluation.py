@@ -353,6 +353,21 @@ def test_evaluate_refuses_images_it_cannot_score(tiny_run, images, message):
         evaluation.evaluate(vae, images, num_samples=2)
 
 
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(samples_per_chunk=2.5), "samples_per_chunk must be a positive integer"),
+        (dict(output_dir="/proc/tfvae-eval"), "output_dir=/proc/tfvae-eval cannot"),
+    ],
+)
+def test_evaluate_refuses_bad_arguments_before_any_work(tiny_run, arguments, message):
+    _, _, vae = tiny_run
+    images = np.zeros([4, *TINY_SHAPE], np.uint8)
+    with pytest.raises(ValueError, match=message):
+        evaluation.evaluate(vae, images, num_samples=2, **arguments)
+
+
 def test_cli_reports_bad_flags_without_a_traceback(tmp_path):
     result = _evaluate(f"--export_dir={tmp_path}")
     assert result.returncode != 0

@@ -36,7 +36,8 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
     Raises:
         ValueError: a conditional VAE given no labels; images of another
             dtype than the likelihood's `image_dtype` (uint8 pixels 0..255),
-            naming the fix. Both at trace time, before any step runs.
+            naming the fix, or of another shape than the VAE's. All at trace
+            time, before any step runs.
     """
     labels = None
     if isinstance(data, dict):
@@ -62,20 +63,50 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
             "without labels"
         )
     images = tf.convert_to_tensor(images)
-    expected = tf.as_dtype(vae.likelihood.image_dtype)
     if images.dtype == COLLECTIVE_PIXELS and isinstance(
-        vae.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
+        tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
     ):
-        images = tf.cast(images, expected)
-    if images.dtype != expected:
+        images = tf.cast(images, vae.likelihood.image_dtype)
+    check_images(images.dtype, images.shape, vae.likelihood, vae.image_shape)
+    # Keras relaxes a step's traced shape to [None] * rank once it has seen
+    # two: the check at run time then says what the static one would have.
+    batch = [None] if images.shape.rank == len(vae.image_shape) + 1 else []
+    images = tf.ensure_shape(images, [*batch, *vae.image_shape], name="images")
+    return images, labels if vae.conditional else None
+
+
+def check_images(dtype, shape, likelihood, image_shape) -> None:
+    """Raises ValueError unless images of `dtype` and `shape` fit the model.
+
+    Args:
+        dtype: the images' dtype; it must be `likelihood.image_dtype`.
+        shape: the images' (static) shape: `[H, W, C]` one image, or
+            `[batch, H, W, C]`, with (H, W, C) compatible with `image_shape`.
+        likelihood: the model's likelihood head (or what stands for it).
+        image_shape: the model's `(H, W, C)`.
+
+    Raises:
+        ValueError: naming what was received, what is expected and the fix.
+    """
+    expected = tf.as_dtype(likelihood.image_dtype)
+    if dtype != expected:
         fix = (
             "tf.cast(tf.round(images * 255), tf.uint8) for pixels in [0, 1]"
-            if images.dtype.is_floating
+            if dtype.is_floating
             else "tf.cast(images, tf.uint8) for values 0..255"
         )
         raise ValueError(
-            f"{type(vae.likelihood).__name__} takes {expected.name} images (pixels "
+            f"{type(likelihood).__name__} takes {expected.name} images (pixels "
             f"0..255); convert them first, e.g. {fix}. Received: images of dtype "
-            f"{images.dtype.name}"
+            f"{dtype.name}"
         )
-    return images, labels if vae.conditional else None
+    shape, rank = tf.TensorShape(shape), len(image_shape)
+    if shape.rank is not None and (
+        shape.rank not in (rank, rank + 1)
+        or not shape[-rank:].is_compatible_with(image_shape)
+    ):
+        raise ValueError(
+            f"The images must be [H, W, C] each or [batch, H, W, C], with "
+            f"(H, W, C) = {tuple(image_shape)}. Received: images of shape "
+            f"{shape.as_list()}"
+        )

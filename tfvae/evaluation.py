@@ -18,6 +18,7 @@ from tfvae import (
     adapters,
     batches,
     errors,
+    folders,
     history,
     iwae,
     model,
@@ -103,6 +104,24 @@ def _batches(
         likelihood=evaluable.vae.likelihood
         if isinstance(evaluable, adapters.VAEAdapter)
         else evaluable,
+        image_shape=tuple(evaluable.image_shape),
+    )
+    # Checked here, before the map whose tracing would wrap the message.
+    image_spec = (
+        spec.get("image")
+        if isinstance(spec, dict)
+        else spec[0]
+        if isinstance(spec, tuple)
+        else spec
+    )
+    if not isinstance(image_spec, tf.TensorSpec):
+        raise ValueError(
+            "The images must be a tf.data.Dataset or NumPy arrays of images, "
+            "(images, labels) pairs or TFDS dicts {'image': ..., 'label': ...}. "
+            f"Received: elements {spec}"
+        )
+    batches.check_images(
+        image_spec.dtype, image_spec.shape, reader.likelihood, reader.image_shape
     )
 
     def unpack(*element):
@@ -112,17 +131,8 @@ def _batches(
         return (images, labels) if reader.conditional else images
 
     pairs = images.map(unpack)
-    image_spec = pairs.element_spec[0] if labelled else pairs.element_spec
     rank = len(evaluable.image_shape)
     shape = image_spec.shape
-    if shape.rank not in (rank, rank + 1) or not shape[-rank:].is_compatible_with(
-        evaluable.image_shape
-    ):
-        raise ValueError(
-            f"The images must be [H, W, C] each (unbatched) or [batch, H, W, C] "
-            f"(batched), with (H, W, C) = {evaluable.image_shape}. Received: "
-            f"images of shape {image_spec.shape}"
-        )
     if shape.rank == rank:
         pairs = pairs.batch(batch_size)
     return pairs.prefetch(tf.data.AUTOTUNE), labelled
@@ -231,6 +241,18 @@ def evaluate(
       ...                               num_samples=100)
       >>> metrics["nll"], metrics["neg_elbo"]
     """
+    # Refused before any work: the dataset's own error would come at the end.
+    for name, value in (
+        ("num_samples", num_samples),
+        ("batch_size", batch_size),
+        ("samples_per_chunk", samples_per_chunk),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{name} must be a positive integer. Received: {name}={value!r}"
+            )
+    if output_dir is not None:
+        folders.check_writable(output_dir, f"output_dir={output_dir}")
     evaluable, _ = load_evaluable(
         vae_or_path, num_samples, batch_size, samples_per_chunk, jit_compile
     )

@@ -112,8 +112,12 @@ def check_values(instance, name: Callable[..., str] = flag_name) -> None:
     for field_name, (_, meta) in settings_of(type(instance)).items():
         value = getattr(instance, field_name)
         if meta.kind == "integers":
-            # A single size (as runs saved before lists were allowed hold it).
-            value = (value,) if isinstance(value, int) else tuple(value)
+            # A single size (as runs saved before lists were allowed hold it);
+            # anything else that is not a list stays as it is, to be refused.
+            if isinstance(value, int):
+                value = (value,)
+            elif isinstance(value, list | tuple):
+                value = tuple(value)
             object.__setattr__(instance, field_name, value)
         problem = value_problem(meta, value)
         if problem:
@@ -127,7 +131,9 @@ def value_problem(meta: Setting, value) -> str | None:
     if value is None:
         return meta.check(value) if meta.check else None
     if meta.kind == "integers":
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        if not isinstance(value, tuple) or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value
+        ):
             return "must list positive integers"
     if meta.kind == "integer" and (
         isinstance(value, bool) or not isinstance(value, int)
