@@ -93,6 +93,17 @@ class BernoulliHead(LikelihoodHead):
     draw every time it is seen (dynamic binarization). With `binarize=False`
     the gray value in [0, 1] itself is scored by the Bernoulli log-mass formula,
     as the Pyro VAE tutorial does.
+
+    Args:
+        binarize: observe fresh binary draws (dynamic binarization), or score
+            the gray values as they are.
+
+    Example:
+
+    ```python
+    head = tfvae.BernoulliHead()  # the decoder body gives [batch, H, W, C, 1]
+    p = head(logits)              # Independent Bernoulli, event [H, W, C]
+    ```
     """
 
     def __init__(self, binarize: bool = True, **kwargs):
@@ -124,7 +135,17 @@ class BernoulliHead(LikelihoodHead):
 
 @_serializable
 class ContinuousBernoulliHead(LikelihoodHead):
-    """Continuous Bernoulli per pixel (Loaiza-Ganem & Cunningham 2019), on [0, 1]."""
+    """Continuous Bernoulli per pixel (Loaiza-Ganem & Cunningham 2019), on [0, 1].
+
+    Takes uint8 pixels, scored as their gray values in [0, 1]; the decoder
+    body gives one logit per value, `[batch, H, W, C, 1]`.
+
+    Example:
+
+    ```python
+    decoder = tfvae.Decoder(body, tfvae.ContinuousBernoulliHead())
+    ```
+    """
 
     def distribution(self, params):
         return self._independent(tfd.ContinuousBernoulli(logits=params[..., 0]))
@@ -139,6 +160,17 @@ class GaussianHead(LikelihoodHead):
 
     The mean is sigmoid(.) so it stays a pixel intensity. The scale is the
     fixed `scale` if given, else learned per pixel as softplus(.) + SCALE_FLOOR.
+
+    Args:
+        scale: the fixed standard deviation (the body then gives one
+            parameter per value), or None to learn it (two per value: the
+            mean's logit, then the scale's).
+
+    Example:
+
+    ```python
+    decoder = tfvae.Decoder(body, tfvae.GaussianHead(scale=0.1))
+    ```
     """
 
     def __init__(self, scale: float | None = None, **kwargs):
@@ -186,7 +218,17 @@ class _IntegerPixelsHead(LikelihoodHead):
 
 @_serializable
 class CategoricalHead(_IntegerPixelsHead):
-    """256-way categorical per pixel over the integer values 0..255."""
+    """256-way categorical per pixel over the integer values 0..255.
+
+    The decoder body gives 256 logits per value, `[batch, H, W, C, 256]`;
+    the metrics also come in bits per dimension.
+
+    Example:
+
+    ```python
+    decoder = tfvae.Decoder(body, tfvae.CategoricalHead())
+    ```
+    """
 
     params_per_value = 256
 
@@ -213,6 +255,17 @@ class LogisticMixtureHead(_IntegerPixelsHead):
     is left out. Per value the decoder gives `components` mixture logits, then
     as many locations on PixelCNN++'s [-1, 1] scale of the pixels, then as many
     log-scales on that scale, clipped below at -7 as PixelCNN++ does.
+
+    Args:
+        components: logistics per value; the body gives 3 * components
+            parameters per value.
+
+    Example:
+
+    ```python
+    # configs/cifar10.flags' likelihood: [batch, 32, 32, 3, 30] from the body.
+    decoder = tfvae.Decoder(body, tfvae.LogisticMixtureHead(components=10))
+    ```
     """
 
     _MIN_LOG_SCALE = -7.0

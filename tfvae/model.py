@@ -1,15 +1,11 @@
 """The VAE: encoders q(z|x), decoder p(x|z), prior p(z), as one Keras model.
 
-`VAE` holds the parts (`tfvae.parts`: a body and a head each), the prior
-(`tfvae.priors`) and the settings of the objective (`tfvae.objective`, where
-the ELBO and the IWAE bound are written once), checks that they fit together
-(`tfvae.rules`), serializes them, and offers the inference API the
-evaluation and the export are written from: `observe_and_encode`, `decode`,
-`posterior_sample`, `log_weights`, `neg_elbo_terms`, `sample_latent`,
-`posterior_mean`. `train_step` and `test_step` read a batch with
-`batches.unpack_batch` and score it with `objective_terms`. Every part is a
-registered Keras layer with a `get_config`, so `vae.save("vae.keras")` and
-`keras.models.load_model` round-trip a model.
+`VAE` holds the parts (`tfvae.parts`), the prior (`tfvae.priors`) and the
+settings of the objective (`tfvae.objective`), checks that they fit
+(`tfvae.rules`), serializes them (`vae.save` / `keras.models.load_model`),
+and offers the inference API the evaluation and the export use.
+`train_step` and `test_step` read a batch with `batches.unpack_batch` and
+score it with `objective_terms`.
 
 Stochastic layers are numbered bottom first: `latent_dims[0]` is z1, the
 latent the decoder takes; the prior is over the top one.
@@ -22,7 +18,13 @@ import tensorflow_probability as tfp
 from tfvae import batches, fields, likelihoods, noise, objective, priors, rules
 from tfvae import chain as chain_lib
 from tfvae.model_settings import ModelSettings
-from tfvae.parts import Decoder, Encoder, check_image_shape, check_stack
+from tfvae.parts import (
+    Decoder,
+    Encoder,
+    check_bodies,
+    check_image_shape,
+    check_stack,
+)
 
 tfd = tfp.distributions
 
@@ -45,16 +47,41 @@ class VAE(keras.Model):
     a conditional VAE: the encoder and decoder take the class label.
 
     Batches may be images, `(images, labels)` pairs or TFDS dicts
-    (`batches.unpack_batch`); an unconditional VAE uses the images and ignores any
-    labels. Images are raw `uint8` pixels 0..255; any other dtype is refused.
-    The parts are built (and the bodies' output shapes checked) when the VAE
-    is made.
+    (`batches.unpack_batch`); an unconditional VAE ignores the labels. Images
+    are raw `uint8` pixels 0..255; any other dtype is refused. The parts are
+    built (and the bodies' output shapes checked) when the VAE is made.
 
     Randomness (binarization and the reparameterization noise) comes from
     stateless ops seeded by `(seed, step)`, where `step` is a counter saved
     with the weights: runs with the same seed agree, a resumed run continues
     the sequence, and the noise does not depend on the number of replicas
     (`tfvae.noise`).
+
+    Args:
+        encoder: an `Encoder` giving q(z1|x) from images `[batch, H, W, C]`.
+        decoder: a `Decoder` giving p(x|z1) from z1 `[batch, latent_dims[0]]`.
+        prior: a `tfvae.priors` layer over the top latent layer.
+        image_shape: `(H, W, C)` of the images.
+        kl: "analytic" (closed form: one layer and a `StandardNormal` prior)
+            or "monte_carlo" (log q(z) - log p(z) at the sampled z).
+        seed: seeds the model's noise, in [0, 2**32).
+        upper_encoders, upper_decoders: q(z_{l+1}|z_l) and p(z_l|z_{l+1}).
+        objective: "elbo" or "iwae" (Burda et al. 2015).
+        train_samples: K, the latent samples per example in training.
+        gradient: "standard", or "dreg" (with objective="iwae").
+        beta: weight of the KL term of the ELBO.
+        free_bits: floor, in nats, of each layer's KL in the objective.
+        num_classes: the classes of a conditional VAE; None otherwise.
+
+    Example (README.md "Use from Python" has it whole):
+
+    ```python
+    vae = tfvae.VAE(tfvae.Encoder(encoder_body, tfvae.NormalDiagHead(16)),
+                    tfvae.Decoder(decoder_body, tfvae.BernoulliHead()),
+                    tfvae.StandardNormal(16), image_shape=(28, 28, 1))
+    vae.compile(optimizer="adam")
+    vae.fit(uint8_images, epochs=10, batch_size=128)
+    ```
     """
 
     # No Keras default serving signature (see `parts._BodyAndHead`).
@@ -156,16 +183,7 @@ class VAE(keras.Model):
         if not self.prior.built:
             self.prior.build(None)
             self.prior.built = True
-        one_hot = tf.zeros([1, self.num_classes]) if self.conditional else None
-        x = tf.zeros([1, *self.image_shape])
-        self.encoder.check_body(x, one_hot, self.image_shape)
-        for layer, encoder in enumerate(self.upper_encoders):
-            encoder.check_body(tf.zeros([1, self.latent_dims[layer]]), None, None)
-        for layer, decoder in enumerate(self.upper_decoders):
-            decoder.check_body(tf.zeros([1, self.latent_dims[layer + 1]]), None, None)
-        self.decoder.check_body(
-            tf.zeros([1, self.latent_dim]), one_hot, self.image_shape
-        )
+        check_bodies(self)
         images = tf.zeros([1, *self.image_shape], self.likelihood.image_dtype)
         labels = tf.zeros([1], tf.int32) if self.conditional else None
         self.objective_terms(images, noise.seed(0, 0), labels)
@@ -258,10 +276,8 @@ class VAE(keras.Model):
     ) -> tuple[tf.Tensor, tfd.Distribution]:
         """Returns (x, q): observations `[batch, H, W, C]` and q(z1|x).
 
-        `images` are raw `uint8 [batch, H, W, C]`; `observe_seed` (int `[2]`,
-        or `[batch, 2]`: one per image) drives stochastic observations
-        (dynamic binarization); `labels` are int `[batch]` classes
-        (conditional VAEs only).
+        `images`: raw `uint8 [batch, H, W, C]`; `observe_seed`: int `[2]` or
+        `[batch, 2]`, for stochastic observations; `labels`: int `[batch]`.
         """
         x = self.likelihood.observe(images, observe_seed)
         return x, self.encoder(self.likelihood.encoder_input(x), self._one_hot(labels))
@@ -287,10 +303,7 @@ class VAE(keras.Model):
     def neg_elbo_terms(
         self, images: tf.Tensor, seed: tf.Tensor, labels: tf.Tensor = None
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Returns (reconstruction, kl), each `[batch]` in nats, at one z per layer.
-
-        Their sum is the negative ELBO (`objective_terms` with K = 1).
-        """
+        """Returns (reconstruction, kl), `[batch]` nats each: -ELBO's parts, K = 1."""
         terms, _ = self.objective_terms(images, seed, labels)
         return terms["reconstruction"], terms["kl"]
 
@@ -303,9 +316,8 @@ class VAE(keras.Model):
     ) -> tuple[tf.Tensor, chain_lib.Chain]:
         """Returns (x, chain): observations and `num_samples` z per layer.
 
-        `seed` is split by `noise.split_seed` into the observation and the z
-        noise; with one sample, the x and z that `neg_elbo_terms(images, seed,
-        labels)` scores.
+        `seed` is split (`noise.split_seed`) into the observation and z noise;
+        one sample gives the x and z `neg_elbo_terms(images, seed, labels)` scores.
         """
         observe_seed, z_seed = noise.split_seed(seed)
         x, q = self.observe_and_encode(images, observe_seed, labels)
@@ -321,19 +333,17 @@ class VAE(keras.Model):
     ) -> tf.Tensor:
         """Returns importance log-weights log p(x, z_k) - log q(z_k|x), `[k, batch]`.
 
-        `x` and `q` come from `observe_and_encode`; z_k ~ q (every layer) for
-        k = `num_samples`, drawn with the stateless `z_seed` (int `[2]`, or
-        `[batch, 2]`: one per image). logmeanexp over k is the IWAE bound on
-        log p(x) (log p(x|y) for a conditional VAE); callers average chunks
-        of k to fit large k in memory.
+        `x`, `q` from `observe_and_encode`; z_k ~ q (every layer), k =
+        `num_samples`, from `z_seed` (int `[2]`, or `[batch, 2]`). logmeanexp
+        over k is the IWAE bound on log p(x) (log p(x|y) if conditional).
         """
         return chain_lib.draw(self, x, q, num_samples, z_seed, labels).log_weights()
 
     def sample_latent(self, num_samples, seed: tf.Tensor) -> tf.Tensor:
         """Returns z1 `[num_samples, latent_dim]` drawn top-down from the model.
 
-        The top layer from the prior with stateless `seed` (int `[2]`), each
-        layer below from p(z_l|z_{l+1}) with `noise.layer_seed(seed, l + 1)`.
+        The top layer from the prior with `seed` (int `[2]`), each layer below
+        from p(z_l|z_{l+1}) with `noise.layer_seed(seed, l + 1)`.
         """
         z = self.prior.sample(num_samples, seed, self.encoder)
         for layer in reversed(range(len(self.upper_decoders))):
@@ -350,8 +360,7 @@ class VAE(keras.Model):
     def posterior_mean(self, images: tf.Tensor, labels: tf.Tensor = None) -> tf.Tensor:
         """Returns E_q[z1|x], `[batch, latent_dim]`, for raw `uint8` images.
 
-        Stochastic observations use the fixed stream `noise.POSTERIOR_MEAN`,
-        so pictures of a run are reproducible.
+        Observed with the fixed stream `noise.POSTERIOR_MEAN` (reproducible).
         """
         _, q = self.observe_and_encode(
             images, noise.seed(self.seed, noise.POSTERIOR_MEAN), labels
@@ -359,10 +368,7 @@ class VAE(keras.Model):
         return q.mean()
 
     def call(self, inputs):
-        """Returns p(x|z1) at z1 = the posterior mean.
-
-        `inputs` are a batch in any form `batches.unpack_batch` takes.
-        """
+        """Returns p(x|z1) at the posterior mean, for any `unpack_batch` form."""
         images, labels = batches.unpack_batch(self, inputs)
         return self.decode(self.posterior_mean(images, labels), labels)
 

@@ -20,6 +20,7 @@ Example:
 import numbers
 
 import keras
+import tensorflow as tf
 
 from tfvae import networks
 
@@ -123,6 +124,22 @@ class Encoder(_BodyAndHead):
 
     The body maps the input to features `[batch, features]`; the posterior
     head (`tfvae.posteriors`) projects them to q.
+
+    Args:
+        body: any Keras layer or model (Sequential, functional, subclassed)
+            mapping the observations x (the likelihood's `encoder_input`:
+            float `[batch, H, W, C]`) to `[batch, features]`.
+        head: a posterior head, e.g. `NormalDiagHead(latent_dim)`.
+        condition: set by `build_vae` for a conditional VAE.
+
+    Example:
+
+    ```python
+    encoder = tfvae.Encoder(
+        keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(256, "relu")]),
+        tfvae.NormalDiagHead(16),
+    )
+    ```
     """
 
 
@@ -132,7 +149,27 @@ class Decoder(_BodyAndHead):
 
     The body maps z to `[batch, H, W, C, params_per_value]` for a likelihood
     head (`tfvae.likelihoods`), or to features `[batch, features]` for the
-    posterior head of an upper layer.
+    posterior head of an upper layer. A body with another output is refused
+    when the VAE is built, naming the expected and the received shape.
+
+    Args:
+        body: any Keras layer or model mapping z `[batch, latent_dim]` to the
+            head's input.
+        head: a likelihood head, e.g. `BernoulliHead()` (1 parameter per
+            value), or a posterior head for an upper layer.
+        condition: set by `build_vae` for a conditional VAE.
+
+    Example:
+
+    ```python
+    decoder = tfvae.Decoder(
+        keras.Sequential([
+            keras.layers.Dense(28 * 28),
+            keras.layers.Reshape((28, 28, 1, 1)),  # [batch, H, W, C, 1 logit]
+        ]),
+        tfvae.BernoulliHead(),
+    )
+    ```
     """
 
 
@@ -184,3 +221,25 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
             f"image_shape={image_shape!r}"
         )
     return tuple(int(s) for s in shape)
+
+
+def check_bodies(vae) -> None:
+    """Builds each part of `vae` once, in the order its objective calls them.
+
+    So the weights are drawn in that order, and a body whose output its head
+    cannot take is refused (`check_body`) before anything else runs.
+
+    Args:
+        vae: a `model.VAE` whose parts are not built yet.
+
+    Raises:
+        ValueError: a body's output does not fit its head, naming both shapes.
+    """
+    one_hot = tf.zeros([1, vae.num_classes]) if vae.conditional else None
+    x = tf.zeros([1, *vae.image_shape])
+    vae.encoder.check_body(x, one_hot, vae.image_shape)
+    for layer, encoder in enumerate(vae.upper_encoders):
+        encoder.check_body(tf.zeros([1, vae.latent_dims[layer]]), None, None)
+    for layer, decoder in enumerate(vae.upper_decoders):
+        decoder.check_body(tf.zeros([1, vae.latent_dims[layer + 1]]), None, None)
+    vae.decoder.check_body(tf.zeros([1, vae.latent_dim]), one_hot, vae.image_shape)

@@ -70,7 +70,20 @@ class PosteriorHead(keras.layers.Layer):
 
 @_serializable
 class NormalDiagHead(PosteriorHead):
-    """q(z|x) = N(loc, diag(scale^2)); scale = softplus(.) + SCALE_FLOOR."""
+    """q(z|x) = N(loc, diag(scale^2)); scale = softplus(.) + SCALE_FLOOR.
+
+    A dense projection of the encoder body's features `[batch, F]` gives loc
+    and scale.
+
+    Args:
+        latent_dim: the size of z.
+
+    Example:
+
+    ```python
+    encoder = tfvae.Encoder(body, tfvae.NormalDiagHead(16))
+    ```
+    """
 
     def build(self, input_shape):
         self.projection = keras.layers.Dense(
@@ -97,7 +110,18 @@ class NormalDiagHead(PosteriorHead):
 
 @_serializable
 class NormalTriLHead(PosteriorHead):
-    """q(z|x) = N(loc, L L^T) with a full lower-triangular scale L."""
+    """q(z|x) = N(loc, L L^T) with a full lower-triangular scale L.
+
+    Args:
+        latent_dim: the size of z; the head projects the features to
+            latent_dim + latent_dim * (latent_dim + 1) / 2 parameters.
+
+    Example:
+
+    ```python
+    encoder = tfvae.Encoder(body, tfvae.NormalTriLHead(16))
+    ```
+    """
 
     def build(self, input_shape):
         tril_size = self.latent_dim * (self.latent_dim + 1) // 2

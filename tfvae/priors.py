@@ -72,7 +72,19 @@ class Prior(keras.layers.Layer):
 
 @_serializable
 class StandardNormal(Prior):
-    """p(z) = N(0, I)."""
+    """p(z) = N(0, I).
+
+    The only prior with a closed-form KL here: the one `kl="analytic"` takes.
+
+    Args:
+        latent_dim: the size of the top latent layer.
+
+    Example:
+
+    ```python
+    vae = tfvae.VAE(encoder, decoder, tfvae.StandardNormal(16), image_shape=(28, 28, 1))
+    ```
+    """
 
     registry_name = "standard"
 
@@ -156,6 +168,17 @@ class MixtureOfGaussians(_Mixture):
     """p(z) = sum_k pi_k N(mu_k, diag(sigma_k^2)), all learned.
 
     Starts as N(0, I)-like: means drawn from N(0, I), unit scales, equal weights.
+
+    Args:
+        latent_dim: the size of the top latent layer.
+        components: the mixture's components.
+
+    Example:
+
+    ```python
+    vae = tfvae.VAE(encoder, decoder, tfvae.MixtureOfGaussians(16, 10),
+                    image_shape=(28, 28, 1), kl="monte_carlo")
+    ```
     """
 
     registry_name = "mog"
@@ -204,6 +227,18 @@ class VampPrior(_Mixture):
 
     The pseudo-inputs live where the encoder's inputs do, `[K, H, W, C]` in
     [0, 1] (a sigmoid of free weights); `image_shape` gives their shape.
+
+    Args:
+        latent_dim: the size of z1 (the VampPrior needs one stochastic layer).
+        components: K, the pseudo-inputs.
+        image_shape: `(H, W, C)` of the images.
+
+    Example:
+
+    ```python
+    vae = tfvae.VAE(encoder, decoder, tfvae.VampPrior(16, 500, (28, 28, 1)),
+                    image_shape=(28, 28, 1), kl="monte_carlo")
+    ```
     """
 
     registry_name = "vamp"
