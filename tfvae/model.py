@@ -47,6 +47,8 @@ class VAE(keras.Model):
     Batches may be images, `(images, labels)` pairs or TFDS dicts
     (`batches.unpack_batch`); an unconditional VAE uses the images and ignores any
     labels. Images are raw `uint8` pixels 0..255; any other dtype is refused.
+    A table VAE (`tfvae.table_model`) has a `TableHead` likelihood and
+    `image_shape=None`; its batches are dicts of columns.
     The parts are built (and the bodies' output shapes checked) when the VAE
     is made.
 
@@ -65,7 +67,7 @@ class VAE(keras.Model):
         encoder: Encoder,
         decoder: Decoder,
         prior: priors.Prior,
-        image_shape: tuple[int, int, int],
+        image_shape: tuple[int, int, int] | None,
         kl: str = "analytic",
         seed: int = 0,
         upper_encoders=(),
@@ -84,7 +86,7 @@ class VAE(keras.Model):
         self.prior = prior
         self.upper_encoders = list(upper_encoders)
         self.upper_decoders = list(upper_decoders)
-        self.image_shape = tuple(image_shape)
+        self.image_shape = None if image_shape is None else tuple(image_shape)
         self.kl = kl
         self.seed = seed
         self.objective = objective
@@ -120,7 +122,14 @@ class VAE(keras.Model):
         """Refuses parts and settings that do not fit together."""
         dims = self.latent_dims
         check_stack(dims, self.upper_encoders, self.upper_decoders, self.prior)
-        check_image_shape(self.image_shape)
+        if self.likelihood.tabular != (self.image_shape is None):
+            raise ValueError(
+                "A table VAE (a TableHead likelihood) takes image_shape=None, an "
+                "image VAE its (H, W, C). Received: "
+                f"{type(self.likelihood).__name__} and image_shape={self.image_shape}"
+            )
+        if self.image_shape is not None:
+            check_image_shape(self.image_shape)
         # The same checks, by the same owners, as the flags of these settings.
         known = fields.settings_of(ModelSettings)
         names = "kl", "objective", "train_samples", "gradient", "beta", "free_bits"
@@ -157,7 +166,10 @@ class VAE(keras.Model):
             self.prior.build(None)
             self.prior.built = True
         one_hot = tf.zeros([1, self.num_classes]) if self.conditional else None
-        x = tf.zeros([1, *self.image_shape])
+        images = self.likelihood.example_batch(self.image_shape)
+        x = self.likelihood.encoder_input(
+            self.likelihood.observe(images, noise.seed(0, 0))
+        )
         self.encoder.check_body(x, one_hot, self.image_shape)
         for layer, encoder in enumerate(self.upper_encoders):
             encoder.check_body(tf.zeros([1, self.latent_dims[layer]]), None, None)
@@ -166,7 +178,6 @@ class VAE(keras.Model):
         self.decoder.check_body(
             tf.zeros([1, self.latent_dim]), one_hot, self.image_shape
         )
-        images = tf.zeros([1, *self.image_shape], self.likelihood.image_dtype)
         labels = tf.zeros([1], tf.int32) if self.conditional else None
         self.objective_terms(images, noise.seed(0, 0), labels)
         self.built = True
@@ -180,7 +191,7 @@ class VAE(keras.Model):
             "prior": serialize(self.prior),
             "upper_encoders": [serialize(e) for e in self.upper_encoders],
             "upper_decoders": [serialize(d) for d in self.upper_decoders],
-            "image_shape": list(self.image_shape),
+            "image_shape": self.image_shape and list(self.image_shape),
             "kl": self.kl,
             "seed": self.seed,
             "objective": self.objective,
