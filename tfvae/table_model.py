@@ -149,7 +149,7 @@ def evaluate_table(
     ks = iwae.sweep(num_samples)
     sizes = iwae.chunk_sizes(num_samples, samples_per_chunk)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def terms(cells, batch_seed):
         # The z of the -ELBO's terms, scoring each cell under p(x|z).
         figures, chain = vae.objective_terms(cells, batch_seed)
@@ -158,7 +158,7 @@ def evaluate_table(
         present = tf.logical_not(tf.math.is_nan(x))
         return figures, columns, tf.reduce_sum(tf.cast(present, tf.float32), axis=0)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def chunk(cells, batch_seed, index, size):
         observe_seed, _ = noise.split_seed(batch_seed)
         x, q = vae.observe_and_encode(cells, observe_seed)
@@ -178,7 +178,11 @@ def evaluate_table(
             sums[f"log_lik/{name}"] += float(column_sums[column])
             cells_present[name] += float(present[column])
         bounds = iwae.logmeanexp_prefixes(
-            (chunk(cells, batch_seed, j, size) for j, size in enumerate(sizes)), ks
+            (
+                chunk(cells, batch_seed, tf.constant(j), tf.constant(size))
+                for j, size in enumerate(sizes)
+            ),
+            ks,
         )
         for k, bound in bounds.items():
             sums[f"nll_k{k}"] -= float(tf.reduce_sum(bound))
