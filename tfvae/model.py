@@ -22,7 +22,7 @@ import tensorflow_probability as tfp
 from tfvae import batches, fields, likelihoods, noise, objective, priors, rules
 from tfvae import chain as chain_lib
 from tfvae.model_settings import ModelSettings
-from tfvae.parts import Decoder, Encoder, check_image_shape, check_stack
+from tfvae.parts import Decoder, Encoder, check_data_shape, check_stack
 
 tfd = tfp.distributions
 
@@ -122,14 +122,7 @@ class VAE(keras.Model):
         """Refuses parts and settings that do not fit together."""
         dims = self.latent_dims
         check_stack(dims, self.upper_encoders, self.upper_decoders, self.prior)
-        if self.likelihood.tabular != (self.image_shape is None):
-            raise ValueError(
-                "A table VAE (a TableHead likelihood) takes image_shape=None, an "
-                "image VAE its (H, W, C). Received: "
-                f"{type(self.likelihood).__name__} and image_shape={self.image_shape}"
-            )
-        if self.image_shape is not None:
-            check_image_shape(self.image_shape)
+        check_data_shape(self.likelihood, self.image_shape)
         # The same checks, by the same owners, as the flags of these settings.
         known = fields.settings_of(ModelSettings)
         names = "kl", "objective", "train_samples", "gradient", "beta", "free_bits"

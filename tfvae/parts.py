@@ -184,3 +184,22 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
             f"image_shape={image_shape!r}"
         )
     return tuple(int(s) for s in shape)
+
+
+def check_data_shape(likelihood, image_shape) -> None:
+    """Refuses an `image_shape` that does not fit the likelihood.
+
+    A table's likelihood (`likelihood.tabular`) takes `image_shape=None`, its
+    rows' shape being the schema's; an image likelihood takes (H, W, C).
+
+    Raises:
+        ValueError: naming the likelihood and the shape received.
+    """
+    if likelihood.tabular != (image_shape is None):
+        raise ValueError(
+            "A table VAE (a TableHead likelihood) takes image_shape=None, an "
+            f"image VAE its (H, W, C). Received: {type(likelihood).__name__} "
+            f"and image_shape={image_shape}"
+        )
+    if image_shape is not None:
+        check_image_shape(image_shape)
