@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
-from tfvae import builder, table_model, tables
+from tfvae import builder, errors, evaluation, saved_model, table_model, tables
 
 
 def _mixed(rows=64, seed=0):
@@ -95,6 +95,10 @@ def test_refusals():
         table_model.evaluate_table(image_vae, _mixed())
     table_vae = table_model.build_table_vae(schema, latent_dim=2, hidden_units=(8,))
     table_vae.compile(optimizer="adam")
+    with pytest.raises(errors.UsageError, match="tfvae.evaluate_table"):
+        evaluation.evaluate(table_vae, _mixed())
+    with pytest.raises(errors.UsageError, match="does not export table VAEs yet"):
+        saved_model.export(table_vae, "unused")
     with pytest.raises(ValueError, match=r"Missing: \['kind'\]"):
         table_vae.evaluate(
             tables.table_batches(_mixed(), schema, 8).map(
