@@ -18,7 +18,9 @@ Example:
 """
 
 import collections
+import math
 
+import numpy as np
 import tensorflow as tf
 
 from tfvae import batches, iwae, networks, noise, posteriors, priors, tables
@@ -165,7 +167,8 @@ def evaluate_table(
         return vae.log_weights(x, q, size, noise.chunk_seed(batch_seed, index))
 
     sums = collections.defaultdict(float)
-    cells_present = collections.defaultdict(float)
+    # Each column's summed log-likelihood, and its present cells.
+    column_sums, cells_present = np.zeros(len(names)), np.zeros(len(names))
     count = 0
     for index, batch in enumerate(rows):
         cells, _ = batches.unpack_batch(vae, batch)
@@ -173,10 +176,8 @@ def evaluate_table(
         figures, columns, present = terms(cells, batch_seed)
         for name in ("reconstruction", "kl"):
             sums[name] += float(tf.reduce_sum(figures[name]))
-        column_sums = tf.reduce_sum(columns, axis=0).numpy()
-        for column, name in enumerate(names):
-            sums[f"log_lik/{name}"] += float(column_sums[column])
-            cells_present[name] += float(present[column])
+        column_sums += tf.reduce_sum(columns, axis=0).numpy()
+        cells_present += present.numpy()
         bounds = iwae.logmeanexp_prefixes(
             (
                 chunk(cells, batch_seed, tf.constant(j), tf.constant(size))
@@ -189,11 +190,10 @@ def evaluate_table(
         count += int(columns.shape[0])
     if not count:
         raise ValueError("The rows to evaluate are empty.")
-    means = {
-        name: total
-        / (cells_present[name[8:]] if name.startswith("log_lik/") else count)
-        for name, total in sums.items()
-    }
+    means = {name: total / count for name, total in sums.items()}
+    for name, total, present in zip(names, column_sums, cells_present, strict=True):
+        # NaN for a column with no present cell: nothing to score.
+        means[f"log_lik/{name}"] = float(total / present) if present else math.nan
     means["neg_elbo"] = means["reconstruction"] + means["kl"]
     means["nll"] = means[f"nll_k{num_samples}"]
     return means

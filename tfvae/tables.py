@@ -30,6 +30,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from absl import logging
 
 from tfvae import errors
@@ -345,8 +346,6 @@ def table_batches(
     Returns:
         The batched dataset, for `VAE.fit`, `evaluate` and `evaluate_table`.
     """
-    import tensorflow as tf
-
     dataset = tf.data.Dataset.from_tensor_slices(table_columns(frame, schema))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(frame), seed=shuffle_seed)
