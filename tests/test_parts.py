@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tests.conftest import tiny_images
 from tfvae import likelihoods, model, parts, posteriors, priors
+from tfvae.table_likelihood import TableHead
 
 SHAPE = (8, 8, 1)
 
@@ -109,3 +110,13 @@ def test_the_parts_refuse_a_prior_over_another_size():
             priors.StandardNormal(5),
             image_shape=SHAPE,
         )
+
+
+def test_check_data_shape_pairs_tables_with_none():
+    table = TableHead({"columns": [{"name": "b", "type": "binary"}]})
+    parts.check_data_shape(table, None)
+    parts.check_data_shape(likelihoods.BernoulliHead(), (4, 4, 1))
+    with pytest.raises(ValueError, match="takes image_shape=None"):
+        parts.check_data_shape(table, (4, 4, 1))
+    with pytest.raises(ValueError, match="takes image_shape=None"):
+        parts.check_data_shape(likelihoods.BernoulliHead(), None)

@@ -19,6 +19,13 @@ The public API, importable from the package's top:
     tfvae.export_model(vae, "export/my_vae") # a TF Serving model base path
     config, info, vae = tfvae.load_run("runs/mnist")
 
+    # A table: columns typed from the training split, missing cells allowed.
+    schema, train, test = tfvae.read_table("wine.csv", test_fraction=0.2)
+    vae = tfvae.build_table_vae(schema, latent_dim=4)
+    vae.compile(optimizer="adam")
+    vae.fit(tfvae.table_batches(train, schema, 32, shuffle_seed=0), epochs=200)
+    tfvae.evaluate_table(vae, test)         # {"nll": ..., "log_lik/alcohol": ...}
+
 Names:
   VAE                 the Keras model: `fit`, `evaluate`, `save`, its parts
   Encoder, Decoder    any Keras body followed by a distribution head
@@ -32,6 +39,13 @@ Names:
   evaluate_model      the IWAE bound and -ELBO of a VAE or an export (+ pictures)
   export_model        a VAE as a versioned SavedModel for TF Serving
   load_run            a training run's (config, dataset info, VAE)
+  read_table, infer_schema
+                      a table (DataFrame, dict, CSV, Parquet, .npy/.npz, a
+                      folder of train.* and test.*), split, and its schema
+  table_batches       a DataFrame as batches {column: [batch]} for a table VAE
+  TableHead           a row's likelihood: the product of its columns'
+  build_table_vae     a VAE of a table's rows, from its schema
+  evaluate_table      a table VAE's IWAE bound and per-column log-likelihoods
 
 The names load on first use (PEP 562), so `python -m tfvae.train` does not
 import what it does not need (matplotlib, for one). The command line
@@ -64,6 +78,12 @@ _PUBLIC = {
     "evaluate_model": ("tfvae.evaluation", "evaluate"),
     "export_model": ("tfvae.saved_model", "export"),
     "load_run": ("tfvae.run_dir", "load_run"),
+    "read_table": ("tfvae.tables", "read_table"),
+    "infer_schema": ("tfvae.tables", "infer_schema"),
+    "table_batches": ("tfvae.tables", "table_batches"),
+    "TableHead": ("tfvae.table_likelihood", "TableHead"),
+    "build_table_vae": ("tfvae.table_model", "build_table_vae"),
+    "evaluate_table": ("tfvae.table_model", "evaluate_table"),
 }
 
 __all__ = sorted(_PUBLIC)

@@ -137,8 +137,10 @@ class SavedModelAdapter:
         self.max_samples = description["max_samples"]
         self.max_batch_samples = description["max_batch_samples"]
         self.image_shape = tuple(description["image_shape"])
-        # What its image signatures take.
+        # What its image signatures take (read by `batches.unpack_batch`,
+        # as a likelihood's): uint8 images, not a table's rows.
         self.image_dtype = tf.uint8
+        self.tabular = False
         self.latent_dim = description["latent_dim"]
         self.num_classes = description["num_classes"]
         self.discrete = description["discrete"]

@@ -1,5 +1,8 @@
 """The forms a batch comes in, and the one check of its images.
 
+A table VAE's batches are dicts of columns (`tfvae.table_likelihood`), read
+by the same function.
+
 `fit`, `evaluate`, `VAE.call` and the evaluation hand a VAE batches in the
 forms TFDS and users make: images; `(images, labels)` pairs; TFDS's dicts
 `{"image": ..., "label": ...}`. `unpack_batch` reads them all, and refuses
@@ -27,11 +30,14 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
     Args:
         vae: the `VAE` the batch is for.
         data: images `[batch, H, W, C]`; an `(images, labels)` pair (or
-            `(images,)`); or a TFDS dict `{"image": ..., "label": ...}`.
+            `(images,)`); or a TFDS dict `{"image": ..., "label": ...}`. For
+            a table VAE: a dict {column: `[batch]` cells}, `(rows,)` or
+            `(rows, labels)`.
 
     Returns:
-        The images, and the int labels `[batch]` for a conditional VAE (None
-        for an unconditional one, which ignores any labels it is given).
+        The images (a table's rows: the dict of columns), and the int labels
+        `[batch]` for a conditional VAE (None for an unconditional one,
+        which ignores any labels it is given).
 
     Raises:
         ValueError: a conditional VAE given no labels; images of another
@@ -39,6 +45,8 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
             naming the fix, or of another shape than the VAE's. All at trace
             time, before any step runs.
     """
+    if vae.likelihood.tabular:
+        return _unpack_rows(vae, data)
     labels = None
     if isinstance(data, dict):
         if "image" not in data:
@@ -110,3 +118,21 @@ def check_images(dtype, shape, likelihood, image_shape) -> None:
             f"(H, W, C) = {tuple(image_shape)}. Received: images of shape "
             f"{shape.as_list()}"
         )
+
+
+def _unpack_rows(vae, data) -> tuple[dict, tf.Tensor | None]:
+    """Returns (columns, labels) of a table VAE's batch; the head checks the columns."""
+    labels = None
+    if isinstance(data, tuple | list):
+        if len(data) not in (1, 2):
+            raise ValueError(
+                "A table batch is rows, (rows,) or (rows, labels). Received: a "
+                f"{type(data).__name__} of {len(data)}"
+            )
+        data, labels = data[0], (data[1] if len(data) == 2 else None)
+    if vae.conditional and labels is None:
+        raise ValueError(
+            "This conditional VAE needs each row's class: pass (rows, labels) "
+            "batches. Received: rows without labels"
+        )
+    return vae.likelihood.check_batch(data), labels if vae.conditional else None

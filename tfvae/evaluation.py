@@ -57,6 +57,11 @@ def load_evaluable(
         work.
     """
     if isinstance(vae_or_path, model.VAE):
+        if vae_or_path.likelihood.tabular:
+            raise errors.UsageError(
+                "evaluate_model takes image VAEs: evaluate a table VAE with "
+                "tfvae.evaluate_table(vae, rows)"
+            )
         return adapters.VAEAdapter(vae_or_path, jit_compile), vae_or_path.name
     export_dir = saved_model.latest_version(os.fspath(vae_or_path))
     evaluable = adapters.SavedModelAdapter(export_dir)

@@ -50,10 +50,17 @@ class LikelihoodHead(keras.layers.Layer):
     # True when p(x|z) is a probability mass over the 256 pixel values, so
     # bits per dimension are meaningful.
     discrete = False
+    # True for a table's rows (`tfvae.table_likelihood`), whose batches are
+    # dicts of columns (`batches.unpack_batch`).
+    tabular = False
 
     def input_shape_for(self, image_shape: tuple[int, int, int]) -> tuple:
         """Returns the input this head needs: `(None, H, W, C, params_per_value)`."""
         return (None, *image_shape, self.params_per_value)
+
+    def example_batch(self, image_shape: tuple[int, int, int]) -> tf.Tensor:
+        """Returns one raw example, all zeros: what the VAE is built with."""
+        return tf.zeros([1, *image_shape], self.image_dtype)
 
     def call(self, params):
         return self.distribution(tf.cast(params, tf.float32))

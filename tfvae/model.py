@@ -22,7 +22,7 @@ from tfvae.parts import (
     Decoder,
     Encoder,
     check_bodies,
-    check_image_shape,
+    check_data_shape,
     check_stack,
 )
 
@@ -48,8 +48,9 @@ class VAE(keras.Model):
 
     Batches may be images, `(images, labels)` pairs or TFDS dicts
     (`batches.unpack_batch`); an unconditional VAE ignores the labels. Images
-    are raw `uint8` pixels 0..255; any other dtype is refused. The parts are
-    built (and the bodies' output shapes checked) when the VAE is made.
+    are raw `uint8` pixels 0..255; any other dtype is refused. A table VAE
+    (`tfvae.table_model`): a `TableHead`, `image_shape=None`, dicts of columns.
+    The parts are built, their bodies' outputs checked, when the VAE is made.
 
     Randomness (binarization and the reparameterization noise) comes from
     stateless ops seeded by `(seed, step)`, where `step` is a counter saved
@@ -92,7 +93,7 @@ class VAE(keras.Model):
         encoder: Encoder,
         decoder: Decoder,
         prior: priors.Prior,
-        image_shape: tuple[int, int, int],
+        image_shape: tuple[int, int, int] | None,
         kl: str = "analytic",
         seed: int = 0,
         upper_encoders=(),
@@ -111,7 +112,7 @@ class VAE(keras.Model):
         self.prior = prior
         self.upper_encoders = list(upper_encoders)
         self.upper_decoders = list(upper_decoders)
-        self.image_shape = tuple(image_shape)
+        self.image_shape = None if image_shape is None else tuple(image_shape)
         self.kl = kl
         self.seed = seed
         self.objective = objective
@@ -147,7 +148,7 @@ class VAE(keras.Model):
         """Refuses parts and settings that do not fit together."""
         dims = self.latent_dims
         check_stack(dims, self.upper_encoders, self.upper_decoders, self.prior)
-        check_image_shape(self.image_shape)
+        check_data_shape(self.likelihood, self.image_shape)
         # The same checks, by the same owners, as the flags of these settings.
         known = fields.settings_of(ModelSettings)
         names = "kl", "objective", "train_samples", "gradient", "beta", "free_bits"
@@ -183,8 +184,8 @@ class VAE(keras.Model):
         if not self.prior.built:
             self.prior.build(None)
             self.prior.built = True
-        check_bodies(self)
-        images = tf.zeros([1, *self.image_shape], self.likelihood.image_dtype)
+        check_bodies(self, noise.seed(0, 0))
+        images = self.likelihood.example_batch(self.image_shape)
         labels = tf.zeros([1], tf.int32) if self.conditional else None
         self.objective_terms(images, noise.seed(0, 0), labels)
         self.built = True
@@ -198,7 +199,7 @@ class VAE(keras.Model):
             "prior": serialize(self.prior),
             "upper_encoders": [serialize(e) for e in self.upper_encoders],
             "upper_decoders": [serialize(d) for d in self.upper_decoders],
-            "image_shape": list(self.image_shape),
+            "image_shape": self.image_shape and list(self.image_shape),
             "kl": self.kl,
             "seed": self.seed,
             "objective": self.objective,

@@ -59,6 +59,27 @@ def mlp(
     return encoder, decoder
 
 
+def vector_mlp(
+    num_outputs: int, hidden_units: tuple[int, ...], activation: str
+) -> tuple[keras.Sequential, keras.Sequential]:
+    """Fully connected bodies for vectors (a table's rows).
+
+    Encoder: `[batch, features]` -> hidden_units; decoder: z -> the mirror
+    image -> `[batch, num_outputs]`, the likelihood's parameters side by side.
+    """
+    _check_sizes("hidden_units", hidden_units, allow_empty=False)
+    keras.activations.get(activation)
+    encoder = keras.Sequential(
+        _dense_stack(hidden_units, activation), name="encoder_body"
+    )
+    decoder = keras.Sequential(
+        _dense_stack(hidden_units[::-1], activation)
+        + [keras.layers.Dense(num_outputs)],
+        name="decoder_body",
+    )
+    return encoder, decoder
+
+
 def conv(
     image_shape: tuple[int, int, int],
     params_per_value: int,

@@ -223,7 +223,7 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
     return tuple(int(s) for s in shape)
 
 
-def check_bodies(vae) -> None:
+def check_bodies(vae, seed) -> None:
     """Builds each part of `vae` once, in the order its objective calls them.
 
     So the weights are drawn in that order, and a body whose output its head
@@ -231,15 +231,38 @@ def check_bodies(vae) -> None:
 
     Args:
         vae: a `model.VAE` whose parts are not built yet.
+        seed: int `[2]`, for observing the likelihood's example batch.
 
     Raises:
         ValueError: a body's output does not fit its head, naming both shapes.
     """
     one_hot = tf.zeros([1, vae.num_classes]) if vae.conditional else None
-    x = tf.zeros([1, *vae.image_shape])
+    likelihood = vae.likelihood
+    x = likelihood.encoder_input(
+        likelihood.observe(likelihood.example_batch(vae.image_shape), seed)
+    )
     vae.encoder.check_body(x, one_hot, vae.image_shape)
     for layer, encoder in enumerate(vae.upper_encoders):
         encoder.check_body(tf.zeros([1, vae.latent_dims[layer]]), None, None)
     for layer, decoder in enumerate(vae.upper_decoders):
         decoder.check_body(tf.zeros([1, vae.latent_dims[layer + 1]]), None, None)
     vae.decoder.check_body(tf.zeros([1, vae.latent_dim]), one_hot, vae.image_shape)
+
+
+def check_data_shape(likelihood, image_shape) -> None:
+    """Refuses an `image_shape` that does not fit the likelihood.
+
+    A table's likelihood (`likelihood.tabular`) takes `image_shape=None`, its
+    rows' shape being the schema's; an image likelihood takes (H, W, C).
+
+    Raises:
+        ValueError: naming the likelihood and the shape received.
+    """
+    if likelihood.tabular != (image_shape is None):
+        raise ValueError(
+            "A table VAE (a TableHead likelihood) takes image_shape=None, an "
+            f"image VAE its (H, W, C). Received: {type(likelihood).__name__} "
+            f"and image_shape={image_shape}"
+        )
+    if image_shape is not None:
+        check_image_shape(image_shape)

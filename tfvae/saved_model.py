@@ -305,6 +305,11 @@ def export(
       >>> served.signatures["sample"](num_samples=tf.constant(4),
       ...                             seed=tf.constant([1, 2], tf.int64))
     """
+    if vae.likelihood.tabular:
+        raise errors.UsageError(
+            "tfvae does not export table VAEs yet; keep one with "
+            "vae.save('table.keras') and keras.models.load_model"
+        )
     if tf.distribute.has_strategy():
         raise ValueError(
             "export() must be called outside a tf.distribute strategy scope, so "

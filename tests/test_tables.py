@@ -1,0 +1,133 @@
+"""Tests for tfvae.tables: reading, splitting and typing a table."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfvae import errors, tables
+
+WINE = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "datasets", "tabular", "wine.csv"
+)
+
+
+def _frame(rows=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "real": rng.normal(size=rows),
+            "positive": np.exp(rng.normal(size=rows)),
+            "count": rng.poisson(3.0, size=rows),
+            "binary": rng.integers(0, 2, size=rows),
+            "flag": rng.integers(0, 2, size=rows).astype(bool),
+            "kind": rng.choice(["a", "b", "c"], size=rows),
+        }
+    )
+
+
+def test_infers_each_type_and_is_json():
+    schema = tables.infer_schema(_frame())
+    types = {c["name"]: c["type"] for c in schema["columns"]}
+    assert types == {
+        "real": "real",
+        "positive": "positive",
+        "count": "count",
+        "binary": "binary",
+        "flag": "binary",
+        "kind": "categorical",
+    }
+    by_name = {c["name"]: c for c in schema["columns"]}
+    assert by_name["kind"]["categories"] == ["a", "b", "c"]
+    frame = _frame()
+    assert by_name["positive"]["mean"] == pytest.approx(
+        np.log(frame["positive"]).mean()
+    )
+    assert json.loads(json.dumps(schema)) == schema
+
+
+def test_override_and_its_checks():
+    schema = tables.infer_schema(_frame(), column_types={"count": "real"})
+    assert schema["columns"][2]["type"] == "real"
+    with pytest.raises(errors.UsageError, match="'nope', which is not a column"):
+        tables.infer_schema(_frame(), column_types={"nope": "real"})
+    with pytest.raises(errors.UsageError, match="must be one of"):
+        tables.infer_schema(_frame(), column_types={"real": "text"})
+    with pytest.raises(errors.UsageError, match="typed positive.*holds"):
+        tables.infer_schema(_frame(), column_types={"real": "positive"})
+
+
+@pytest.mark.parametrize(
+    "column, message",
+    [
+        ([np.nan] * 10, "entirely missing"),
+        ([3.0] * 10, "constant"),
+        ([f"word {i}" for i in range(10)], "more than max_categories=5"),
+        ([f"2024-01-{i + 1:02d}" for i in range(10)], "dates"),
+        (pd.date_range("2024-01-01", periods=10), "dates"),
+    ],
+)
+def test_refuses_columns_naming_them(column, message):
+    frame = pd.DataFrame({"ok": np.arange(10.0) / 3, "bad": column})
+    with pytest.raises(errors.UsageError, match=f"'bad'.*{message}|{message}"):
+        tables.infer_schema(frame, max_categories=5)
+
+
+def test_split_is_seeded_and_complete():
+    frame = _frame(rows=50)
+    train, test = tables.split_table(frame, 0.2, seed=3)
+    assert len(train) == 40 and len(test) == 10
+    again, _ = tables.split_table(frame, 0.2, seed=3)
+    other, _ = tables.split_table(frame, 0.2, seed=4)
+    pd.testing.assert_frame_equal(train, again)
+    assert not train.equals(other)
+    together = pd.concat([train, test]).sort_values("real")
+    assert np.allclose(together["real"], np.sort(frame["real"]))
+    with pytest.raises(errors.UsageError, match="test_fraction"):
+        tables.split_table(frame, 1.5, seed=0)
+
+
+def test_reads_files_and_folders(tmp_path):
+    frame = _frame()
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet")
+    np.save(tmp_path / "t.npy", frame[["real", "count"]].to_numpy())
+    for name in ("t.csv", "t.parquet"):
+        schema, train, test = tables.read_table(tmp_path / name, 0.25, seed=0)
+        assert len(train) == 30 and len(test) == 10
+        assert [c["type"] for c in schema["columns"]][-1] == "categorical"
+    schema, _, _ = tables.read_table(tmp_path / "t.npy")
+    assert [c["name"] for c in schema["columns"]] == ["0", "1"]
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    frame[:30].to_csv(folder / "train.csv", index=False)
+    frame[30:].to_csv(folder / "test.csv", index=False)
+    _, train, test = tables.read_table(folder)
+    assert len(train) == 30 and len(test) == 10
+    with pytest.raises(errors.UsageError, match="is not a table tfvae reads"):
+        tables.read_table(tmp_path / "t.txt")
+
+
+def test_batches_carry_missing_cells():
+    frame = _frame(rows=6)
+    schema = tables.infer_schema(frame)
+    frame.loc[1, "real"] = np.nan
+    frame.loc[2, "kind"] = None
+    columns = tables.table_columns(frame, schema)
+    assert columns["real"].dtype == np.float32 and np.isnan(columns["real"][1])
+    assert columns["kind"][2] == "" and columns["kind"][0] in ("a", "b", "c")
+    batch = next(iter(tables.table_batches(frame, schema, batch_size=4)))
+    assert batch["kind"].dtype.name == "string" and batch["real"].shape == (4,)
+    with pytest.raises(errors.UsageError, match=r"Missing: \['real'\]"):
+        tables.table_columns(frame.drop(columns="real"), schema)
+
+
+@pytest.mark.skipif(not os.path.exists(WINE), reason="needs ../shared/datasets")
+def test_wine():
+    schema, train, test = tables.read_table(WINE, test_fraction=0.2, seed=0)
+    types = {c["name"]: c["type"] for c in schema["columns"]}
+    assert len(train) == 142 and len(test) == 36
+    assert types["cultivar"] == "categorical"
+    assert types["magnesium"] == "count" and types["alcohol"] in ("real", "positive")
