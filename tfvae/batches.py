@@ -55,15 +55,8 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
                 f"Received: keys {sorted(data)}"
             )
         images, labels = data["image"], data.get("label")
-    elif isinstance(data, tuple | list):
-        if len(data) not in (1, 2):
-            raise ValueError(
-                "A batch is images, (images,) or (images, labels). Received: a "
-                f"{type(data).__name__} of {len(data)}"
-            )
-        images, labels = data[0], (data[1] if len(data) == 2 else None)
     else:
-        images = data
+        images, labels = _pair(data, "images")
     if vae.conditional and labels is None:
         raise ValueError(
             "This conditional VAE needs each image's class: pass (images, labels) "
@@ -122,17 +115,22 @@ def check_images(dtype, shape, likelihood, image_shape) -> None:
 
 def _unpack_rows(vae, data) -> tuple[dict, tf.Tensor | None]:
     """Returns (columns, labels) of a table VAE's batch; the head checks the columns."""
-    labels = None
-    if isinstance(data, tuple | list):
-        if len(data) not in (1, 2):
-            raise ValueError(
-                "A table batch is rows, (rows,) or (rows, labels). Received: a "
-                f"{type(data).__name__} of {len(data)}"
-            )
-        data, labels = data[0], (data[1] if len(data) == 2 else None)
+    data, labels = _pair(data, "rows")
     if vae.conditional and labels is None:
         raise ValueError(
             "This conditional VAE needs each row's class: pass (rows, labels) "
             "batches. Received: rows without labels"
         )
     return vae.likelihood.check_batch(data), labels if vae.conditional else None
+
+
+def _pair(data, what: str) -> tuple:
+    """Returns (data, labels or None) of `data`, `(data,)` or `(data, labels)`."""
+    if not isinstance(data, tuple | list):
+        return data, None
+    if len(data) not in (1, 2):
+        raise ValueError(
+            f"A batch is {what}, ({what},) or ({what}, labels). Received: a "
+            f"{type(data).__name__} of {len(data)}"
+        )
+    return data[0], (data[1] if len(data) == 2 else None)
