@@ -507,7 +507,9 @@ def _measure(config) -> dict:
         info.num_train // config.batch_size,
     )
     floor_before = floor.seconds_per_epoch(FLAGS.repeats)
-    execution = devices.resolve(config.mixed_precision, config.jit_compile)
+    execution = devices.resolve(
+        config.mixed_precision, config.jit_compile, config.network
+    )
     with tempfile.TemporaryDirectory() as work_dir:
         model_dir = os.path.join(work_dir, "run")
         report.update(_train(config, model_dir))

@@ -158,9 +158,9 @@ class Config(ModelSettings):
     )
     jit_compile: bool | None = setting(
         None,
-        "Compile the train/test steps with XLA; unset: the device's faster "
-        "choice (tfvae/devices.py). Off, with a log line, under a multi-replica "
-        "strategy, where Keras does not support it.",
+        "Compile the train/test steps with XLA; unset: the faster choice for "
+        "the device and --network (tfvae/devices.py). Off, with a log line, "
+        "under a multi-replica strategy, where Keras does not support it.",
         "bool",
         resumable=True,
     )
@@ -177,7 +177,8 @@ class Config(ModelSettings):
         "auto",
         "Keras dtype policy: mixed_float16 (with loss scaling) or mixed_bfloat16 "
         "compute the networks in 16 bits; weights, distributions and the loss "
-        "stay float32. auto: the device's fastest (tfvae/devices.py).",
+        "stay float32. auto: the fastest for the device and --network "
+        "(tfvae/devices.py).",
         "enum",
         choices=("auto", *devices.POLICIES),
     )

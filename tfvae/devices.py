@@ -1,8 +1,9 @@
 """The number format and compiler for the device at hand: `--mixed_precision=auto`
 and an unset `--jit_compile`.
 
-Each kind of device gets the combination that trained fastest on it, measured
-with `scripts/benchmark.py` (the README's performance table), provided it
+Each kind of device, and each kind of network on it, gets the combination
+that trained fastest, measured with `scripts/benchmark.py` and
+`scripts/execution_trial.py` (the README's performance section), provided it
 keeps the test -ELBO of float32 (10 epochs of `mnist.flags`, within 0.3
 nats). The weights, the distributions and the loss stay float32 in every
 format; only the networks' products and activations run in 16 bits.
@@ -26,15 +27,21 @@ class Execution:
     jit_compile: bool
 
 
-# By device kind (`device_kind`). On the AVX512-BF16 CPU measured (no AMX),
+# By (device kind, `--network`). On the AVX512-BF16 CPU measured (no AMX),
 # oneDNN's bfloat16 products run at half the float32 rate and a bfloat16
 # step is slower with or without XLA (the README's performance section), so
-# float32 with XLA stays. GPUs have not been measured (no GPU here): they keep
-# float32 with XLA until a measurement says otherwise.
+# float32 stays. XLA speeds the MLP's step up (it fuses the element-wise
+# work) but slows convolutional steps down 1.3-2.8x on a CPU: XLA's CPU
+# backend emits convolutions of its own instead of calling oneDNN's. On a
+# GPU both paths run convolutions as cuDNN calls, so XLA's fusion is the
+# only difference and it stays on (no GPU has been measured here).
 FASTEST = {
-    "cpu_bf16": Execution("float32", jit_compile=True),
-    "cpu": Execution("float32", jit_compile=True),
-    "gpu": Execution("float32", jit_compile=True),
+    ("cpu_bf16", "mlp"): Execution("float32", jit_compile=True),
+    ("cpu_bf16", "conv"): Execution("float32", jit_compile=False),
+    ("cpu", "mlp"): Execution("float32", jit_compile=True),
+    ("cpu", "conv"): Execution("float32", jit_compile=False),
+    ("gpu", "mlp"): Execution("float32", jit_compile=True),
+    ("gpu", "conv"): Execution("float32", jit_compile=True),
 }
 
 
@@ -59,17 +66,19 @@ def device_kind() -> str:
     return "cpu"
 
 
-def resolve(mixed_precision: str, jit_compile: bool | None) -> Execution:
-    """Returns the execution a run uses: "auto" and None take the device's
-    fastest (`FASTEST`); anything else is kept as given. Logs the choice."""
+def resolve(mixed_precision: str, jit_compile: bool | None, network: str) -> Execution:
+    """Returns the execution a run uses: "auto" and None take the fastest for
+    this device and `network` (`FASTEST`); anything else is kept as given.
+    Logs the choice."""
     kind = device_kind()
-    fastest = FASTEST[kind]
+    fastest = FASTEST[kind, network]
     chosen = Execution(
         fastest.mixed_precision if mixed_precision == "auto" else mixed_precision,
         fastest.jit_compile if jit_compile is None else jit_compile,
     )
     logging.info(
-        "Execution on this %s: --mixed_precision=%s%s, XLA %s%s.",
+        "Execution of a %s network on this %s: --mixed_precision=%s%s, XLA %s%s.",
+        network,
         kind,
         chosen.mixed_precision,
         " (auto)" if mixed_precision == "auto" else "",

@@ -138,7 +138,9 @@ def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     image_shape = data.image_shape(tfds_builder)
     _check_memory(config, image_shape, num_classes)
     keras.utils.set_random_seed(config.seed)
-    execution = devices.resolve(config.mixed_precision, config.jit_compile)
+    execution = devices.resolve(
+        config.mixed_precision, config.jit_compile, config.network
+    )
     jit_compile = _jit_compile(execution.jit_compile, strategy)
     with devices.dtype_policy(execution.mixed_precision), strategy.scope():
         try:
