@@ -120,3 +120,24 @@ def test_check_data_shape_pairs_tables_with_none():
         parts.check_data_shape(table, (4, 4, 1))
     with pytest.raises(ValueError, match="takes image_shape=None"):
         parts.check_data_shape(likelihoods.BernoulliHead(), None)
+
+
+@pytest.mark.parametrize(
+    "registry, settings",
+    [
+        (likelihoods.LIKELIHOODS, dict(binarize=True, gaussian_scale=None)),
+        (posteriors.POSTERIORS, dict(latent_dim=2)),
+        (priors.PRIORS, dict(latent_dim=2, image_shape=(8, 8, 1))),
+    ],
+)
+def test_a_registered_part_is_named_by_its_registry_key(registry, settings):
+    settings = dict(settings, mixture_components=2, prior_components=2)
+    for name, build in registry.items():
+        assert parts.part_name(build(**settings)) == name
+
+
+def test_a_part_of_your_own_is_named_by_its_class():
+    class MyHead(posteriors.NormalDiagHead):
+        registry_name = None
+
+    assert parts.part_name(MyHead(2)) == "MyHead"

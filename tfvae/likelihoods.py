@@ -43,6 +43,10 @@ class LikelihoodHead(keras.layers.Layer):
     mixed precision policy.
     """
 
+    # The head's name in `LIKELIHOODS` (the --likelihood value); a head of
+    # your own has none, and is named by its class (`parts.part_name`).
+    registry_name: str | None = None
+
     params_per_value = 1
     # The images every likelihood takes: raw pixels 0..255 (`batches.unpack_batch`
     # refuses any other dtype).
@@ -113,6 +117,8 @@ class BernoulliHead(LikelihoodHead):
     ```
     """
 
+    registry_name = "bernoulli"
+
     def __init__(self, binarize: bool = True, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(binarize, bool):
@@ -154,6 +160,8 @@ class ContinuousBernoulliHead(LikelihoodHead):
     ```
     """
 
+    registry_name = "continuous_bernoulli"
+
     def distribution(self, params):
         return self._independent(tfd.ContinuousBernoulli(logits=params[..., 0]))
 
@@ -179,6 +187,8 @@ class GaussianHead(LikelihoodHead):
     decoder = tfvae.Decoder(body, tfvae.GaussianHead(scale=0.1))
     ```
     """
+
+    registry_name = "gaussian"
 
     def __init__(self, scale: float | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -237,6 +247,8 @@ class CategoricalHead(_IntegerPixelsHead):
     ```
     """
 
+    registry_name = "categorical"
+
     params_per_value = 256
 
     def distribution(self, params):
@@ -274,6 +286,8 @@ class LogisticMixtureHead(_IntegerPixelsHead):
     decoder = tfvae.Decoder(body, tfvae.LogisticMixtureHead(components=10))
     ```
     """
+
+    registry_name = "logistic_mixture"
 
     _MIN_LOG_SCALE = -7.0
 

@@ -3,9 +3,8 @@
 `VAE` holds the parts (`tfvae.parts`), the prior (`tfvae.priors`) and the
 settings of the objective (`tfvae.objective`), checks that they fit
 (`tfvae.rules`), serializes them (`vae.save` / `keras.models.load_model`),
-and offers the inference API the evaluation and the export use.
-`train_step` and `test_step` read a batch with `batches.unpack_batch` and
-score it with `objective_terms`.
+and offers the inference API the evaluation and the export use. Its steps
+read a batch with `batches.unpack_batch`, score it with `objective_terms`.
 
 Stochastic layers are numbered bottom first: `latent_dims[0]` is z1, the
 latent the decoder takes; the prior is over the top one.
@@ -24,6 +23,7 @@ from tfvae.parts import (
     check_bodies,
     check_data_shape,
     check_stack,
+    part_name,
 )
 
 tfd = tfp.distributions
@@ -162,7 +162,7 @@ class VAE(keras.Model):
             raise ValueError(f"seed {problem}. Received: seed={self.seed!r}")
         problem = rules.combination_problem(
             dims,
-            self.prior.registry_name or type(self.prior).__name__,
+            part_name(self.prior),
             kl=self.kl,
             objective=self.objective,
             beta=self.beta,

@@ -173,6 +173,14 @@ class Decoder(_BodyAndHead):
     """
 
 
+def part_name(part) -> str:
+    """Returns a head's or prior's registry name (its flag value), else its class's.
+
+    A part of your own has no `registry_name`, and is named by its class.
+    """
+    return getattr(part, "registry_name", None) or type(part).__name__
+
+
 def check_stack(latent_dims, upper_encoders, upper_decoders, prior) -> None:
     """Refuses stochastic layers whose parts do not fit one another.
 

@@ -30,6 +30,10 @@ class PosteriorHead(keras.layers.Layer):
     precision policy, so q and its log-densities are float32.
     """
 
+    # The head's name in `POSTERIORS` (the --posterior value); a head of your
+    # own has none, and is named by its class (`parts.part_name`).
+    registry_name: str | None = None
+
     def __init__(self, latent_dim: int, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(latent_dim, int) or latent_dim < 1:
@@ -85,6 +89,8 @@ class NormalDiagHead(PosteriorHead):
     ```
     """
 
+    registry_name = "diag"
+
     def build(self, input_shape):
         self.projection = keras.layers.Dense(
             2 * self.latent_dim, dtype="float32", name="projection"
@@ -122,6 +128,8 @@ class NormalTriLHead(PosteriorHead):
     encoder = tfvae.Encoder(body, tfvae.NormalTriLHead(16))
     ```
     """
+
+    registry_name = "full"
 
     def build(self, input_shape):
         tril_size = self.latent_dim * (self.latent_dim + 1) // 2

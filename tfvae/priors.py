@@ -43,7 +43,8 @@ class Prior(keras.layers.Layer):
     """Base class: p(z) over `[latent_dim]`; see the module docstring."""
 
     # The prior's name in `PRIORS`, which the combination rules
-    # (`tfvae.rules`) know it by; a prior of your own has none.
+    # (`tfvae.rules`) know it by; a prior of your own has none, and is named
+    # by its class (`parts.part_name`).
     registry_name: str | None = None
 
     def __init__(self, latent_dim: int, **kwargs):

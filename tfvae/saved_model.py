@@ -43,14 +43,12 @@ from tfvae import (
     data,
     errors,
     folders,
-    likelihoods,
     model,
     noise,
-    posteriors,
-    priors,
     signatures,
 )
 from tfvae.config import Config
+from tfvae.parts import part_name
 
 METADATA_FILENAME = "tfvae.json"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
@@ -58,27 +56,6 @@ WARMUP_FILENAME = "tf_serving_warmup_requests"
 _DEFAULT_MAX_SAMPLES = {
     field.name: field.default for field in dataclasses.fields(Config)
 }["export_max_samples"]
-# What `describe` probes the registries' builders with, to name a part by
-# the registry entry that builds its class.
-_PROBE = dict(
-    latent_dim=1,
-    binarize=True,
-    gaussian_scale=None,
-    mixture_components=1,
-    prior_components=1,
-    image_shape=(1, 1, 1),
-)
-
-
-def _part_name(part, registry: dict) -> str:
-    """Returns the registry name (flag value) that builds `part`'s class.
-
-    A part of a class no entry builds (a user's own) is named by its class.
-    """
-    for name, build in registry.items():
-        if type(build(**_PROBE)) is type(part):
-            return name
-    return type(part).__name__
 
 
 def _without_build_configs(config):
@@ -125,11 +102,11 @@ def describe(
         # The size of the z that decode takes (the bottom layer's).
         "latent_dim": vae.latent_dim,
         "latent_dims": list(vae.latent_dims),
-        "prior": _part_name(vae.prior, priors.PRIORS),
+        "prior": part_name(vae.prior),
         "num_classes": vae.num_classes,
         "image_shape": list(vae.image_shape),
-        "likelihood": _part_name(vae.likelihood, likelihoods.LIKELIHOODS),
-        "posterior": _part_name(vae.encoder.head, posteriors.POSTERIORS),
+        "likelihood": part_name(vae.likelihood),
+        "posterior": part_name(vae.encoder.head),
         # True when p(x|z) is a probability mass over the 256 pixel values.
         "discrete": vae.likelihood.discrete,
         "dataset": dataset_info.name if dataset_info else None,
