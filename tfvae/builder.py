@@ -146,6 +146,7 @@ def estimate_bytes(
     batch_size: int | None = None,
     *,
     num_classes: int | None = None,
+    training: bool = True,
     **settings,
 ) -> int:
     """Returns about how many bytes training the VAE of `settings` takes.
@@ -154,13 +155,16 @@ def estimate_bytes(
     the float32 parameters alone (4 bytes each); with it, training: the
     parameters with their gradients and Adam's two slots (16 bytes each),
     plus one step's float activations (kept for the backward pass, and their
-    gradients) for `train_samples` samples of each example.
+    gradients) for `train_samples` samples of each example; with
+    `training=False`, scoring a batch: the parameters and the activations,
+    once each.
 
     Args:
         image_shape: the raw images' (H, W, C).
         batch_size: examples per training step; None counts the parameters
             only.
         num_classes: the classes of a conditional VAE.
+        training: a training step (True) or a forward pass only (False).
         **settings: `ModelSettings` fields by name (defaults for the rest).
 
     Returns:
@@ -175,11 +179,12 @@ def estimate_bytes(
     params = sum(count for count, _, _ in parts)
     if not batch_size:
         return _FLOAT * params
-    per_example = sum(activations for _, activations, _ in parts)
-    return (
-        _PER_TRAINED_WEIGHT * params
-        + 2 * _FLOAT * batch_size * s.train_samples * per_example
+    activations = (
+        _FLOAT * batch_size * s.train_samples * sum(count for _, count, _ in parts)
     )
+    if not training:
+        return _FLOAT * params + activations
+    return _PER_TRAINED_WEIGHT * params + 2 * activations
 
 
 def memory_problem(

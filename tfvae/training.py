@@ -324,16 +324,13 @@ def _check_memory(config: config_lib.Config, image_shape, num_classes) -> None:
     if not config.iwae_every_epochs:
         return
     chunk = min(config.iwae_samples, iwae.SAMPLES_PER_CHUNK)
-    weights = builder.estimate_bytes(image_shape, num_classes=num_classes, **settings)
-    step = builder.estimate_bytes(
+    needed = builder.estimate_bytes(
         image_shape,
         config.batch_size,
         num_classes=num_classes,
+        training=False,
         **{**settings, "train_samples": chunk},
     )
-    # Training's estimate counts the weights 4 times (gradients, Adam's
-    # slots) and the activations twice (their gradients); the pass does not.
-    needed = weights + (step - 4 * weights) // 2
     available = builder.physical_memory()
     if needed > available:
         raise errors.UsageError(
