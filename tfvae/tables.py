@@ -120,10 +120,6 @@ def _infer(name: str, column: pd.Series, max_categories: int) -> str:
     """Returns the type of one training column, or refuses it naming the fix."""
     present = column.dropna()
     override = f"or give it a type with column_types={{{name!r}: ...}}"
-    if present.empty:
-        raise errors.UsageError(
-            f"Column {name!r} is entirely missing in the training split: drop it"
-        )
     if pd.api.types.is_datetime64_any_dtype(column):
         raise errors.UsageError(
             f"Column {name!r} holds dates, which tfvae does not model: drop it or "
@@ -252,11 +248,12 @@ def infer_schema(
     columns = []
     for name, label in zip(names, train.columns, strict=True):
         column = train[label]
-        kind = column_types.get(name) or _infer(name, column, max_categories)
+        # Before any type, inferred or given: nothing to model or infer from.
         if column.dropna().empty:
             raise errors.UsageError(
                 f"Column {name!r} is entirely missing in the training split: drop it"
             )
+        kind = column_types.get(name) or _infer(name, column, max_categories)
         columns.append(_column(name, column, kind, max_categories))
         logging.info("Column %r: %s", name, kind)
     return {"columns": columns}
