@@ -39,7 +39,6 @@ class VAEAdapter:
     ):
         self.vae = vae
         self.image_shape = vae.image_shape
-        self.image_dtype = tf.as_dtype(vae.likelihood.image_dtype)
         self.latent_dim = vae.latent_dim
         self.num_classes = vae.num_classes
         self.discrete = vae.likelihood.discrete

@@ -45,9 +45,11 @@ def main(argv):
         raise errors.UsageError(
             "--model_dir is required (a tfvae.train run directory)."
         )
-    config, info, vae = run_dir.load_run(FLAGS.model_dir)
-    export_base = FLAGS.export_dir or config.export_base
+    # Checked before the model is loaded; export() checks it again, as it
+    # does for every caller.
+    export_base = FLAGS.export_dir or run_dir.load_config(FLAGS.model_dir).export_base
     saved_model.check_export_base(export_base)
+    config, info, vae = run_dir.load_run(FLAGS.model_dir)
     if FLAGS.export_max_samples is not None:
         config = dataclasses.replace(
             config, export_max_samples=FLAGS.export_max_samples

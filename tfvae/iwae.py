@@ -97,9 +97,8 @@ class EvaluableModel(Protocol):
     else None.
     """
 
-    # The raw images' (H, W, C), and their dtype (uint8 pixels).
+    # The raw images' (H, W, C).
     image_shape: tuple[int, int, int]
-    image_dtype: tf.DType
     latent_dim: int
     # The number of classes of a conditional VAE, else None.
     num_classes: int | None
