@@ -47,16 +47,7 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
     """
     if vae.likelihood.tabular:
         return _unpack_rows(vae, data)
-    labels = None
-    if isinstance(data, dict):
-        if "image" not in data:
-            raise ValueError(
-                "A dict batch holds its images under 'image', as TFDS's do. "
-                f"Received: keys {sorted(data)}"
-            )
-        images, labels = data["image"], data.get("label")
-    else:
-        images, labels = _pair(data, "images")
+    images, labels = split_form(data)
     if vae.conditional and labels is None:
         raise ValueError(
             "This conditional VAE needs each image's class: pass (images, labels) "
@@ -74,6 +65,26 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
     batch = [None] if images.shape.rank == len(vae.image_shape) + 1 else []
     images = tf.ensure_shape(images, [*batch, *vae.image_shape], name="images")
     return images, labels if vae.conditional else None
+
+
+def split_form(data) -> tuple:
+    """Returns (images, labels or None) of a batch in any form, or of its spec.
+
+    Reads images, `(images,)`, `(images, labels)` and TFDS dicts
+    `{"image": ..., "label": ...}`, whether of tensors or of `tf.TensorSpec`s
+    (a dataset's `element_spec`, read before any map).
+
+    Raises:
+        ValueError: a dict without "image", or a tuple of another length.
+    """
+    if isinstance(data, dict):
+        if "image" not in data:
+            raise ValueError(
+                "A dict batch holds its images under 'image', as TFDS's do. "
+                f"Received: keys {sorted(data)}"
+            )
+        return data["image"], data.get("label")
+    return _pair(data, "images")
 
 
 def check_images(dtype, shape, likelihood, image_shape) -> None:

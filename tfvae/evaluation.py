@@ -98,9 +98,9 @@ def _batches(
     if not isinstance(images, tf.data.Dataset):
         images = tf.data.Dataset.from_tensor_slices(images)
     spec = images.element_spec
-    labelled = (isinstance(spec, tuple) and len(spec) == 2) or (
-        isinstance(spec, dict) and "label" in spec
-    )
+    # Read here, before the map whose tracing would wrap a message.
+    image_spec, label_spec = batches.split_form(spec)
+    labelled = label_spec is not None
     # What unpack_batch reads of a VAE: labels are kept when there are any
     # (the latent scatter shows them); the likelihood names the image dtype
     # (an export's signatures take uint8 pixels).
@@ -110,14 +110,6 @@ def _batches(
         if isinstance(evaluable, adapters.VAEAdapter)
         else evaluable,
         image_shape=tuple(evaluable.image_shape),
-    )
-    # Checked here, before the map whose tracing would wrap the message.
-    image_spec = (
-        spec.get("image")
-        if isinstance(spec, dict)
-        else spec[0]
-        if isinstance(spec, tuple)
-        else spec
     )
     if not isinstance(image_spec, tf.TensorSpec):
         raise ValueError(

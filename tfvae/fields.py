@@ -119,11 +119,25 @@ def check_values(instance, name: Callable[..., str] = flag_name) -> None:
             elif isinstance(value, list | tuple):
                 value = tuple(value)
             object.__setattr__(instance, field_name, value)
-        problem = value_problem(meta, value)
-        if problem:
-            raise errors.UsageError(
-                f"{name(field_name)} {problem}. Received: {name(field_name, value)}"
-            )
+        check_value(field_name, meta, value, name)
+
+
+def check_value(
+    field_name: str, meta: Setting, value, name: Callable[..., str] = flag_name
+) -> None:
+    """Raises `UsageError` naming the setting if `value` does not suit `meta`.
+
+    Args:
+        field_name: the setting's name.
+        meta: its declaration (`settings_of(cls)[field_name][1]`).
+        value: the value to check.
+        name: how the message names the setting.
+    """
+    problem = value_problem(meta, value)
+    if problem:
+        raise errors.UsageError(
+            f"{name(field_name)} {problem}. Received: {name(field_name, value)}"
+        )
 
 
 def value_problem(meta: Setting, value) -> str | None:

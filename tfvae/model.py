@@ -153,10 +153,9 @@ class VAE(keras.Model):
         known = fields.settings_of(ModelSettings)
         names = "kl", "objective", "train_samples", "gradient", "beta", "free_bits"
         for name in names:
-            value = getattr(self, name)
-            problem = fields.value_problem(known[name][1], value)
-            if problem:
-                raise ValueError(f"{name} {problem}. Received: {name}={value!r}")
+            fields.check_value(
+                name, known[name][1], getattr(self, name), fields.python_name
+            )
         problem = noise.seed_problem(self.seed)
         if problem:
             raise ValueError(f"seed {problem}. Received: seed={self.seed!r}")
