@@ -10,7 +10,15 @@ import scipy.optimize
 import scipy.stats
 import tensorflow as tf
 
-from tfvae import builder, errors, evaluation, saved_model, table_model, tables
+from tfvae import (
+    builder,
+    errors,
+    evaluation,
+    saved_model,
+    table_evaluation,
+    table_model,
+    tables,
+)
 
 
 def _mixed(rows=64, seed=0):
@@ -47,7 +55,7 @@ def test_fits_and_evaluates_a_mixed_table_with_missing_cells():
     vae, schema, history = _fitted(frame)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-    figures = table_model.evaluate_table(vae, frame, num_samples=20, batch_size=32)
+    figures = table_evaluation.evaluate_table(vae, frame, num_samples=20, batch_size=32)
     assert figures["nll"] <= figures["nll_k1"] + 1e-4
     assert figures["neg_elbo"] == pytest.approx(
         figures["reconstruction"] + figures["kl"]
@@ -55,10 +63,24 @@ def test_fits_and_evaluates_a_mixed_table_with_missing_cells():
     assert set(figures) >= {f"log_lik/{c['name']}" for c in schema["columns"]}
     assert all(np.isfinite(v) for v in figures.values())
     # The same figures for the same seed, from a DataFrame or its batches.
-    again = table_model.evaluate_table(
+    again = table_evaluation.evaluate_table(
         vae, tables.table_batches(frame, schema, 32), num_samples=20
     )
     assert again["nll"] == pytest.approx(figures["nll"])
+
+
+def test_impute_fills_only_the_missing_cells():
+    frame = _mixed()
+    vae, schema, _ = _fitted(frame)
+    batch = next(iter(tables.table_batches(frame, schema, 16)))
+    x = vae.likelihood.observe(batch, None).numpy()
+    filled = table_model.impute(vae, batch).numpy()
+    missing = np.isnan(x)
+    assert missing.any() and not np.isnan(filled).any()
+    np.testing.assert_array_equal(filled[~missing], x[~missing])
+    kind = [c["name"] for c in schema["columns"]].index("kind")
+    codes = filled[:, kind]
+    assert set(codes) <= set(range(len(schema["columns"][kind]["categories"])))
 
 
 @pytest.mark.parametrize(
@@ -93,7 +115,7 @@ def test_refusals():
         table_model.build_table_vae(schema, posterior="flow")
     image_vae = builder.build_vae((4, 4, 1), latent_dim=2, hidden_units=(8,))
     with pytest.raises(ValueError, match="evaluate_table takes a table VAE"):
-        table_model.evaluate_table(image_vae, _mixed())
+        table_evaluation.evaluate_table(image_vae, _mixed())
     table_vae = table_model.build_table_vae(schema, latent_dim=2, hidden_units=(8,))
     table_vae.compile(optimizer="adam")
     with pytest.raises(errors.UsageError, match="tfvae.evaluate_table"):
@@ -139,7 +161,7 @@ def test_linear_gaussian_factor_model_is_within_a_nat_of_exact():
         tables.table_batches(train, schema, 100, shuffle_seed=0), epochs=30, verbose=0
     )
     seconds = time.time() - start
-    nll = table_model.evaluate_table(vae, test, num_samples=1000)["nll"]
+    nll = table_evaluation.evaluate_table(vae, test, num_samples=1000)["nll"]
     print(
         f"exact {exact.mean():.3f}, VAE {nll:.3f}, independent "
         f"{independent.mean():.3f} nats per row; trained in {seconds:.0f} s"
@@ -187,7 +209,7 @@ def test_negative_binomial_vae_beats_independent_columns_on_correlated_counts():
     vae.fit(
         tables.table_batches(train, schema, 100, shuffle_seed=0), epochs=30, verbose=0
     )
-    nll = table_model.evaluate_table(vae, test, num_samples=1000)["nll"]
+    nll = table_evaluation.evaluate_table(vae, test, num_samples=1000)["nll"]
     print(f"VAE {nll:.3f}, independent negative binomials {independent:.3f}")
     # Measured: 26.51 against 28.71 nats per row.
     assert nll < independent - 1.0

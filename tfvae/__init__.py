@@ -83,7 +83,7 @@ _PUBLIC = {
     "table_batches": ("tfvae.tables", "table_batches"),
     "TableHead": ("tfvae.table_likelihood", "TableHead"),
     "build_table_vae": ("tfvae.table_model", "build_table_vae"),
-    "evaluate_table": ("tfvae.table_model", "evaluate_table"),
+    "evaluate_table": ("tfvae.table_evaluation", "evaluate_table"),
 }
 
 __all__ = sorted(_PUBLIC)

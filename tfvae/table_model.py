@@ -1,12 +1,12 @@
-"""A VAE of a table's rows: building one from a schema, and its test figures.
+"""A VAE of a table's rows: building one from a schema, and filling in its gaps.
 
 `build_table_vae(schema, ...)` makes a `VAE` whose likelihood is the
 schema's `table_likelihood.TableHead` and whose encoder and decoder are
 `networks.vector_mlp` bodies (categorical inputs one-hot, plus the presence
-mask). It trains with `fit` on `tables.table_batches`; `evaluate_table`
-gives the test figures in nats per row: the negative ELBO, the IWAE bound
-on -log p(x) (`tfvae.iwae`, the same bound `tfvae.evaluate_model` reports
-for images) and each column's log-likelihood.
+mask). It trains with `fit` on `tables.table_batches`, and
+`tfvae.table_evaluation.evaluate_table` scores it. `impute` fills a batch's
+missing cells with the decoder's mean at the posterior mean (the row's
+reconstruction), keeping the present cells as they are.
 
 Example:
 
@@ -14,16 +14,12 @@ Example:
     vae = build_table_vae(schema, latent_dim=4)
     vae.compile(optimizer="adam")
     vae.fit(tables.table_batches(train, schema, 32, shuffle_seed=0), epochs=100)
-    evaluate_table(vae, test)  # {"nll": ..., "neg_elbo": ..., "log_lik/alcohol": ...}
+    filled = impute(vae, next(iter(tables.table_batches(test, schema, 8))))
 """
 
-import collections
-import math
-
-import numpy as np
 import tensorflow as tf
 
-from tfvae import batches, iwae, networks, noise, posteriors, priors, tables
+from tfvae import networks, posteriors, priors
 from tfvae.model import VAE
 from tfvae.parts import Decoder, Encoder
 from tfvae.table_likelihood import TableHead
@@ -111,89 +107,27 @@ def build_table_vae(
     )
 
 
-def evaluate_table(
-    vae: VAE,
-    rows,
-    num_samples: int = 1000,
-    batch_size: int = 100,
-    samples_per_chunk: int = iwae.SAMPLES_PER_CHUNK,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Returns a table VAE's test figures, in nats per row.
+def impute(vae: VAE, cells: dict, labels: tf.Tensor | None = None) -> tf.Tensor:
+    """Returns the rows of `cells` with every missing cell filled in.
+
+    A missing cell takes its column's mean under p(x|z) at z = the posterior
+    mean given the present cells (a categorical column's most likely
+    category); a present cell keeps its value.
 
     Args:
         vae: a table VAE (`build_table_vae`).
-        rows: a pandas DataFrame of the table's columns, or a
-            `tf.data.Dataset` of batches {column: `[batch]` cells}.
-        num_samples: k of the IWAE bound.
-        batch_size: rows per batch when `rows` is a DataFrame.
-        samples_per_chunk: importance samples per call (memory grows with it).
-        seed: batch i uses the stateless seed (seed, i), as
-            `iwae.evaluate_batches` does, so the figures are reproducible.
+        cells: a batch {column: `[batch]` cells}, as `tables.table_batches`
+            makes (NaN or "" where missing).
+        labels: int `[batch]` classes, for a conditional VAE.
 
     Returns:
-        "nll" (-L_k at k = `num_samples`) and "nll_k<k>" for the k of
-        `iwae.sweep`; "neg_elbo", "reconstruction", "kl" (one z per row); and
-        "log_lik/<column>": each column's E_q log p(cell|z) over its present
-        cells, at one z per row.
+        float32 `[batch, columns]` rows in the data's units, categorical
+        columns as their codes (`schema["columns"][i]["categories"]`).
 
     Example:
-        >>> evaluate_table(vae, test, num_samples=100)["nll"]  # doctest: +SKIP
+        >>> rows = impute(vae, {"x": [1.5, float("nan")]})  # doctest: +SKIP
     """
-    if not vae.likelihood.tabular:
-        raise ValueError(
-            "evaluate_table takes a table VAE; evaluate an image VAE with "
-            f"tfvae.evaluate_model. Received: a {type(vae.likelihood).__name__}"
-        )
-    if not isinstance(rows, tf.data.Dataset):
-        rows = tables.table_batches(rows, vae.likelihood.schema, batch_size)
-    names = vae.likelihood.names
-    ks = iwae.sweep(num_samples)
-    sizes = iwae.chunk_sizes(num_samples, samples_per_chunk)
-
-    @tf.function(reduce_retracing=True)
-    def terms(cells, batch_seed):
-        # The z of the -ELBO's terms, scoring each cell under p(x|z).
-        figures, chain = vae.objective_terms(cells, batch_seed)
-        x = vae.likelihood.observe(cells, batch_seed)
-        columns = vae.decode(chain.zs[0]).column_log_probs(x)
-        present = tf.logical_not(tf.math.is_nan(x))
-        return figures, columns, tf.reduce_sum(tf.cast(present, tf.float32), axis=0)
-
-    @tf.function(reduce_retracing=True)
-    def chunk(cells, batch_seed, index, size):
-        observe_seed, _ = noise.split_seed(batch_seed)
-        x, q = vae.observe_and_encode(cells, observe_seed)
-        return vae.log_weights(x, q, size, noise.chunk_seed(batch_seed, index))
-
-    sums = collections.defaultdict(float)
-    # Each column's summed log-likelihood, and its present cells.
-    column_sums, cells_present = np.zeros(len(names)), np.zeros(len(names))
-    count = 0
-    for index, batch in enumerate(rows):
-        cells, _ = batches.unpack_batch(vae, batch)
-        batch_seed = tf.constant([seed, index], tf.int64)
-        figures, columns, present = terms(cells, batch_seed)
-        for name in ("reconstruction", "kl"):
-            sums[name] += float(tf.reduce_sum(figures[name]))
-        column_sums += tf.reduce_sum(columns, axis=0).numpy()
-        cells_present += present.numpy()
-        bounds = iwae.logmeanexp_prefixes(
-            (
-                chunk(cells, batch_seed, tf.constant(j), tf.constant(size))
-                for j, size in enumerate(sizes)
-            ),
-            ks,
-        )
-        for k, bound in bounds.items():
-            sums[f"nll_k{k}"] -= float(tf.reduce_sum(bound))
-        count += int(columns.shape[0])
-    if not count:
-        raise ValueError("The rows to evaluate are empty.")
-    means = {name: total / count for name, total in sums.items()}
-    for name, total, present in zip(names, column_sums, cells_present, strict=True):
-        # NaN for a column with no present cell: nothing to score.
-        means[f"log_lik/{name}"] = float(total / present) if present else math.nan
-    means["neg_elbo"] = means["reconstruction"] + means["kl"]
-    means["nll"] = means[f"nll_k{num_samples}"]
-    return means
+    # Rows are observed as they are: the seed is not used.
+    x, q = vae.observe_and_encode(cells, tf.zeros([2], tf.int64), labels)
+    filled = vae.decode_mean(q.mean(), labels)
+    return tf.where(tf.math.is_nan(x), filled, x)
