@@ -20,13 +20,16 @@ Measures one after the other, in one process (the peer in a subprocess):
   with k = --compare_iwae_samples samples per example (`iwae_epoch_cost`:
   its seconds per epoch over the ELBO's; the decoder runs once on all
   k * batch samples, so the ratio stays near the k-fold products' cost).
-- the matrix-product floor: the time of the model's dense-layer products
-  alone for one epoch (forward, weight gradients, input gradients but for the
-  first layer), `tf.matmul` in a compiled loop, with and without XLA, in
-  float32 and in bfloat16, measured before and after training (the best time
-  counts). `fraction_of_matmul_floor` = the floor in the training run's
-  format / training time per epoch: a ratio to what the CPU can do, which a
-  busy machine disturbs less than it does absolute times.
+- the product floor: the time of the model's products alone for one epoch,
+  in a compiled loop, with and without XLA (without only for a convolutional
+  model: XLA's CPU convolutions are far slower), in float32 and in bfloat16,
+  measured before and after training (the best time counts). Every Dense
+  layer's matrix products and every Conv2D and Conv2DTranspose layer's
+  convolutions, each forward, for its kernel's gradient and for its input's
+  gradient (but the encoder's first layer's, whose input is data).
+  `fraction_of_product_floor` = the floor in the training run's format /
+  training time per epoch: a ratio to what the CPU can do, which a busy
+  machine disturbs less than it does absolute times.
 - the step alone: one epoch of the model's own `train_step` (Adam, metrics,
   noise) in one compiled loop over batches already in memory, no `fit`: how
   far the step's own ops are from the floor, and what `fit` adds to it
@@ -46,7 +49,17 @@ Measures one after the other, in one process (the peer in a subprocess):
   torch and pyro-ppl) on the same data, and `speedup_vs_pyro`.
 - with --keras_script: then the same model as a Keras user writes it by hand
   (`keras_vae.py`: keras-io's vae.py style, a subclassed `keras.Model` with
-  its own `train_step`, no TFP), and `speedup_vs_keras`.
+  its own `train_step`, no TFP), and `speedup_vs_keras`; with --network=conv,
+  keras-io's own convolutional VAE (`keras_vae.py --conv`), which tfvae
+  matches with `--network=conv --conv_filters=32,64 --hidden_units=16
+  --latent_dim=2 --activation=relu --batch_size=128`.
+
+With --generated_shape=H,W,C (e.g. 32,32,3 with configs/cifar10.flags, whose
+dataset need not be on the machine), it trains on generated uint8 images
+instead (`--generated_examples` per epoch, Keras's `fit` compiled as training
+compiles it) and measures the floor, training, with --jit_compile flipped
+unless --nocompare_xla, and the step alone: the step does not depend on the
+pixels' values.
 
 Timings on a shared machine are noisy: check the load first (the JSON records
 the load average at the start and the end) and compare the ratios of one run,
@@ -56,6 +69,7 @@ not absolute figures across runs.
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import resource
 import subprocess
@@ -66,6 +80,7 @@ import typing
 
 import keras
 import numpy as np
+import table_benchmark
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -76,6 +91,7 @@ from tfvae import (
     devices,
     errors,
     fields,
+    fitting,
     model,
     run_dir,
     saved_model,
@@ -133,6 +149,27 @@ flags.DEFINE_string(
     "needs --manual_dir).",
 )
 flags.DEFINE_integer("keras_epochs", 3, "Epochs of the Keras peer.", lower_bound=2)
+flags.DEFINE_list(
+    "generated_shape",
+    None,
+    "H,W,C: train on generated uint8 images of this shape instead of the "
+    "dataset (e.g. 32,32,3 for configs/cifar10.flags): the floor, training "
+    "with --jit_compile as resolved and flipped, and the step alone.",
+)
+flags.DEFINE_integer(
+    "generated_examples",
+    6144,
+    "Training examples per epoch with --generated_shape.",
+    lower_bound=1,
+)
+
+flags.DEFINE_enum(
+    "model",
+    "image",
+    ["image", "table"],
+    "image: the flags' image model; table: a table VAE of the flags' sizes "
+    "on generated tables (scripts/table_benchmark.py).",
+)
 
 FLAGS = flags.FLAGS
 
@@ -144,6 +181,22 @@ _TUTORIAL_MODEL = {
     "latent_dim": (50,),
     "posterior": "diag",
     "likelihood": "bernoulli",
+}
+# What keras_vae.py trains, by --network: the tutorial's model, and with
+# --conv keras-io's convolutional VAE (its vae.py).
+_KERAS_PEER_MODELS = {
+    "mlp": _TUTORIAL_MODEL,
+    "conv": {
+        "dataset": "mnist",
+        "network": "conv",
+        "conv_filters": (32, 64),
+        "hidden_units": (16,),
+        "latent_dim": (2,),
+        "activation": "relu",
+        "posterior": "diag",
+        "likelihood": "bernoulli",
+        "batch_size": 128,
+    },
 }
 _TRAIN_KEYS = (
     "train_examples_per_s",
@@ -165,33 +218,143 @@ def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
+# The layers whose products the floor counts: what a training step spends
+# its arithmetic on.
+_PRODUCT_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv2D,
+    keras.layers.Conv2DTranspose,
+)
+
+
 class _Product(typing.NamedTuple):
-    """One matrix product a @ b of a training step, as `tf.matmul` takes it."""
+    """One product of a training step: a matrix product or a convolution.
 
-    a_shape: tuple[int, int]
-    b_shape: tuple[int, int]
-    transpose_a: bool
-    transpose_b: bool
-
-    @property
-    def flops(self) -> int:
-        columns = self.b_shape[0] if self.transpose_b else self.b_shape[1]
-        return 2 * self.a_shape[0] * self.a_shape[1] * columns
-
-
-def _step_products(kernel_shapes, batch_size: int) -> list[_Product]:
-    """Returns the matrix products of one training step of dense layers.
-
-    For each layer x[B, n] @ W[n, m], in data-flow order: the forward product,
-    the weight gradient x^T @ dy and, but for the first layer (whose input is
-    data), the input gradient dy @ W^T.
+    `compute(operands)` runs it on operands of `shapes` (the first one is
+    scaled by the loop, so each step depends on the one before).
     """
+
+    shapes: tuple[tuple[int, ...], ...]
+    compute: typing.Callable[[list[tf.Tensor]], tf.Tensor]
+    flops: int
+    convolution: bool = False
+
+
+def _dense_products(rows: int, n: int, m: int, input_gradient: bool) -> list[_Product]:
+    """x[rows, n] @ W[n, m]: forward, weight gradient x^T @ dy, input gradient
+    dy @ W^T."""
+    flops = 2 * rows * n * m
+    products = [
+        _Product(((rows, n), (n, m)), lambda o: tf.matmul(o[0], o[1]), flops),
+        _Product(
+            ((rows, n), (rows, m)),
+            lambda o: tf.matmul(o[0], o[1], transpose_a=True),
+            flops,
+        ),
+    ]
+    if input_gradient:
+        products.append(
+            _Product(
+                ((rows, m), (n, m)),
+                lambda o: tf.matmul(o[0], o[1], transpose_b=True),
+                flops,
+            )
+        )
+    return products
+
+
+def _conv_products(
+    small: tuple[int, ...],
+    large: tuple[int, ...],
+    kernel: tuple[int, ...],
+    strides: tuple[int, int],
+    padding: str,
+) -> list[_Product]:
+    """The three convolutions between a large and a small feature map.
+
+    A convolution maps `large` [B, H, W, C] to `small` [B, h, w, c] with
+    `kernel` [kh, kw, C, c] (Keras's Conv2D layout); a transposed convolution
+    maps small to large with the same kernel (Keras's Conv2DTranspose stores
+    [kh, kw, C, c] too, as [kh, kw, out, in]). Either way a training step runs
+    large -> small (conv2d), small -> large (conv2d_backprop_input) and the
+    kernel's gradient from both (conv2d_backprop_filter), each
+    2 B h w kh kw C c FLOPs.
+    """
+    batch, height, width, _ = small
+    flops = 2 * batch * height * width * math.prod(kernel)
+    strides = [1, *strides, 1]
+    padding = padding.upper()
+    return [
+        _Product(
+            (large, kernel),
+            lambda o: tf.nn.conv2d(o[0], o[1], strides, padding),
+            flops,
+            convolution=True,
+        ),
+        _Product(
+            (small, kernel),
+            lambda o: tf.nn.conv2d_transpose(o[0], o[1], large, strides, padding),
+            flops,
+            convolution=True,
+        ),
+        _Product(
+            (large, small),
+            lambda o: tf.raw_ops.Conv2DBackpropFilter(
+                input=o[0],
+                filter_sizes=kernel,
+                out_backprop=o[1],
+                strides=strides,
+                padding=padding,
+            ),
+            flops,
+            convolution=True,
+        ),
+    ]
+
+
+def _step_products(vae: model.VAE, batch_size: int) -> list[_Product]:
+    """Returns the products of one training step of `vae`'s layers.
+
+    Every Dense, Conv2D and Conv2DTranspose layer at `batch_size` rows, each
+    with its forward product, its kernel's gradient and its input's gradient,
+    but for the input gradient of the encoder's first layer (its input is
+    data). A convolution's input gradient is the transposed convolution of
+    its output gradient, and the other way round, so both kinds count the
+    same three products (`_conv_products`).
+    """
+    body = vae.encoder.body
+    data_layer = next(
+        (
+            layer
+            for layer in getattr(body, "layers", ())
+            if isinstance(layer, _PRODUCT_LAYERS)
+        ),
+        None,
+    )
     products = []
-    for index, (n, m) in enumerate(kernel_shapes):
-        products.append(_Product((batch_size, n), (n, m), False, False))
-        products.append(_Product((batch_size, n), (batch_size, m), True, False))
-        if index:
-            products.append(_Product((batch_size, m), (n, m), False, True))
+    for layer in vae._flatten_layers(include_self=False):
+        if not isinstance(layer, _PRODUCT_LAYERS):
+            continue
+        # What the layer was built on, batch 1 (the VAE builds on one example).
+        shape = (batch_size, *layer._build_shapes_dict["input_shape"][1:])
+        output = (batch_size, *layer.compute_output_shape(shape)[1:])
+        kernel = tuple(layer.kernel.shape)
+        if isinstance(layer, keras.layers.Dense):
+            rows = math.prod(shape[:-1])
+            products += _dense_products(
+                rows, kernel[0], kernel[1], layer is not data_layer
+            )
+            continue
+        if tuple(layer.dilation_rate) != (1, 1) or getattr(layer, "groups", 1) != 1:
+            raise ValueError(
+                f"The floor counts plain convolutions; layer {layer.name} has "
+                f"dilation_rate={layer.dilation_rate} or groups."
+            )
+        transposed = isinstance(layer, keras.layers.Conv2DTranspose)
+        small, large = (shape, output) if transposed else (output, shape)
+        convs = _conv_products(small, large, kernel, layer.strides, layer.padding)
+        # The data layer's input gradient: small -> large for a convolution.
+        products += convs if layer is not data_layer else [convs[0], convs[2]]
     return products
 
 
@@ -204,24 +367,28 @@ def _floor_format(policy: str) -> str:
     return "bfloat16" if policy == "mixed_bfloat16" else "float32"
 
 
-class _MatmulFloor:
-    """A model's dense-layer products alone, in compiled loops, XLA and not,
-    in float32 and in bfloat16.
+class _ProductFloor:
+    """A model's products alone (matrix products and convolutions), in
+    compiled loops, XLA (for dense layers only) and not, in float32 and in
+    bfloat16.
 
     The time of one epoch of them is what the CPU needs for the model's
-    matrix products in that format; nothing that trains the model in that
-    format can be faster.
+    products in that format; nothing that trains the model in that format
+    can be faster.
     """
 
     def __init__(self, vae: model.VAE, batch_size: int, steps_per_epoch: int):
-        # Dense kernels are the model's 2-D weights, in data-flow order.
-        kernels = [tuple(w.shape) for w in vae.trainable_weights if len(w.shape) == 2]
-        self.products = _step_products(kernels, batch_size)
+        self.products = _step_products(vae, batch_size)
         self.steps_per_epoch = steps_per_epoch
+        # XLA's CPU convolutions are no floor: its own kernels, not oneDNN's,
+        # took minutes per step of configs/cifar10.flags' gradients (measured).
+        compilers = (("no_xla", False),)
+        if not any(p.convolution for p in self.products):
+            compilers = (("xla", True), *compilers)
         self.loops = {
             f"{name}_{xla}": self._loop(jit_compile, dtype)
             for name, dtype in _FLOOR_FORMATS.items()
-            for xla, jit_compile in (("xla", True), ("no_xla", False))
+            for xla, jit_compile in compilers
         }
 
     @property
@@ -239,10 +406,7 @@ class _MatmulFloor:
 
     def _loop(self, jit_compile: bool, dtype: tf.DType):
         operands = [
-            (
-                tf.Variable(tf.random.normal(p.a_shape, dtype=dtype)),
-                tf.Variable(tf.random.normal(p.b_shape, dtype=dtype)),
-            )
+            [tf.Variable(tf.random.normal(shape, dtype=dtype)) for shape in p.shapes]
             for p in self.products
         ]
 
@@ -252,16 +416,20 @@ class _MatmulFloor:
                 # Scaling by the running total makes every step depend on the
                 # one before, so no compiler can hoist the products out of the
                 # loop or drop them; the sums cost one pass over each output.
+                # (One sum of the stacked sums: grappler rewrites a chain of
+                # many scalar additions inside a loop into an op that fails on
+                # the loop's second step.)
                 scale = tf.cast(1.0 + total * 1e-30, dtype)
-                for (a, b), product in zip(operands, self.products, strict=True):
-                    c = tf.matmul(
-                        a * scale,
-                        b,
-                        transpose_a=product.transpose_a,
-                        transpose_b=product.transpose_b,
+                sums = [
+                    tf.cast(
+                        tf.reduce_sum(product.compute([first * scale, *rest])),
+                        tf.float32,
                     )
-                    total += tf.cast(tf.reduce_sum(c), tf.float32) * 1e-30
-                return step + 1, total
+                    for (first, *rest), product in zip(
+                        operands, self.products, strict=True
+                    )
+                ]
+                return step + 1, total + tf.reduce_sum(tf.stack(sums)) * 1e-30
 
             return tf.while_loop(
                 lambda step, _: step < steps, body, (tf.constant(0), tf.constant(0.0))
@@ -404,9 +572,9 @@ def _pyro(config, python: str, script: str, epochs: int) -> dict:
 
 def _keras(config, script: str, epochs: int) -> dict:
     """Runs the hand-written Keras peer (this interpreter); returns its throughput."""
-    return _peer(
-        [sys.executable, script, f"--data={config.manual_dir}", f"--epochs={epochs}"]
-    )
+    command = [sys.executable, script, f"--data={config.manual_dir}"]
+    conv = ["--conv"] if config.network == "conv" else []
+    return _peer([*command, f"--epochs={epochs}", *conv])
 
 
 # Trains a config given as JSON in a fresh process, then prints its peak RSS
@@ -476,11 +644,12 @@ def _compare_input(config, builder, work_dir: str) -> dict:
     return report
 
 
-def _measure(config) -> dict:
-    """Runs every measurement; returns the report."""
-    report = {
+def _report_header(config) -> dict:
+    """Returns what the report says of the model and the machine."""
+    return {
         "dataset": config.dataset_name,
         "network": config.network,
+        "conv_filters": list(config.conv_filters),
         "hidden_units": list(config.hidden_units),
         "latent_dim": config.latent_dim,
         "likelihood": config.likelihood,
@@ -490,6 +659,144 @@ def _measure(config) -> dict:
         "cpus": os.cpu_count(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def _floor_figures(
+    report: dict, floor: _ProductFloor, before: dict, execution: devices.Execution
+) -> float:
+    """Adds the floor's figures to `report`; returns the floor in s/epoch.
+
+    The floor is a floor: the best of `before` and a measurement now. The
+    training run's format sets which floor its ratio is to.
+    """
+    after = floor.seconds_per_epoch(FLAGS.repeats)
+    floor_s = {name: min(t, after[name]) for name, t in before.items()}
+    floor_format = _floor_format(execution.mixed_precision)
+    best = min(t for name, t in floor_s.items() if name.startswith(floor_format))
+    report["product_floor_s_per_epoch"] = round(best, 3)
+    report["product_floor"] = {
+        "format": floor_format,
+        **{f"s_per_epoch_{name}": round(t, 3) for name, t in floor_s.items()},
+        "gflop_per_step": round(floor.gflop_per_step, 3),
+        "gflop_per_s": round(floor.gflop_per_step * floor.steps_per_epoch / best, 1),
+    }
+    report["fraction_of_product_floor"] = round(best / report["seconds_per_epoch"], 3)
+    return best
+
+
+def _step_alone_figures(step_s: float, floor_s: float, seconds_per_epoch: float):
+    """Returns the step alone's figures: its epoch, its floor fraction, `fit`'s cost."""
+    return {
+        "s_per_epoch": round(step_s, 3),
+        "fraction_of_product_floor": round(floor_s / step_s, 3),
+        "fit_overhead": round(seconds_per_epoch / step_s, 3),
+    }
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Records each epoch's seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _fit_generated(config, execution: devices.Execution, images: np.ndarray) -> dict:
+    """Trains on `images` with Keras's `fit` as training compiles the VAE;
+    returns the figures of `_TRAIN_KEYS`.
+
+    No TFDS, no validation, no callbacks but a timer: batches of the
+    generated images, in order, from memory.
+    """
+    shape = images.shape[1:]
+    steps = len(images) // config.batch_size
+    with devices.dtype_policy(execution.mixed_precision):
+        vae = model_builder.build_vae(
+            shape, seed=config.seed, **config.model_settings()
+        )
+    vae.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        jit_compile=execution.jit_compile,
+        steps_per_execution=fitting.steps_per_execution(
+            config.steps_per_execution, steps
+        ),
+    )
+    batches = (
+        tf.data.Dataset.from_tensor_slices(images)
+        .batch(config.batch_size, drop_remainder=True)
+        .repeat()
+    )
+    timer = _EpochTimer()
+    vae.fit(
+        batches,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        verbose=0,
+        callbacks=[timer],
+    )
+    steady = sum(timer.seconds[1:]) / len(timer.seconds[1:])
+    return {
+        "train_examples_per_s": round(steps * config.batch_size / steady, 1),
+        "seconds_per_epoch": round(steady, 3),
+        "first_epoch_s": round(timer.seconds[0], 3),
+        "mixed_precision": execution.mixed_precision,
+        "jit_compile": execution.jit_compile,
+    }
+
+
+def _measure_generated(config, shape: tuple[int, ...]) -> dict:
+    """The floor, training and the step alone on generated images of `shape`.
+
+    For models whose dataset is not on this machine (configs/cifar10.flags):
+    the step does not depend on the pixels' values.
+    """
+    report = _report_header(config) | {
+        "generated_shape": list(shape),
+        "generated_examples": FLAGS.generated_examples,
+    }
+    images = np.random.default_rng(config.seed).integers(
+        0, 256, (FLAGS.generated_examples, *shape), np.uint8
+    )
+    floor = _ProductFloor(
+        model_builder.build_vae(shape, seed=config.seed, **config.model_settings()),
+        config.batch_size,
+        len(images) // config.batch_size,
+    )
+    floor_before = floor.seconds_per_epoch(FLAGS.repeats)
+    execution = devices.resolve(
+        config.mixed_precision, config.jit_compile, config.network
+    )
+    report.update(_fit_generated(config, execution, images))
+    best = _floor_figures(report, floor, floor_before, execution)
+    step_s = _step_loop_seconds(config, execution, shape, images, FLAGS.repeats)
+    report["step_alone"] = _step_alone_figures(
+        step_s, best, report["seconds_per_epoch"]
+    )
+    if FLAGS.compare_xla:
+        flipped = _fit_generated(
+            config,
+            devices.Execution(execution.mixed_precision, not execution.jit_compile),
+            images,
+        )
+        xla, no_xla = (report, flipped) if execution.jit_compile else (flipped, report)
+        report["jit_compile_flipped"] = flipped
+        report["xla_speedup"] = round(
+            xla["train_examples_per_s"] / no_xla["train_examples_per_s"], 3
+        )
+    report["peak_rss_mb"] = _peak_rss_mb()
+    report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def _measure(config) -> dict:
+    """Runs every measurement; returns the report."""
+    report = _report_header(config)
     if FLAGS.pyro_python:
         report["pyro"] = _pyro(
             config, FLAGS.pyro_python, FLAGS.pyro_script, FLAGS.pyro_epochs
@@ -499,7 +806,7 @@ def _measure(config) -> dict:
     builder, info = data.prepare(
         config.dataset, config.data_dir, config.manual_dir, config.image_source
     )
-    floor = _MatmulFloor(
+    floor = _ProductFloor(
         model_builder.build_vae(
             info.image_shape, seed=config.seed, **config.model_settings()
         ),
@@ -514,33 +821,14 @@ def _measure(config) -> dict:
         model_dir = os.path.join(work_dir, "run")
         report.update(_train(config, model_dir))
         report["peak_rss_mb_training"] = _peak_rss_mb()
-        # The floor is a floor: the best of before and after training.
-        floor_after = floor.seconds_per_epoch(FLAGS.repeats)
-        floor_s = {name: min(t, floor_after[name]) for name, t in floor_before.items()}
-        # The training run's format sets which floor its ratio is to.
-        floor_format = _floor_format(execution.mixed_precision)
-        best = min(t for name, t in floor_s.items() if name.startswith(floor_format))
-        report["matmul_floor_s_per_epoch"] = round(best, 3)
-        report["matmul_floor"] = {
-            "format": floor_format,
-            **{f"s_per_epoch_{name}": round(t, 3) for name, t in floor_s.items()},
-            "gflop_per_step": round(floor.gflop_per_step, 3),
-            "gflop_per_s": round(
-                floor.gflop_per_step * floor.steps_per_epoch / best, 1
-            ),
-        }
-        report["fraction_of_matmul_floor"] = round(
-            best / report["seconds_per_epoch"], 3
-        )
+        best = _floor_figures(report, floor, floor_before, execution)
         train_images = data.load_split(builder, splits.TRAIN_SPLIT)
         step_s = _step_loop_seconds(
             config, execution, info.image_shape, train_images, FLAGS.repeats
         )
-        report["step_alone"] = {
-            "s_per_epoch": round(step_s, 3),
-            "fraction_of_matmul_floor": round(best / step_s, 3),
-            "fit_overhead": round(report["seconds_per_epoch"] / step_s, 3),
-        }
+        report["step_alone"] = _step_alone_figures(
+            step_s, best, report["seconds_per_epoch"]
+        )
         if FLAGS.compare_formats:
             # The step in every format, XLA and not: what `auto` chooses from.
             report["step_alone"]["s_per_epoch_by_execution"] = {
@@ -630,34 +918,60 @@ def _measure(config) -> dict:
 def main(argv):
     del argv
     config = fields.from_flags(config_lib.Config)
-    if config.network != "mlp":
-        raise errors.UsageError(
-            f"--network={config.network}: the matrix-product floor counts dense "
-            "layers only, so its ratio would be meaningless. Benchmark "
-            "--network=mlp."
-        )
+    if FLAGS.model == "table":
+        table_benchmark.check_flags()
     if config.epochs < 2:
         raise errors.UsageError(
             "--epochs must be at least 2 to measure a steady state."
         )
     if bool(FLAGS.pyro_python) != bool(FLAGS.pyro_script):
         raise errors.UsageError("--pyro_python and --pyro_script go together.")
-    if (FLAGS.pyro_python or FLAGS.keras_script) and _TUTORIAL_MODEL != {
-        name: getattr(config, name) for name in _TUTORIAL_MODEL
-    }:
+    shape = tuple(FLAGS.generated_shape or ())
+    if FLAGS.generated_shape and (
+        len(shape) != 3 or any(not d.isdigit() or int(d) < 1 for d in shape)
+    ):
         raise errors.UsageError(
-            f"The peers are the tutorial's model, {_TUTORIAL_MODEL}: compare "
-            "them with the same configuration (--flagfile=mnist.flags)."
+            f"--generated_shape must be H,W,C, three positive integers (e.g. "
+            f"32,32,3). Received: --generated_shape={','.join(shape)}"
         )
-    if FLAGS.keras_script and not config.manual_dir:
+    shape = tuple(int(d) for d in shape)
+    if shape and (FLAGS.pyro_python or FLAGS.keras_script):
+        raise errors.UsageError(
+            "--generated_shape trains on generated images; the peers train on "
+            "MNIST. Run the peers without --generated_shape."
+        )
+    _check_peers(config)
+    # Keras's progress bars print to stdout; the JSON alone goes there.
+    with contextlib.redirect_stdout(sys.stderr):
+        if FLAGS.model == "table":
+            report = table_benchmark.measure(config, sys.modules[__name__])
+        else:
+            report = _measure_generated(config, shape) if shape else _measure(config)
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+
+
+def _check_peers(config) -> None:
+    """Refuses a peer whose model is not the one the flags configure."""
+    model_of = {name: getattr(config, name) for name in _TUTORIAL_MODEL}
+    if FLAGS.pyro_python and model_of != _TUTORIAL_MODEL:
+        raise errors.UsageError(
+            f"The Pyro peer is the tutorial's model, {_TUTORIAL_MODEL}: compare "
+            "it with the same configuration (--flagfile=mnist.flags)."
+        )
+    if not FLAGS.keras_script:
+        return
+    peer_model = _KERAS_PEER_MODELS.get(config.network, {})
+    if peer_model != {name: getattr(config, name) for name in peer_model}:
+        raise errors.UsageError(
+            f"The Keras peer's models are {_KERAS_PEER_MODELS}, by --network: "
+            "compare one with the same configuration (--flagfile=mnist.flags, "
+            "or the keras-io flags of the README's performance section)."
+        )
+    if not config.manual_dir:
         raise errors.UsageError(
             "--keras_script reads the original MNIST files: add "
             "--manual_dir=FOLDER (e.g. ../shared/datasets/mnist)."
         )
-    # Keras's progress bars print to stdout; the JSON alone goes there.
-    with contextlib.redirect_stdout(sys.stderr):
-        report = _measure(config)
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

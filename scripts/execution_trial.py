@@ -1,12 +1,19 @@
-r"""Times a training step with XLA on and off, per model: the rule of `devices.FASTEST`.
+r"""Times a training step per model, XLA on and off, and in float32 and
+mixed_bfloat16: the rule of `devices.FASTEST`.
 
-    python scripts/execution_trial.py [--steps=24]
+    python scripts/execution_trial.py [--steps=24] [--rounds=3] \
+        [--models=cifar10_conv_bernoulli,cifar10_conv_logistic_mixture] \
+        [--jit_compile=false] [--mixed_precision=float32,mixed_bfloat16]
 
 Each model trains in a fresh process on generated uint8 images (the step
 does not depend on the pixels' values): a warm-up call with compilation,
-then `--steps` timed steps. Prints one JSON object: for each model, the
-seconds per step with XLA and without, and which is faster. Run it with
-nothing else on the machine; compare the ratios.
+then `--steps` timed steps. The rounds alternate the models and executions
+(a, b, a, b, ...), so a load that comes and goes disturbs them alike; each
+keeps its best round. Prints one JSON object: for each model, the seconds
+per step in each execution, the fastest, and its ratio to the slowest; and
+`logistic_mixture_over_bernoulli`, the step of configs/cifar10.flags over
+the same network's with a Bernoulli likelihood, in each execution where
+both ran. Compare ratios: they survive a busy machine better than times.
 """
 
 import json
@@ -16,6 +23,12 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_integer("steps", 24, "Timed training steps per model and execution.")
+flags.DEFINE_integer("rounds", 1, "Alternating rounds; each run keeps its best.")
+flags.DEFINE_list("models", None, "Models of MODELS to time (default: all).")
+flags.DEFINE_list("jit_compile", ["true", "false"], "XLA on, off, or both.")
+flags.DEFINE_list(
+    "mixed_precision", ["float32"], "Keras dtype policies to time each model in."
+)
 FLAGS = flags.FLAGS
 
 # name: (image shape, build_vae settings, batch): the tutorial's MLP,
@@ -63,9 +76,11 @@ _ONE_RUN = """
 import json, sys, time
 import keras, numpy as np, tensorflow as tf
 import tfvae
-shape, settings, batch, jit, steps = json.loads(sys.argv[1])
+from tfvae import devices
+shape, settings, batch, jit, policy, steps = json.loads(sys.argv[1])
 keras.utils.set_random_seed(0)
-vae = tfvae.build_vae(tuple(shape), **settings)
+with devices.dtype_policy(policy):
+    vae = tfvae.build_vae(tuple(shape), **settings)
 vae.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit,
             steps_per_execution=4)
 images = np.random.RandomState(0).randint(0, 256, (batch * 8, *shape), np.uint8)
@@ -77,8 +92,8 @@ print((time.perf_counter() - start) / steps)
 """
 
 
-def _seconds_per_step(shape, settings, batch, jit: bool) -> float:
-    spec = json.dumps([shape, settings, batch, jit, FLAGS.steps])
+def _seconds_per_step(shape, settings, batch, jit: bool, policy: str) -> float:
+    spec = json.dumps([shape, settings, batch, jit, policy, FLAGS.steps])
     result = subprocess.run(
         [sys.executable, "-c", _ONE_RUN, spec],
         capture_output=True,
@@ -88,19 +103,54 @@ def _seconds_per_step(shape, settings, batch, jit: bool) -> float:
     return float(result.stdout.split()[-1])
 
 
+def _execution_name(policy: str, jit: bool) -> str:
+    return f"{policy}_{'xla' if jit else 'no_xla'}"
+
+
 def main(argv):
     del argv
-    results = {}
-    for name, (shape, settings, batch) in MODELS.items():
-        xla, plain = (
-            _seconds_per_step(shape, settings, batch, jit) for jit in (True, False)
+    names = FLAGS.models or list(MODELS)
+    unknown = sorted(set(names) - set(MODELS))
+    jits = sorted({value.lower() for value in FLAGS.jit_compile})
+    if unknown or not set(jits) <= {"true", "false"}:
+        raise app.UsageError(
+            f"--models takes {sorted(MODELS)} and --jit_compile true and/or "
+            f"false. Received: --models={unknown}, --jit_compile={jits}"
         )
+    executions = [
+        (policy, jit == "true") for policy in FLAGS.mixed_precision for jit in jits
+    ]
+    best = {}
+    for _ in range(FLAGS.rounds):
+        for name in names:
+            shape, settings, batch = MODELS[name]
+            for policy, jit in executions:
+                seconds = _seconds_per_step(shape, settings, batch, jit, policy)
+                key = (name, _execution_name(policy, jit))
+                best[key] = min(best.get(key, seconds), seconds)
+    results = {}
+    for name in names:
+        steps = {
+            execution: round(seconds, 4)
+            for (model_name, execution), seconds in best.items()
+            if model_name == name
+        }
+        fastest, slowest = min(steps, key=steps.get), max(steps, key=steps.get)
         results[name] = {
-            "network": settings.get("network", "mlp"),
-            "s_per_step_xla": round(xla, 4),
-            "s_per_step_no_xla": round(plain, 4),
-            "faster": "xla" if xla < plain else "no_xla",
-            "ratio": round(max(xla, plain) / min(xla, plain), 2),
+            "network": MODELS[name][1].get("network", "mlp"),
+            "s_per_step": steps,
+            "fastest": fastest,
+            "ratio": round(steps[slowest] / steps[fastest], 2),
+        }
+    pair = ("cifar10_conv_logistic_mixture", "cifar10_conv_bernoulli")
+    if set(pair) <= set(names):
+        results["logistic_mixture_over_bernoulli"] = {
+            _execution_name(policy, jit): round(
+                best[pair[0], _execution_name(policy, jit)]
+                / best[pair[1], _execution_name(policy, jit)],
+                2,
+            )
+            for policy, jit in executions
         }
     print(json.dumps(results, indent=2))
 

@@ -93,6 +93,37 @@ def test_flags_become_a_config():
             ["--conditional", "--strategy=multi_worker"],
             "--conditional does not train under --strategy=multi_worker",
         ),
+        # A table run's flags (tfvae/table_flags.py).
+        (["--label_column=y"], "--label_column=y only applies to --table"),
+        (["--test_fraction=0.5"], "--test_fraction=0.5 only applies to --table"),
+        (["--table=t.csv", "--test_fraction=1"], "--test_fraction must be between"),
+        (
+            ["--table=t.csv", "--image_folder=f", "--image_size=8,8"],
+            "--table=t.csv is the dataset: remove --image_folder=f",
+        ),
+        (
+            ["--table=t.csv", "--binarize=false"],
+            "--binarize applies to image VAEs",
+        ),
+        (
+            ["--count_likelihood=poisson"],
+            "--count_likelihood applies to table VAEs only",
+        ),
+        (["--table=t.csv", "--column_types=x"], "--column_types must list name:type"),
+        (
+            ["--table=t.csv", "--anomaly_label=9"],
+            "--anomaly_label=9 needs --label_column=NAME",
+        ),
+        (["--table=t.csv", "--conditional"], "--conditional with --table needs"),
+        (
+            ["--table=t.csv", "--label_column=y", "--conditional", "--anomaly_label=9"],
+            "--conditional cannot use --anomaly_label",
+        ),
+        (
+            ["--table=t.csv", "--strategy=multi_worker"],
+            "--table is not supported under --strategy=multi_worker",
+        ),
+        (["--table=t.csv", "--jit_compile"], "--jit_compile does not apply to"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(argv, message):
@@ -132,6 +163,13 @@ def test_compatible_changes_are_accepted(tmp_path):
         old, epochs=50, data_dir="/elsewhere", strategy="mirrored"
     )
     config_lib.check_compatible(old, new)
+
+
+def test_a_table_may_move_but_a_table_run_stays_one(tmp_path):
+    old = config_lib.Config(model_dir=str(tmp_path), table="a/t.csv")
+    config_lib.check_compatible(old, dataclasses.replace(old, table="b/t.csv"))
+    with pytest.raises(errors.UsageError, match="--table: run has 'a/t.csv'"):
+        config_lib.check_compatible(old, dataclasses.replace(old, table=None))
 
 
 def test_incompatible_changes_are_listed(tmp_path):

@@ -127,7 +127,7 @@ def test_check_data_shape_pairs_tables_with_none():
     [
         (likelihoods.LIKELIHOODS, dict(binarize=True, gaussian_scale=None)),
         (posteriors.POSTERIORS, dict(latent_dim=2)),
-        (priors.PRIORS, dict(latent_dim=2, image_shape=(8, 8, 1))),
+        (priors.PRIORS, dict(latent_dim=2, pseudo_shape=(8, 8, 1), bounded=True)),
     ],
 )
 def test_a_registered_part_is_named_by_its_registry_key(registry, settings):

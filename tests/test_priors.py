@@ -82,3 +82,17 @@ def test_log_prob_is_the_distributions(tmp_path, prior):
         rtol=1e-5,
         atol=1e-4,
     )
+
+
+def test_a_vamp_prior_over_vectors_has_free_pseudo_inputs():
+    bounded = priors.VampPrior(2, 3, (8, 8, 1))
+    free = priors.VampPrior(2, 3, (5,), bounded=False)
+    for prior in bounded, free:
+        prior.build(None)
+    assert free.pseudo_inputs().shape == (3, 5)
+    np.testing.assert_array_equal(free.pseudo_inputs(), free.trainable_weights[0])
+    assert (free.pseudo_inputs().numpy() < 0).any()
+    pixels = bounded.pseudo_inputs().numpy()
+    assert pixels.shape == (3, 8, 8, 1) and ((0 < pixels) & (pixels < 1)).all()
+    again = priors.VampPrior.from_config(free.get_config())
+    assert (again.pseudo_shape, again.bounded) == ((5,), False)

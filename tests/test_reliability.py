@@ -23,10 +23,12 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, TINY_SHAPE, session_signatures, tiny_config
+from tests.test_table_training import table_config, tiny_table
 from tfvae import (
     errors,
     resume,
@@ -766,6 +768,7 @@ print(json.dumps(results))
 # The tiny run's flags, but for the one each case gets wrong.
 _TINY = ["--dataset=tiny_images", "--data_dir={tfds}", "--batch_size=16"]
 _NEW = [*_TINY, "--model_dir={new}", "--noexport"]
+_TABLE = ["--model_dir={new}", "--noexport", "--batch_size=16"]
 # {run}: a finished run; {export}: its export base; {new}: a folder that
 # does not exist; {file}: a file; {empty}: an empty folder; {fresh}: an
 # export base for the one case that succeeds.
@@ -867,6 +870,88 @@ FLAG_CASES = {
             [*_TINY, "--model_dir={run}", "--seed=1"],
             "--seed: run has 0, requested 1",
         ),
+        # Bad tables ({tables}: `_bad_tables`), refused before any work,
+        # naming the file or the column and the fix.
+        (
+            [*_TABLE, "--table={tables}/nothing.csv"],
+            "--table={tables}/nothing.csv does not exist. Pass a CSV, Parquet",
+        ),
+        ([*_TABLE, "--table={tables}/rows.xlsx"], "is not a table tfvae reads"),
+        ([*_TABLE, "--table={tables}/notes.csv"], ("Column 'notes'", "free text")),
+        ([*_TABLE, "--table={tables}/day.csv"], "Column 'day' holds dates"),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--max_categories=2"],
+            ("Column 'kind'", "max_categories=2"),
+        ),
+        ([*_TABLE, "--table={tables}/const.csv"], ("Column 'const'", "constant")),
+        (
+            [*_TABLE, "--table={tables}/empty.csv"],
+            "Column 'empty' is entirely missing",
+        ),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--label_column=nope"],
+            "--label_column names 'nope', which is not a column of",
+        ),
+        (
+            [
+                *_TABLE,
+                "--table={tables}/base.csv",
+                "--label_column=kind",
+                "--memory_budget=0",
+            ],
+            "--label_column needs the table in memory",
+        ),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--drop_columns=nope"],
+            "--drop_columns names 'nope', which is not a column of",
+        ),
+        (
+            [
+                *_TABLE,
+                "--table={tables}/base.csv",
+                "--label_column=kind",
+                "--anomaly_label=z",
+            ],
+            "--anomaly_label=z is not a value of --label_column=kind. Its values: "
+            "a, b, c",
+        ),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--anomaly_label=a"],
+            "--anomaly_label=a needs --label_column=NAME",
+        ),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--column_types=nope:real"],
+            "column_types names 'nope', which is not a column",
+        ),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--column_types=temp:text"],
+            "--column_types must list name:type pairs, each type one of",
+        ),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--dataset=fashion_mnist"],
+            "--table={tables}/base.csv is the dataset: remove --dataset=fashion_mnist",
+        ),
+        (
+            [*_TABLE, "--table={tables}/base.csv", "--likelihood=gaussian"],
+            "--likelihood applies to image VAEs",
+        ),
+        (["--model_dir={new}", "--column_types=a:real"], "only applies to --table"),
+        (
+            [
+                "--table={table_run}/tiny.csv",
+                "--model_dir={table_run}/run",
+                "--label_column=kind",
+                "--latent_dim=2",
+                "--hidden_units=16",
+                "--learning_rate=0.01",
+                "--batch_size=16",
+                "--epochs=3",
+                "--steps_per_execution=1",
+                "--mixed_precision=float32",
+                "--noexport",
+            ],
+            "--table={table_run}/tiny.csv is not the table this run began with",
+        ),
     ],
     "tfvae.evaluate": [
         ([], "Pass exactly one of --model_dir (a training run) and --export_dir"),
@@ -942,6 +1027,23 @@ FLAG_CASES = {
 }
 
 
+def _bad_tables(folder):
+    """Writes base.csv (`tiny_table`) and, each with one bad column added,
+    notes.csv (free text), day.csv (dates), const.csv (constant) and
+    empty.csv (all missing); and rows.xlsx, of a suffix tfvae does not read."""
+    base = pd.read_csv(tiny_table(folder / "base.csv"))
+    rows = len(base)
+    bad = {
+        "notes": [f"visit number {i} went fine" for i in range(rows)],
+        "day": pd.date_range("2024-01-01", periods=rows).astype(str),
+        "const": np.full(rows, 7.0),
+        "empty": np.full(rows, np.nan),
+    }
+    for name, cells in bad.items():
+        base.assign(**{name: cells}).to_csv(folder / f"{name}.csv", index=False)
+    (folder / "rows.xlsx").write_bytes(b"PK")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def flag_processes(trained, tmp_path_factory):
     """Starts each command's FLAG_CASES in a subprocess, to run beside the rest.
@@ -954,9 +1056,16 @@ def flag_processes(trained, tmp_path_factory):
     shutil.copytree(trained.export_dir, root / "export")
     (root / "file").write_text("mine")
     (root / "empty").mkdir()
+    _bad_tables(root / "tables")
+    # A table run, then its table changed: a resume must refuse it.
+    training.train_and_evaluate(table_config(root / "table_run", epochs=1))
+    tiny_table(root / "table_run" / "tiny.csv", seed=1)
     paths = {
         name: str(root / name)
-        for name in ("run", "export", "new", "file", "empty", "fresh")
+        for name in (
+            *("run", "export", "new", "file", "empty", "fresh"),
+            *("tables", "table_run"),
+        )
     }
     paths["tfds"] = trained.data_dir
     before = _snapshot(root)
@@ -1007,7 +1116,9 @@ def flag_results(flag_processes):
 def test_a_bad_flag_is_refused_with_a_message_naming_it(flag_results, module, index):
     results, paths, unchanged = flag_results
     argv, message = FLAG_CASES[module][index]
-    assert message.format(**paths) in results[module][index]
+    # A message, or the parts it must hold.
+    for part in message if isinstance(message, tuple) else (message,):
+        assert part.format(**paths) in results[module][index]
     assert unchanged, "a refused command changed a run or an export"
     assert not os.path.exists(paths["new"])
 

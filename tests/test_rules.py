@@ -3,6 +3,7 @@
 import pytest
 
 from tfvae import fields, rules
+from tfvae.model_settings import ModelSettings
 
 
 def test_a_rule_names_python_arguments_or_flags():
@@ -50,3 +51,29 @@ def test_settings_that_fit_have_no_problem():
         )
         is None
     )
+
+
+def test_settings_of_the_other_kind_of_data_are_refused_by_name():
+    table = rules.data_problem(
+        {"likelihood": "gaussian", "latent_dim": (4,)}, True, name=fields.flag_name
+    )
+    assert table == (
+        "--likelihood applies to image VAEs; a table's likelihood comes from its "
+        "schema, and its network is --network=mlp. Remove --likelihood. "
+        "Received: --likelihood=gaussian"
+    )
+    image = rules.data_problem({"count_likelihood": "poisson"}, False)
+    assert image.startswith("count_likelihood applies to table VAEs only")
+    assert "Received: count_likelihood='poisson'" in image
+    conv = rules.data_problem({"network": "conv"}, True)
+    assert "Received: network='conv'" in conv
+    assert rules.data_problem({"network": "mlp"}, True) is None
+    assert rules.data_problem({"network": "conv", "binarize": False}, False) is None
+
+
+@pytest.mark.parametrize("tabular", [False, True])
+def test_each_kind_of_data_gets_only_its_settings(tabular):
+    settings = ModelSettings().model_settings(tabular=tabular)
+    assert not set(settings) & set(rules.not_for(tabular))
+    assert set(rules.not_for(not tabular)) & set(settings)
+    assert ("count_likelihood" in settings) == tabular

@@ -6,6 +6,7 @@ repository); skips elsewhere. The server listens on free ports and is asked
 on 127.0.0.1 only; every wait is bounded, and the server is always stopped.
 """
 
+import contextlib
 import json
 import re
 import shutil
@@ -27,7 +28,8 @@ from tests.test_saved_model import (
     case_config,
     expected_outputs,
 )
-from tfvae import saved_model, signatures
+from tests.test_table_signatures import COLUMN_TYPES, ROWS, as_cells, mixed_frame
+from tfvae import noise, saved_model, signatures, table_model, tables
 
 MODEL_NAME = "tiny"
 STARTUP_SECONDS = 60
@@ -74,23 +76,21 @@ def _wait_until_available(url: str, server: subprocess.Popen, log_path) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """Yields (model URL, config, vae, server log path) of a served export."""
+def _server_binary() -> str:
+    """Returns the path of tensorflow_model_server, or skips the test."""
     server_binary = shutil.which("tensorflow_model_server")
     if server_binary is None:
         pytest.skip(
             "tensorflow_model_server is not on PATH; run inside the "
             "tensorflow/serving image or install TF Serving to run the live test."
         )
-    tmp_path = tmp_path_factory.mktemp("served")
-    config = case_config(tmp_path, "diag-bernoulli")
-    vae = build(config)
-    saved_model.export(
-        vae, str(tmp_path / MODEL_NAME), config=config, dataset_info=INFO
-    )
+    return server_binary
+
+
+@contextlib.contextmanager
+def _serving(server_binary: str, base_path, log_path):
+    """Serves the model base path `base_path`; yields its REST URL once available."""
     rest_port = _free_port()
-    log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [
@@ -98,7 +98,7 @@ def served(tmp_path_factory):
                 f"--port={_free_port()}",
                 f"--rest_api_port={rest_port}",
                 f"--model_name={MODEL_NAME}",
-                f"--model_base_path={tmp_path / MODEL_NAME}",
+                f"--model_base_path={base_path}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -106,7 +106,7 @@ def served(tmp_path_factory):
     try:
         url = f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}"
         _wait_until_available(url, server, log_path)
-        yield url, config, vae, log_path
+        yield url
     finally:
         server.terminate()
         try:
@@ -114,6 +114,21 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Yields (model URL, config, vae, server log path) of a served export."""
+    server_binary = _server_binary()
+    tmp_path = tmp_path_factory.mktemp("served")
+    config = case_config(tmp_path, "diag-bernoulli")
+    vae = build(config)
+    saved_model.export(
+        vae, str(tmp_path / MODEL_NAME), config=config, dataset_info=INFO
+    )
+    log_path = tmp_path / "server.log"
+    with _serving(server_binary, tmp_path / MODEL_NAME, log_path) as url:
+        yield url, config, vae, log_path
 
 
 def _predict(url: str, body: dict) -> dict:
@@ -202,3 +217,33 @@ def test_the_server_replayed_one_warmup_request_per_signature(served):
     found = re.search(r"Number of warmup records read: (\d+)", log_path.read_text())
     assert found, log_path.read_text()
     assert int(found.group(1)) == len(signatures.SIGNATURES)
+
+
+def test_a_table_export_scores_rows_by_column_name(tmp_path):
+    """TF Serving's row format, as users write it: one {column: cell} per row."""
+    server_binary = _server_binary()
+    schema = tables.infer_schema(mixed_frame(16), column_types=COLUMN_TYPES)
+    vae = table_model.build_table_vae(schema, latent_dim=2, hidden_units=(4,))
+    saved_model.export(vae, str(tmp_path / MODEL_NAME))
+    # NaN and "" are missing cells; TF Serving's JSON reader takes NaN.
+    instances = [
+        {name: values[row].item() for name, values in ROWS.items()}
+        for row in range(len(ROWS["price"]))
+    ]
+    for row in instances:
+        row["c_2nd_weather"] = row["c_2nd_weather"].decode()
+    with _serving(server_binary, tmp_path / MODEL_NAME, tmp_path / "log") as url:
+        predictions = _predict(
+            url, {"signature_name": "score", "instances": instances}
+        )["predictions"]
+        status, response = _request(
+            f"{url}:predict",
+            {"signature_name": "score", "instances": [{**instances[0], "wind": 1.0}]},
+        )
+    cells = as_cells(ROWS)
+    seeds = noise.export_seeds(vae.likelihood.observe(cells, None), vae.seed)
+    reconstruction, kl = vae.neg_elbo_terms(cells, seeds)
+    np.testing.assert_allclose(
+        [row["neg_elbo"] for row in predictions], reconstruction + kl, rtol=1e-5
+    )
+    assert status == 400 and "wind" in response["error"], response

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfvae.table_likelihood import COUNT_LIKELIHOODS, TableHead
+
+tfd = tfp.distributions
 
 SCHEMA = {
     "columns": [
@@ -54,11 +57,12 @@ def test_log_prob_is_in_the_data_units_and_leaves_missing_cells_out():
 
 
 @pytest.mark.parametrize("count_likelihood", COUNT_LIKELIHOODS)
-def test_count_likelihoods_have_the_standardized_mean(count_likelihood):
+def test_count_likelihoods_start_at_the_typical_count(count_likelihood):
     head = TableHead(SCHEMA, count_likelihood)
     likelihood = head(tf.zeros([1, head.params_per_value]))
-    mean = likelihood.columns[2].mean().numpy()
-    expected = np.exp(1.0)
+    mean = likelihood.mean().numpy()[:, 2]
+    # The count column's mean log1p is 1: its typical count is e - 1.
+    expected = np.expm1(1.0) + 1e-3
     if count_likelihood == "zero_inflated_negative_binomial":
         expected *= 0.5  # Half the mass at zero, by inflated_loc_logits 0.
     assert mean == pytest.approx([expected], rel=1e-3)
@@ -82,16 +86,35 @@ def test_encoder_input_standardizes_and_masks():
 @pytest.mark.parametrize(
     "column, value, message",
     [
-        ("k", ["w", "x"], "'k' holds a category the model never saw"),
-        ("p", [0.0, 1.0], "'p' is positive but holds"),
-        ("c", [1.5, 1.0], "'c' is count but holds"),
-        ("b", [2.0, 1.0], "'b' is binary but holds"),
+        ("k", ["w", "x"], "`k` holds a category the model never saw"),
+        ("p", [0.0, 1.0], "`p` is positive but holds"),
+        ("c", [1.5, 1.0], "`c` is count but holds"),
+        ("b", [2.0, 1.0], "`b` is binary but holds"),
     ],
 )
 def test_refuses_cells_outside_the_columns(column, value, message):
     head = TableHead(SCHEMA)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         head.observe({**BATCH, column: tf.constant(value)}, None)
+
+
+def test_a_refusal_names_the_bad_column_of_its_type():
+    schema = {
+        "columns": [
+            {"name": "a", "type": "positive", "mean": 0.0, "std": 1.0},
+            {"name": "k", "type": "categorical", "categories": ["x"]},
+            {"name": "b", "type": "positive", "mean": 0.0, "std": 1.0},
+            {"name": "j", "type": "categorical", "categories": ["x", "y"]},
+        ]
+    }
+    head = TableHead(schema)
+    good = {"a": [1.0], "k": ["x"], "b": [2.0], "j": ["y"]}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`b` is positive"):
+        head.observe({**good, "b": tf.constant([-3.0])}, None)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`j` holds a category"):
+        head.observe({**good, "j": tf.constant(["w"])}, None)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`j`'s codes must be"):
+        head.observe({**good, "j": tf.constant([2])}, None)
 
 
 def test_refuses_missing_and_extra_columns():
@@ -111,3 +134,141 @@ def test_int_codes_and_config_round_trip():
     again = TableHead.from_config(head.get_config())
     assert again.count_likelihood == "poisson"
     assert again.params_per_value == head.params_per_value
+
+
+def _mixed_schema(rng):
+    """Every type, interleaved, and categoricals of different category counts."""
+    kinds = ["categorical", "real", "count", "categorical", "binary", "positive"]
+    kinds += ["categorical", "count", "real", "binary", "positive", "categorical"]
+    columns = []
+    for index, kind in enumerate(kinds):
+        column = {"name": f"{kind}{index}", "type": kind}
+        if kind == "categorical":
+            column["categories"] = [f"v{j}" for j in range(int(rng.integers(2, 7)))]
+        elif kind != "binary":
+            # A count column's mean log1p is never negative.
+            mean = rng.normal() if kind != "count" else rng.uniform(0, 2)
+            column.update(mean=float(mean), std=float(rng.uniform(0.5, 2)))
+        columns.append(column)
+    return {"columns": columns}
+
+
+def _reference(column, raw, count_likelihood):
+    """One column's distribution, built on its own as a per-column model would."""
+    kind = column["type"]
+    if kind == "categorical":
+        return tfd.Categorical(logits=raw)
+    if kind == "binary":
+        return tfd.Bernoulli(logits=raw[:, 0], dtype=tf.float32)
+    if kind in ("real", "positive"):
+        loc = column["mean"] + column["std"] * raw[:, 0]
+        scale = column["std"] * (tf.math.softplus(raw[:, 1]) + 1e-4)
+        return (tfd.Normal if kind == "real" else tfd.LogNormal)(loc, scale)
+    # The typical count, expm1 of the mean log1p, at raw 0.
+    log_rate = np.log(np.expm1(column["mean"]) + 1e-3) + raw[:, 0]
+    if count_likelihood == "poisson":
+        return tfd.Poisson(log_rate=log_rate)
+    total_count = tf.math.softplus(raw[:, 1]) + 1e-4
+    logits = log_rate - tf.math.log(total_count)
+    if count_likelihood == "negative_binomial":
+        return tfd.NegativeBinomial(total_count, logits=logits)
+    return tfd.ZeroInflatedNegativeBinomial(
+        total_count=total_count, logits=logits, inflated_loc_logits=raw[:, 2]
+    )
+
+
+def _random_rows(rng, schema, rows):
+    """Cells in each column's support as `observe` returns them, 20% missing."""
+    x = np.empty([rows, len(schema["columns"])], np.float32)
+    for index, column in enumerate(schema["columns"]):
+        kind = column["type"]
+        if kind == "categorical":
+            x[:, index] = rng.integers(0, len(column["categories"]), rows)
+        elif kind in ("binary", "count"):
+            x[:, index] = rng.integers(0, 2 if kind == "binary" else 9, rows)
+        else:
+            x[:, index] = rng.lognormal(size=rows)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("count_likelihood", COUNT_LIKELIHOODS)
+def test_vectorized_row_matches_a_per_column_reference(count_likelihood):
+    rng = np.random.default_rng(7)
+    schema = _mixed_schema(rng)
+    head = TableHead(schema, count_likelihood)
+    params = tf.constant(rng.normal(size=[16, head.params_per_value]), tf.float32)
+    x = _random_rows(rng, schema, 16)
+    pieces = tf.split(params, head.sizes, axis=-1)
+    references = [
+        _reference(c, p, count_likelihood)
+        for c, p in zip(schema["columns"], pieces, strict=True)
+    ]
+    expected = np.stack(
+        [
+            np.where(np.isnan(x[:, i]), 0.0, r.log_prob(np.nan_to_num(x[:, i])).numpy())
+            for i, r in enumerate(references)
+        ],
+        axis=-1,
+    )
+    likelihood = head(params)
+    np.testing.assert_allclose(
+        likelihood.column_log_probs(x).numpy(), expected, rtol=1e-5, atol=1e-5
+    )
+    reference_means = [
+        r.mode() if c["type"] == "categorical" else r.mean()
+        for c, r in zip(schema["columns"], references, strict=True)
+    ]
+    np.testing.assert_allclose(
+        likelihood.mean().numpy(),
+        np.stack([np.asarray(m, np.float32) for m in reference_means], axis=-1),
+        rtol=1e-5,
+    )
+    draws = likelihood.sample(3, seed=tf.constant([1, 2], tf.int32)).numpy()
+    assert draws.shape == (3, 16, len(schema["columns"]))
+    assert np.all(np.isfinite(likelihood.log_prob(draws).numpy()))
+
+
+def test_categorical_padding_has_no_probability():
+    rng = np.random.default_rng(3)
+    schema = _mixed_schema(rng)
+    head = TableHead(schema)
+    params = tf.constant(rng.normal(size=[4, head.params_per_value]), tf.float32)
+    likelihood = head(params)
+    draws = likelihood.sample(500, seed=tf.constant([0, 5], tf.int32)).numpy()
+    for index, column in enumerate(schema["columns"]):
+        if column["type"] != "categorical":
+            continue
+        count = len(column["categories"])
+        assert draws[..., index].max() < count
+        x = np.zeros([count, 4, len(schema["columns"])], np.float32)
+        x[..., index] = np.arange(count)[:, None]
+        cells = likelihood.column_log_probs(x).numpy()[..., index]
+        # The column's own categories hold all the mass: the padding none.
+        np.testing.assert_allclose(np.exp(cells).sum(axis=0), 1.0, rtol=1e-6)
+
+
+def test_encoder_input_keeps_the_columns_order():
+    rng = np.random.default_rng(5)
+    schema = _mixed_schema(rng)
+    head = TableHead(schema)
+    x = _random_rows(rng, schema, 8)
+    expected = []
+    for index, column in enumerate(schema["columns"]):
+        value, kind = x[:, index], column["type"]
+        if kind == "categorical":
+            count = len(column["categories"])
+            codes = np.nan_to_num(value, nan=-1).astype(int)
+            expected.append((codes[:, None] == np.arange(count)).astype(np.float32))
+            continue
+        scaled = {"positive": np.log, "count": np.log1p}.get(kind, lambda v: v)(value)
+        if kind != "binary":
+            scaled = (scaled - column["mean"]) / column["std"]
+        expected.append(np.nan_to_num(scaled, nan=0.0)[:, None])
+    expected.append((~np.isnan(x)).astype(np.float32))
+    np.testing.assert_allclose(
+        head.encoder_input(tf.constant(x)).numpy(),
+        np.concatenate(expected, axis=-1),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -78,7 +78,7 @@ def test_refuses_columns_naming_them(column, message):
 def test_split_is_seeded_and_complete():
     frame = _frame(rows=50)
     train, test = tables.split_table(frame, 0.2, seed=3)
-    assert len(train) == 40 and len(test) == 10
+    assert len(train) + len(test) == 50 and 0 < len(test) < 25
     again, _ = tables.split_table(frame, 0.2, seed=3)
     other, _ = tables.split_table(frame, 0.2, seed=4)
     pd.testing.assert_frame_equal(train, again)
@@ -87,6 +87,21 @@ def test_split_is_seeded_and_complete():
     assert np.allclose(together["real"], np.sort(frame["real"]))
     with pytest.raises(errors.UsageError, match="test_fraction"):
         tables.split_table(frame, 1.5, seed=0)
+    with pytest.raises(errors.UsageError, match="leaves .* training and 0 test"):
+        tables.split_table(frame[:2], 0.01, seed=0)
+
+
+def test_split_rule_is_the_same_chunk_by_chunk():
+    rows, fraction = 10_007, 0.3
+    whole = tables.test_rows(np.random.default_rng(5), rows, fraction)
+    generator = np.random.default_rng(5)
+    chunks = [tables.test_rows(generator, n, fraction) for n in (1, 999, 4000, 5007)]
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+    assert abs(whole.mean() - fraction) < 0.02
+    # The rows of split_table are the rule's.
+    frame = pd.DataFrame({"i": np.arange(rows)})
+    _, test = tables.split_table(frame, fraction, seed=5)
+    np.testing.assert_array_equal(test["i"], np.flatnonzero(whole))
 
 
 def test_reads_files_and_folders(tmp_path):
@@ -96,7 +111,8 @@ def test_reads_files_and_folders(tmp_path):
     np.save(tmp_path / "t.npy", frame[["real", "count"]].to_numpy())
     for name in ("t.csv", "t.parquet"):
         schema, train, test = tables.read_table(tmp_path / name, 0.25, seed=0)
-        assert len(train) == 30 and len(test) == 10
+        expected, _ = tables.split_table(frame, 0.25, seed=0)
+        assert len(train) == len(expected) and len(train) + len(test) == 40
         assert [c["type"] for c in schema["columns"]][-1] == "categorical"
     schema, _, _ = tables.read_table(tmp_path / "t.npy")
     assert [c["name"] for c in schema["columns"]] == ["0", "1"]
@@ -128,6 +144,30 @@ def test_batches_carry_missing_cells():
 def test_wine():
     schema, train, test = tables.read_table(WINE, test_fraction=0.2, seed=0)
     types = {c["name"]: c["type"] for c in schema["columns"]}
-    assert len(train) == 142 and len(test) == 36
+    assert len(train) + len(test) == 178 and 20 < len(test) < 50
     assert types["cultivar"] == "categorical"
     assert types["magnesium"] == "count" and types["alcohol"] in ("real", "positive")
+
+
+def test_batches_shuffle_anew_each_epoch_and_reproducibly():
+    frame = _frame(rows=90)
+    schema = tables.infer_schema(frame)
+    dataset = tables.table_batches(frame, schema, batch_size=32, shuffle_seed=5)
+    epochs = [
+        np.concatenate([b["real"] for b in dataset.as_numpy_iterator()])
+        for _ in range(2)
+    ]
+    for epoch in epochs:
+        np.testing.assert_array_equal(
+            np.sort(epoch), np.sort(frame["real"].to_numpy(np.float32))
+        )
+    assert not np.array_equal(epochs[0], epochs[1])
+    again = tables.table_batches(frame, schema, batch_size=32, shuffle_seed=5)
+    first = np.concatenate([b["real"] for b in again.as_numpy_iterator()])
+    np.testing.assert_array_equal(first, epochs[0])
+    in_order = tables.table_batches(frame, schema, batch_size=32)
+    batches = list(in_order.as_numpy_iterator())
+    assert [len(b["kind"]) for b in batches] == [32, 32, 26]
+    np.testing.assert_array_equal(
+        np.concatenate([b["real"] for b in batches]), frame["real"].astype(np.float32)
+    )

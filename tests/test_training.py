@@ -236,13 +236,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_backup(
     assert backup["epoch"] == 1
 
 
-@pytest.mark.parametrize(
-    "requested, steps_per_epoch, expected", [(16, 234, 13), (16, 6, 6), (4, 7, 1)]
-)
-def test_steps_per_execution_divides_the_epoch(requested, steps_per_epoch, expected):
-    assert training._steps_per_execution(requested, steps_per_epoch) == expected
-
-
 def test_steps_per_execution_does_not_change_training(tmp_path):
     # 6 steps per epoch: whole calls of 4 steps would run 8 steps per epoch,
     # into the next epoch's batches; the run must equal 1 step per call.

@@ -45,7 +45,8 @@ Names:
   table_batches       a DataFrame as batches {column: [batch]} for a table VAE
   TableHead           a row's likelihood: the product of its columns'
   build_table_vae     a VAE of a table's rows, from its schema
-  evaluate_table      a table VAE's IWAE bound and per-column log-likelihoods
+  evaluate_table      a table VAE's IWAE bound and per-column log-likelihoods,
+                      imputation quality, anomaly ROC/PR AUC, a baseline
 
 The names load on first use (PEP 562), so `python -m tfvae.train` does not
 import what it does not need (matplotlib, for one). The command line

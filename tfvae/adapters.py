@@ -127,6 +127,13 @@ class SavedModelAdapter:
                 "lacks max_batch_samples and discrete. Export the run again "
                 "(python -m tfvae.export)."
             )
+        if description.get("columns"):
+            raise errors.UsageError(
+                f"{export_dir} is a table VAE's export, which evaluation does not "
+                "take: evaluate the run itself (python -m tfvae.evaluate "
+                "--model_dir=RUN), or the Keras VAE with tfvae.evaluate_table(vae, "
+                "rows)."
+            )
         # The training run's configuration; None for a VAE exported from Python.
         self.config = description["config"] and config_lib.Config.from_dict(
             description["config"]

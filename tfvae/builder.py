@@ -3,11 +3,16 @@
 `build_vae(image_shape, **settings)` makes (and creates the weights of) the
 VAE that `python -m tfvae.train` trains for the same settings: each setting
 is a `model_settings.ModelSettings` field, optional, with its flag's default,
-and checked as the flag is. `estimate_bytes` says, from the settings alone
-and before anything is built, about how much memory the model's parameters
-(with Adam's slots) and one training step take; `memory_problem` turns that
-into a refusal naming the figure and the setting, which `build_vae` raises
-for a model whose parameters alone exceed this machine's memory.
+and checked as the flag is. `table_model.build_table_vae` builds the same
+family for a table's rows through the same two steps: `checked_settings`
+(names, values, combinations, the data's kind, memory) and `assemble` (the
+posterior, the layers between stochastic layers, the prior, the
+conditioning and the objective around a likelihood and its two bodies).
+`estimate_bytes` says, from the settings alone and before anything is
+built, about how much memory the model's parameters (with Adam's slots) and
+one training step take; `memory_problem` turns that into a refusal naming
+the figure and the setting, which `checked_settings` raises for a model
+whose parameters alone exceed this machine's memory.
 
 Example:
 
@@ -16,14 +21,24 @@ Example:
 """
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 
-from tfvae import errors, fields, likelihoods, networks, posteriors, priors
+import keras
+
+from tfvae import (
+    errors,
+    fields,
+    likelihoods,
+    networks,
+    posteriors,
+    priors,
+    rules,
+    sizes,
+)
 from tfvae.model import VAE
 from tfvae.model_settings import ModelSettings
-from tfvae.parts import Decoder, Encoder, check_image_shape
+from tfvae.parts import Decoder, Encoder, check_image_shape, encoder_input_shape
 
 # Bytes per float32 value; a trained weight also has a gradient and Adam's
 # two slots.
@@ -36,8 +51,12 @@ def physical_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _settings(settings: dict) -> ModelSettings:
-    """Returns the checked settings with defaults, refusing unknown names."""
+def _settings(settings: dict, tabular: bool = False) -> ModelSettings:
+    """Returns the checked settings with defaults, refusing unknown names.
+
+    And settings that do not apply to the data's kind (`rules.data_problem`)
+    or to the other settings (`binarize` with `likelihood="gaussian"`).
+    """
     valid = [f.name for f in dataclasses.fields(ModelSettings)]
     unknown = sorted(set(settings) - set(valid))
     if unknown:
@@ -45,108 +64,48 @@ def _settings(settings: dict) -> ModelSettings:
             f"Unknown model settings {unknown}. The settings are: {', '.join(valid)}"
         )
     values = ModelSettings(**settings)
+    problem = rules.data_problem(settings, tabular)
+    if problem:
+        raise errors.UsageError(problem)
     fields.check_applies(
         ModelSettings, settings, dataclasses.asdict(values), fields.python_name
     )
     return values
 
 
-def _dense(inputs: int, units: int) -> int:
-    return inputs * units + units
+def _shape_and_parts(image_shape, schema, num_classes, settings: dict):
+    """Returns (checked settings, `sizes.parts`) of an image's or a table's VAE."""
+    if (image_shape is None) == (schema is None):
+        raise ValueError(
+            "A VAE is an image's (image_shape) or a table's (schema=...). "
+            f"Received: image_shape={image_shape!r} and a schema: {schema is not None}"
+        )
+    s = _settings(settings, tabular=schema is not None)
+    if schema is None:
+        image_shape = check_image_shape(image_shape)
+    return s, sizes.parts(image_shape, num_classes, s, schema)
 
 
-def _parts(image_shape, num_classes, s: ModelSettings) -> list[tuple[int, int, str]]:
-    """Returns [(parameters, activations per example and sample, setting)].
-
-    One entry per large part, each with the setting that sizes it most; the
-    activations are the part's float outputs, per example for the encoder
-    and per example and latent sample for the rest.
-    """
-    pixels = math.prod(image_shape)
-    classes = num_classes if s.conditional and num_classes else 0
-    per_value = likelihoods.LIKELIHOODS[s.likelihood](
-        **s.model_settings()
-    ).params_per_value
-    # What sizes the likelihood's parameters: the pixels, or the mixture.
-    values_name = (
-        "mixture_components"
-        if s.likelihood == "logistic_mixture" and per_value > pixels
-        else "image_shape"
+def _bytes(parts, s: ModelSettings, batch_size, training: bool) -> int:
+    """Returns `estimate_bytes` of `sizes.parts`."""
+    params = sum(count for count, _, _ in parts)
+    if not batch_size:
+        return _FLOAT * params
+    activations = (
+        _FLOAT * batch_size * s.train_samples * sum(count for _, count, _ in parts)
     )
-    dims, hidden = s.latent_dim, s.hidden_units
-    parts = []
-    if s.network == "conv":
-        height, width, channels = image_shape
-        sizes, inputs = [], channels + classes
-        for index, filters in enumerate(s.conv_filters):
-            area = math.ceil(height / 2 ** (index + 1)) * math.ceil(
-                width / 2 ** (index + 1)
-            )
-            parts.append(
-                (9 * inputs * filters + filters, area * filters, "conv_filters")
-            )
-            sizes.append((area, filters))
-            inputs = filters
-        flat = sizes[-1][0] * sizes[-1][1]
-        # The decoder mirrors them (transposed), and ends in a convolution
-        # to the likelihood's parameters.
-        inputs = s.conv_filters[-1]
-        for (area, _), filters in zip(sizes[::-1], s.conv_filters[::-1], strict=True):
-            parts.append(
-                (9 * inputs * filters + filters, area * filters, "conv_filters")
-            )
-            inputs = filters
-        outputs = channels * per_value
-        parts.append((9 * inputs * outputs + outputs, pixels * per_value, values_name))
-    else:
-        flat = pixels + classes
-    widths = [flat, *hidden]
-    for inputs, units in zip(widths, widths[1:], strict=False):
-        name = "image_shape" if inputs == flat and inputs > units else "hidden_units"
-        parts.append((_dense(inputs, units), units, name))
-    features = widths[-1]
-    if s.posterior == "full":
-        projection = dims[0] + dims[0] * (dims[0] + 1) // 2
-    else:
-        projection = 2 * dims[0]
-    name = "latent_dim" if dims[0] > features else "hidden_units"
-    parts.append((_dense(features, projection), projection, name))
-    decoder_widths = [dims[0] + classes, *hidden[::-1]]
-    for inputs, units in zip(decoder_widths, decoder_widths[1:], strict=False):
-        name = "latent_dim" if inputs > units else "hidden_units"
-        parts.append((_dense(inputs, units), units, name))
-    last = decoder_widths[-1]
-    if s.network == "conv":
-        last_units = flat
-    else:
-        last_units = pixels * per_value
-    name = (
-        (values_name if s.network == "mlp" else "image_shape")
-        if last_units > last
-        else "latent_dim"
-    )
-    parts.append((_dense(last, last_units), last_units, name))
-    depth = len(hidden) or 1
-    for lower, upper in zip(dims, dims[1:], strict=False):
-        between = 2 * upper
-        for inputs, head in ((lower, 2 * upper), (upper, 2 * lower)):
-            params = _dense(inputs, between) + (depth - 1) * _dense(between, between)
-            parts.append(
-                (params + _dense(between, head), depth * between, "latent_dim")
-            )
-    if s.prior == "mog":
-        parts.append((s.prior_components * (2 * dims[-1] + 1), 0, "prior_components"))
-    elif s.prior == "vamp":
-        parts.append((s.prior_components * pixels, 0, "prior_components"))
-    return parts
+    if not training:
+        return _FLOAT * params + activations
+    return _PER_TRAINED_WEIGHT * params + 2 * activations
 
 
 def estimate_bytes(
-    image_shape: tuple[int, int, int],
+    image_shape: tuple[int, int, int] | None,
     batch_size: int | None = None,
     *,
     num_classes: int | None = None,
     training: bool = True,
+    schema: dict | None = None,
     **settings,
 ) -> int:
     """Returns about how many bytes training the VAE of `settings` takes.
@@ -160,11 +119,13 @@ def estimate_bytes(
     once each.
 
     Args:
-        image_shape: the raw images' (H, W, C).
+        image_shape: the raw images' (H, W, C); None for a table.
         batch_size: examples per training step; None counts the parameters
             only.
         num_classes: the classes of a conditional VAE.
         training: a training step (True) or a forward pass only (False).
+        schema: a table's schema (`tables.infer_schema`), for a table's VAE
+            (`table_model.build_table_vae`), with `image_shape=None`.
         **settings: `ModelSettings` fields by name (defaults for the rest).
 
     Returns:
@@ -173,56 +134,59 @@ def estimate_bytes(
     Example:
         >>> estimate_bytes((28, 28, 1), 256) < 2**30
         True
+        >>> estimate_bytes(None, 256, schema=schema, latent_dim=4)  # doctest: +SKIP
     """
-    s = _settings(settings)
-    parts = _parts(check_image_shape(image_shape), num_classes, s)
-    params = sum(count for count, _, _ in parts)
-    if not batch_size:
-        return _FLOAT * params
-    activations = (
-        _FLOAT * batch_size * s.train_samples * sum(count for _, count, _ in parts)
-    )
-    if not training:
-        return _FLOAT * params + activations
-    return _PER_TRAINED_WEIGHT * params + 2 * activations
+    s, parts = _shape_and_parts(image_shape, schema, num_classes, settings)
+    return _bytes(parts, s, batch_size, training)
 
 
 def memory_problem(
-    image_shape: tuple[int, int, int],
+    image_shape: tuple[int, int, int] | None,
     batch_size: int | None = None,
     *,
     available: int | None = None,
     name: Callable[..., str] = fields.python_name,
     num_classes: int | None = None,
+    schema: dict | None = None,
     **settings,
 ) -> str | None:
     """Returns why the VAE of `settings` cannot fit in memory, or None.
 
     Args:
-        image_shape, batch_size, num_classes, settings: as `estimate_bytes`.
+        image_shape, batch_size, num_classes, schema, settings: as
+            `estimate_bytes`.
         available: bytes the model may take; default this machine's memory.
         name: how the message names a setting (`fields.python_name` or
             `fields.flag_name`).
 
     Returns:
         The estimate, the memory, and the setting sizing the largest part.
+
+    Example:
+        >>> memory_problem((28, 28, 1), 256) is None
+        True
     """
     available = physical_memory() if available is None else available
-    needed = estimate_bytes(
-        image_shape, batch_size, num_classes=num_classes, **settings
-    )
+    s, parts = _shape_and_parts(image_shape, schema, num_classes, settings)
+    needed = _bytes(parts, s, batch_size, training=True)
     if needed <= available:
         return None
-    s = _settings(settings)
-    parts = _parts(tuple(image_shape), num_classes, s)
     largest, _, culprit = max(parts, key=lambda part: part[0])
-    weights = estimate_bytes(image_shape, num_classes=num_classes, **settings)
+    weights = _bytes(parts, s, None, training=True)
     if batch_size and needed - 4 * weights > 4 * _FLOAT * largest:
         # The step's activations outweigh the largest part's weights.
         culprit = "train_samples" if s.train_samples > 1 else "batch_size"
-    step = f" and one step of {batch_size} images" if batch_size else ""
+    examples = "images" if schema is None else "rows"
+    step = f" and one step of {batch_size} {examples}" if batch_size else ""
     if culprit == "image_shape":
         source = f"the image size {'x'.join(map(str, image_shape))}: use smaller images"
+    elif culprit == "columns":
+        features, params = sizes.table_widths(schema, s)
+        source = (
+            f"the table's width ({features} encoder inputs, {params} likelihood "
+            "parameters): model fewer columns, or categorical columns with fewer "
+            "categories"
+        )
     else:
         value = {"batch_size": batch_size, **s.model_settings()}[culprit]
         source = f"{name(culprit)}: make it smaller. Received: {name(culprit, value)}"
@@ -230,6 +194,138 @@ def memory_problem(
         f"The model{step} would need about {needed / 2**30:,.1f} GiB of memory, "
         f"more than the {available / 2**30:,.1f} GiB available; most of it comes "
         f"from {source}"
+    )
+
+
+def checked_settings(
+    settings: dict,
+    *,
+    image_shape: tuple[int, int, int] | None = None,
+    schema: dict | None = None,
+    num_classes: int | None = None,
+) -> ModelSettings:
+    """Returns the settings of an image's or a table's VAE, checked.
+
+    The first step of `build_vae` and `table_model.build_table_vae`.
+
+    Args:
+        settings: `ModelSettings` fields by name, as the user gave them.
+        image_shape: the raw images' (H, W, C), for an image's VAE.
+        schema: the table's schema, for a table's VAE.
+        num_classes: the dataset's number of classes, needed if
+            `conditional`.
+
+    Returns:
+        The `ModelSettings`, defaults for the settings not given.
+
+    Raises:
+        errors.UsageError (a ValueError): an unknown setting (listing the
+            valid ones), a bad value or combination, a setting that does not
+            apply to the data (`rules.data_problem`), a conditional VAE
+            without `num_classes`, or a model whose parameters alone exceed
+            this machine's memory; each naming the argument.
+
+    Example:
+        >>> checked_settings({"latent_dim": 4}, image_shape=(8, 8, 1)).latent_dim
+        (4,)
+    """
+    s = _settings(settings, tabular=schema is not None)
+    if s.conditional and not num_classes:
+        raise errors.UsageError(
+            f"A conditional VAE needs the number of classes. Received: {num_classes=}"
+        )
+    problem = memory_problem(
+        image_shape,
+        num_classes=num_classes,
+        schema=schema,
+        **s.model_settings(tabular=schema is not None),
+    )
+    if problem:
+        raise errors.UsageError(problem)
+    return s
+
+
+def assemble(
+    s: ModelSettings,
+    likelihood,
+    encoder_body: keras.Layer,
+    decoder_body: keras.Layer,
+    *,
+    image_shape: tuple[int, int, int] | None,
+    num_classes: int | None,
+    seed: int,
+) -> VAE:
+    """Returns the VAE of settings `s` around a likelihood and its two bodies.
+
+    The second step of `build_vae` and `table_model.build_table_vae`: the
+    posterior head, the layers between stochastic layers, the prior (a
+    VampPrior's pseudo-inputs where the encoder's inputs live: pixels in
+    [0, 1], or a table row's unbounded features), the conditioning and the
+    objective. The parts are made in one fixed order (the weights' draws
+    follow it).
+
+    Args:
+        s: the checked settings (`checked_settings`).
+        likelihood: the likelihood head (`tfvae.likelihoods`, or a
+            `TableHead`).
+        encoder_body, decoder_body: the networks between data and heads.
+        image_shape: the raw images' (H, W, C); None for a table.
+        num_classes: the classes of a conditional VAE.
+        seed: seeds the model's noise.
+
+    Returns:
+        The built `VAE`.
+
+    Example:
+        >>> vae = assemble(s, head, *networks.vector_mlp(head.params_per_value,
+        ...     (8,), "relu"), image_shape=None, num_classes=None, seed=0)
+        ... # doctest: +SKIP
+    """
+    values = s.model_settings(tabular=image_shape is None)
+    dims = s.latent_dim
+    condition = s.conditional or None
+    depth = len(s.hidden_units) or 1
+
+    def upper(layer: int, cls, name: str):
+        # Between layers `layer` and `layer + 1`, as wide as twice the upper one.
+        head_layer = layer + 1 if cls is Encoder else layer
+        return cls(
+            networks.latent_body(depth, 2 * dims[layer + 1], s.activation),
+            posteriors.NormalDiagHead(dims[head_layer], name="posterior"),
+            name=f"{name}_{layer + 1}",
+        )
+
+    return VAE(
+        Encoder(
+            encoder_body,
+            posteriors.POSTERIORS[s.posterior](**{**values, "latent_dim": dims[0]}),
+            condition=condition and networks.CONDITIONING[s.network],
+            name="encoder",
+        ),
+        Decoder(
+            decoder_body, likelihood, condition=condition and "vector", name="decoder"
+        ),
+        priors.PRIORS[s.prior](
+            **{
+                **values,
+                "latent_dim": dims[-1],
+                "pseudo_shape": encoder_input_shape(likelihood, image_shape),
+                # Pixels are in [0, 1]; a table's standardized cells are not.
+                "bounded": image_shape is not None,
+            }
+        ),
+        image_shape=image_shape,
+        kl=s.kl,
+        seed=seed,
+        upper_encoders=[upper(i, Encoder, "encoder") for i in range(len(dims) - 1)],
+        upper_decoders=[upper(i, Decoder, "decoder") for i in range(len(dims) - 1)],
+        objective=s.objective,
+        train_samples=s.train_samples,
+        gradient=s.gradient,
+        beta=s.beta,
+        free_bits=s.free_bits,
+        num_classes=num_classes if s.conditional else None,
+        name="vae",
     )
 
 
@@ -254,7 +350,8 @@ def build_vae(
             stochastic layer, bottom first; an int is one layer), network,
             hidden_units, conv_filters, activation, kl, prior,
             prior_components, conditional, objective, train_samples,
-            gradient, beta, free_bits.
+            gradient, beta, free_bits. A table's `count_likelihood` is
+            refused.
 
     Returns:
         The built `VAE`.
@@ -269,56 +366,19 @@ def build_vae(
         >>> vae.latent_dims
         (4,)
     """
-    s = _settings(settings)
-    if s.conditional and not num_classes:
-        raise errors.UsageError(
-            f"A conditional VAE needs the number of classes. Received: {num_classes=}"
-        )
-    values = s.model_settings()
-    problem = memory_problem(image_shape, num_classes=num_classes, **values)
-    if problem:
-        raise errors.UsageError(problem)
+    s = checked_settings(settings, image_shape=image_shape, num_classes=num_classes)
     image_shape = tuple(image_shape)
-    dims = s.latent_dim
-    condition = s.conditional or None
+    values = s.model_settings()
     likelihood = likelihoods.LIKELIHOODS[s.likelihood](**values)
     encoder_body, decoder_body = networks.NETWORKS[s.network](
         image_shape, likelihood.params_per_value, **values
     )
-    depth = len(s.hidden_units) or 1
-
-    def upper(layer: int, cls, name: str):
-        # Between layers `layer` and `layer + 1`, as wide as twice the upper one.
-        head_layer = layer + 1 if cls is Encoder else layer
-        return cls(
-            networks.latent_body(depth, 2 * dims[layer + 1], s.activation),
-            posteriors.NormalDiagHead(dims[head_layer], name="posterior"),
-            name=f"{name}_{layer + 1}",
-        )
-
-    return VAE(
-        Encoder(
-            encoder_body,
-            posteriors.POSTERIORS[s.posterior](**{**values, "latent_dim": dims[0]}),
-            condition=condition and networks.CONDITIONING[s.network],
-            name="encoder",
-        ),
-        Decoder(
-            decoder_body, likelihood, condition=condition and "vector", name="decoder"
-        ),
-        priors.PRIORS[s.prior](
-            **{**values, "latent_dim": dims[-1], "image_shape": image_shape}
-        ),
+    return assemble(
+        s,
+        likelihood,
+        encoder_body,
+        decoder_body,
         image_shape=image_shape,
-        kl=s.kl,
+        num_classes=num_classes,
         seed=seed,
-        upper_encoders=[upper(i, Encoder, "encoder") for i in range(len(dims) - 1)],
-        upper_decoders=[upper(i, Decoder, "decoder") for i in range(len(dims) - 1)],
-        objective=s.objective,
-        train_samples=s.train_samples,
-        gradient=s.gradient,
-        beta=s.beta,
-        free_bits=s.free_bits,
-        num_classes=num_classes if s.conditional else None,
-        name="vae",
     )

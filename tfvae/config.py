@@ -12,12 +12,15 @@ checks that the README's flag table lists every field with its default.
 """
 
 import dataclasses
+import inspect
 import json
+import os
 
-from tfvae import devices, distribute, errors, noise, streaming
+from tfvae import devices, distribute, errors, noise, streaming, tables
 from tfvae.fields import check_values, flag_name, from_dict, setting, settings_of
 from tfvae.image_folder import ImageFolder
 from tfvae.model_settings import ModelSettings
+from tfvae.table_flags import table_problem
 
 
 def _image_folder_problem(config) -> str | None:
@@ -91,6 +94,53 @@ class Config(ModelSettings):
         "unset keeps the files' own channels, which must then agree.",
         "integer",
         check=lambda v: None if v in (None, 1, 3) else "must be 1 or 3",
+    )
+    table: str | None = setting(
+        None,
+        "Train on a table instead of --dataset: a CSV, Parquet, .npy or .npz "
+        "file (split by --test_fraction and --seed), or a folder holding "
+        "train.* and test.*. Its columns are typed from the training split.",
+        "string",
+        # A moved file may be given anew: the run checks it is the same table.
+        resumable=True,
+    )
+    column_types: str | None = setting(
+        None,
+        "table only: name:type,... overriding the inferred column types (real, "
+        "positive, count, binary, categorical).",
+        "string",
+    )
+    drop_columns: str | None = setting(
+        None,
+        "table only: name,... of columns left out of the model (identifiers, "
+        "free text, constant columns).",
+        "string",
+    )
+    label_column: str | None = setting(
+        None,
+        "table only: a class column, not modelled: --conditional's labels, and "
+        "the evaluation's (latent space by label, --anomaly_label).",
+        "string",
+    )
+    anomaly_label: str | None = setting(
+        None,
+        "label_column only: rows with this label are left out of training; the "
+        "evaluation reports how well the score picks them out of the test split "
+        "(ROC AUC, PR AUC).",
+        "string",
+    )
+    max_categories: int = setting(
+        tables.MAX_CATEGORIES,
+        "table only: the most categories a categorical column may have.",
+        "integer",
+        minimum=2,
+    )
+    test_fraction: float = setting(
+        inspect.signature(tables.read_table).parameters["test_fraction"].default,
+        "table only: the share of a single table's rows held out as the test "
+        "split, drawn with --seed (a folder's train.* and test.* are kept).",
+        "float",
+        check=lambda v: None if 0 < v < 1 else "must be between 0 and 1",
     )
     memory_budget: str = setting(
         "25%",
@@ -228,7 +278,7 @@ class Config(ModelSettings):
 
     def __post_init__(self):
         check_values(self)
-        problem = _image_folder_problem(self)
+        problem = _image_folder_problem(self) or table_problem(self)
         if problem:
             raise errors.UsageError(problem)
         self.check_combination(flag_name, self.kl_warmup_epochs)
@@ -253,7 +303,9 @@ class Config(ModelSettings):
 
     @property
     def dataset_name(self) -> str:
-        """`--dataset`, or the name of the `--image_folder` folder."""
+        """`--dataset`, or the name of the `--image_folder` folder or `--table`."""
+        if self.table:
+            return os.path.splitext(os.path.basename(os.path.normpath(self.table)))[0]
         return self.image_source.name if self.image_source else self.dataset
 
     def to_json(self) -> str:
@@ -285,7 +337,9 @@ def check_compatible(previous: Config, requested: Config) -> None:
     changed = [
         f"--{name}: run has {shown(old[name])}, requested {shown(new[name])}"
         for name in old
-        if name not in resumable_fields() and old[name] != new[name]
+        if (name not in resumable_fields() and old[name] != new[name])
+        # --table may move, but a table run stays one.
+        or (name == "table" and (old[name] is None) != (new[name] is None))
     ]
     if changed:
         raise errors.UsageError(

@@ -4,9 +4,10 @@ Writes `<export_dir>/<version>/`, the next free integer version, the layout
 TF Serving watches; `--export_dir` defaults to the run's own (its
 config.json's `--export_dir`, else export/<dataset>), and so does
 `--export_max_samples` (the most samples `sample` and `log_weights` serve
-per call). A thin layer over `saved_model.export`: the VAE comes from the
-run directory (`run_dir.load_run`), and the export holds plain variables,
-so whatever strategy trained it, it loads on any device count.
+per call). A thin layer over `saved_model.export`: the VAE, of images or
+of a `--table`, comes from the run directory (`run_dir.load_run`), and the
+export holds plain variables, so whatever strategy trained it, it loads on
+any device count.
 Signatures and their noise: export/README.md.
 
 Do not import this module next to `tfvae.train`: both define --model_dir and

@@ -176,7 +176,8 @@ def evaluate_batches(
         sums["kl"] += float(tf.reduce_sum(kl))
         for k, bound in bounds.items():
             sums[f"nll_k{k}"] -= float(tf.reduce_sum(bound))
-        count += int(tf.shape(batch)[0])
+        # A table's batch is a dict of columns.
+        count += int(tf.shape(tf.nest.flatten(batch)[0])[0])
         if progbar is not None:
             progbar.update(
                 index + 1,

@@ -20,7 +20,7 @@ from tfvae import noise
 from tfvae.distributions import (
     PIXEL_MAX,
     SCALE_FLOOR,
-    DiscretizedLogistic,
+    DiscretizedLogisticMixture,
     LogitBernoulli,
 )
 
@@ -269,7 +269,7 @@ class LogisticMixtureHead(_IntegerPixelsHead):
 
     Each channel of each pixel is a mixture of `components` logistics rounded
     to the integers 0..255, with the edges taking the tails (see
-    `DiscretizedLogistic`). The channels are independent given z: PixelCNN++'s
+    `DiscretizedLogisticMixture`). The channels are independent given z: PixelCNN++'s
     linear dependence of a pixel's green on its red, and of its blue on both,
     is left out. Per value the decoder gives `components` mixture logits, then
     as many locations on PixelCNN++'s [-1, 1] scale of the pixels, then as many
@@ -289,8 +289,6 @@ class LogisticMixtureHead(_IntegerPixelsHead):
 
     registry_name = "logistic_mixture"
 
-    _MIN_LOG_SCALE = -7.0
-
     def __init__(self, components: int = 10, **kwargs):
         super().__init__(**kwargs)
         if (
@@ -306,17 +304,7 @@ class LogisticMixtureHead(_IntegerPixelsHead):
 
     def distribution(self, params):
         logits, loc, log_scale = tf.split(params, 3, axis=-1)
-        half_range = PIXEL_MAX / 2
-        return self._independent(
-            tfd.MixtureSameFamily(
-                mixture_distribution=tfd.Categorical(logits=logits),
-                components_distribution=DiscretizedLogistic(
-                    loc=(loc + 1.0) * half_range,
-                    scale=half_range
-                    * tf.math.exp(tf.maximum(log_scale, self._MIN_LOG_SCALE)),
-                ),
-            )
-        )
+        return self._independent(DiscretizedLogisticMixture(logits, loc, log_scale))
 
     def mean_image(self, likelihood):
         return likelihood.mean() / PIXEL_MAX
@@ -324,11 +312,7 @@ class LogisticMixtureHead(_IntegerPixelsHead):
     def parameters(self, likelihood):
         """Returns `logits`, `loc`, `scale` (pixel units), each `[..., components]`."""
         mixture = likelihood.distribution
-        return {
-            "logits": mixture.mixture_distribution.logits,
-            "loc": mixture.components_distribution.loc,
-            "scale": mixture.components_distribution.scale,
-        }
+        return {"logits": mixture.logits, "loc": mixture.loc, "scale": mixture.scale}
 
     def get_config(self):
         return {**super().get_config(), "components": self.components}

@@ -2,9 +2,11 @@
 
 `ModelSettings` is a frozen dataclass of `fields.setting` fields: each one's
 default, help, choices (from the registries of `tfvae.likelihoods`,
-`tfvae.posteriors`, `tfvae.networks`, `tfvae.priors` and `tfvae.objective`)
-and check. `builder.build_vae` takes these settings by name with these
-defaults; the training `Config` extends the class, so each is also a
+`tfvae.table_likelihood`, `tfvae.posteriors`, `tfvae.networks`,
+`tfvae.priors` and `tfvae.objective`) and check. `builder.build_vae` and
+`table_model.build_table_vae` take these settings by name with these
+defaults (each only those that apply to its data, `rules.data_problem`); the
+training `Config` extends the class, so each is also a
 `python -m tfvae.train` flag with the same default. Made from Python, a bad
 value is refused naming the argument (`latent_dim=(0,)`); made from flags,
 naming the flag (`--latent_dim=0`).
@@ -29,6 +31,7 @@ from tfvae import (
     posteriors,
     priors,
     rules,
+    table_likelihood,
 )
 from tfvae.fields import setting
 from tfvae.objective import GRADIENTS, KL_ESTIMATORS, OBJECTIVES
@@ -79,6 +82,13 @@ class ModelSettings:
         "integer",
         minimum=1,
         applies_to=("likelihood", {"logistic_mixture"}),
+    )
+    count_likelihood: str = setting(
+        _default(table_likelihood.TableHead, "count_likelihood"),
+        "Tables only: p(cell|z) of every count column (a table's other "
+        "columns' likelihoods come from their types).",
+        "enum",
+        choices=table_likelihood.COUNT_LIKELIHOODS,
     )
     posterior: str = setting(
         "diag",
@@ -219,11 +229,19 @@ class ModelSettings:
         if problem:
             raise errors.UsageError(problem)
 
-    def model_settings(self) -> dict:
+    def model_settings(self, tabular: bool = False) -> dict:
         """Returns the model settings by name: `builder.build_vae`'s arguments.
 
         Only those that apply: `binarize` only with `likelihood="bernoulli"`,
-        and so on (`fields.setting`'s `applies_to`).
+        and so on (`fields.setting`'s `applies_to`), and only those of the
+        data's kind (`rules.not_for`).
+
+        Args:
+            tabular: for a table's VAE (`table_model.build_table_vae`'s
+                arguments) instead of an image's.
+
+        Returns:
+            {setting name: value}.
         """
         values = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSettings)
@@ -232,6 +250,9 @@ class ModelSettings:
         return {
             name: value
             for name, value in values.items()
-            if not known[name][1].applies_to
-            or values[known[name][1].applies_to[0]] in known[name][1].applies_to[1]
+            if name not in rules.not_for(tabular)
+            and (
+                not known[name][1].applies_to
+                or values[known[name][1].applies_to[0]] in known[name][1].applies_to[1]
+            )
         }

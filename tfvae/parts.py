@@ -231,6 +231,27 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
     return tuple(int(s) for s in shape)
 
 
+def encoder_input_shape(likelihood, image_shape) -> tuple[int, ...]:
+    """Returns the shape of one encoder input: an image's, or a table row's.
+
+    Args:
+        likelihood: the VAE's likelihood head (which makes the encoder's input).
+        image_shape: the raw images' (H, W, C); None for a table.
+
+    Returns:
+        `image_shape`, or a table row's `(features,)`: its standardized
+        cells, one-hots and presence mask side by side.
+
+    Example:
+        >>> encoder_input_shape(TableHead(schema), None)  # doctest: +SKIP
+        (7,)
+    """
+    if image_shape is not None:
+        return tuple(image_shape)
+    cells = likelihood.observe(likelihood.example_batch(None), None)
+    return tuple(likelihood.encoder_input(cells).shape[1:])
+
+
 def check_bodies(vae, seed) -> None:
     """Builds each part of `vae` once, in the order its objective calls them.
 

@@ -63,11 +63,16 @@ def figure_png(figure: Figure) -> bytes:
 
 
 def scatter_png(
-    coordinates: np.ndarray, labels: np.ndarray | None, method: str, title: str
+    coordinates: np.ndarray,
+    labels: np.ndarray | None,
+    method: str,
+    title: str,
+    names: list[str] | None = None,
 ) -> bytes:
     """Returns a PNG of 2-D `coordinates` `[N, 2]`, coloured by integer `labels`.
 
-    `method` is `embed_2d`'s second result; it names the axes.
+    `method` is `embed_2d`'s second result; it names the axes. `names[i]`,
+    if given, names label i in the colour bar (else the integers do).
     """
     figure = Figure(figsize=(6.4, 5.6))
     axes = figure.add_subplot()
@@ -90,7 +95,7 @@ def scatter_png(
         bar = figure.colorbar(points, ax=axes, label="label")
         # Beyond 20 classes the ticks would overlap; the colours still tell.
         if classes <= 20:
-            bar.set_ticks(range(classes))
+            bar.set_ticks(range(classes), labels=names)
     axis = {"latent": "z", "PCA": "PC ", "t-SNE": "t-SNE "}[method]
     axes.set_xlabel(f"{axis}1")
     axes.set_ylabel(f"{axis}2")

@@ -226,13 +226,18 @@ class MixtureOfGaussians(_Mixture):
 class VampPrior(_Mixture):
     """p(z) = (1/K) sum_k q(z|u_k): the encoder at K learned pseudo-inputs.
 
-    The pseudo-inputs live where the encoder's inputs do, `[K, H, W, C]` in
-    [0, 1] (a sigmoid of free weights); `image_shape` gives their shape.
+    The pseudo-inputs live where the encoder's inputs do, `[K, *pseudo_shape]`:
+    an image's pixels `(H, W, C)` in [0, 1] (a sigmoid of free weights,
+    `bounded=True`), or a table row's encoder input `(features,)` (its
+    standardized cells, one-hots and presence mask: free weights,
+    `bounded=False`).
 
     Args:
         latent_dim: the size of z1 (the VampPrior needs one stochastic layer).
         components: K, the pseudo-inputs.
-        image_shape: `(H, W, C)` of the images.
+        pseudo_shape: the shape of one encoder input: `(H, W, C)` of the
+            images, or `(features,)` of a table row's.
+        bounded: the encoder's inputs are in [0, 1] (images).
 
     Example:
 
@@ -244,22 +249,31 @@ class VampPrior(_Mixture):
 
     registry_name = "vamp"
 
-    def __init__(self, latent_dim: int, components: int, image_shape, **kwargs):
+    def __init__(
+        self, latent_dim: int, components: int, pseudo_shape, bounded=True, **kwargs
+    ):
         super().__init__(latent_dim, components, **kwargs)
-        self.image_shape = tuple(image_shape)
+        self.pseudo_shape = tuple(pseudo_shape)
+        self.bounded = bounded
 
     def build(self, input_shape=None):
-        self.pseudo_logits = self.add_weight(
-            shape=(self.components, *self.image_shape),
+        if self.bounded:
             # Dim, varied images: sigmoid(-2 +- 0.5) is about 0.12, near the
             # mean MNIST pixel.
-            initializer=keras.initializers.RandomNormal(mean=-2.0, stddev=0.5),
-            name="pseudo_logits",
+            initializer = keras.initializers.RandomNormal(mean=-2.0, stddev=0.5)
+        else:
+            # Standardized cells are about N(0, 1).
+            initializer = keras.initializers.RandomNormal(mean=0.0, stddev=1.0)
+        self.pseudo_weights = self.add_weight(
+            shape=(self.components, *self.pseudo_shape),
+            initializer=initializer,
+            name="pseudo_logits" if self.bounded else "pseudo_inputs",
         )
 
     def pseudo_inputs(self) -> tf.Tensor:
-        """Returns the pseudo-inputs u_k, float32 `[components, H, W, C]` in [0, 1]."""
-        return tf.math.sigmoid(tf.cast(self.pseudo_logits, tf.float32))
+        """Returns the pseudo-inputs u_k, float32 `[components, *pseudo_shape]`."""
+        weights = tf.cast(self.pseudo_weights, tf.float32)
+        return tf.math.sigmoid(weights) if self.bounded else weights
 
     def distribution(self, encoder=None):
         if encoder is None:
@@ -283,19 +297,22 @@ class VampPrior(_Mixture):
         return encoder.head.reparameterize(posterior, eps)
 
     def get_config(self):
-        return {**super().get_config(), "image_shape": list(self.image_shape)}
+        return {
+            **super().get_config(),
+            "pseudo_shape": list(self.pseudo_shape),
+            "bounded": self.bounded,
+        }
 
 
-# Builders by flag value. Each takes the top latent size, the raw image shape
-# and the model's settings by keyword (`builder.build_vae`'s arguments).
+# Builders by flag value. Each takes the top latent size, the shape of one
+# encoder input and whether it is bounded to [0, 1] (`VampPrior`'s), and the
+# model's settings by keyword (`builder.build_vae`'s arguments).
 PRIORS: dict[str, Callable[..., Prior]] = {
-    "standard": lambda latent_dim, image_shape, **_: StandardNormal(
-        latent_dim, name="prior"
-    ),
-    "mog": lambda latent_dim, image_shape, prior_components, **_: MixtureOfGaussians(
+    "standard": lambda latent_dim, **_: StandardNormal(latent_dim, name="prior"),
+    "mog": lambda latent_dim, prior_components, **_: MixtureOfGaussians(
         latent_dim, prior_components, name="prior"
     ),
-    "vamp": lambda latent_dim, image_shape, prior_components, **_: VampPrior(
-        latent_dim, prior_components, image_shape, name="prior"
+    "vamp": lambda latent_dim, prior_components, pseudo_shape, bounded, **_: VampPrior(
+        latent_dim, prior_components, pseudo_shape, bounded, name="prior"
     ),
 }

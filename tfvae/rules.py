@@ -22,6 +22,66 @@ CLOSED_FORM_PRIORS = ("standard",)
 # The prior whose components are the encoder's: it needs z1 at the top, the
 # true encoder weights (no DReG) and inputs without a class.
 ENCODER_PRIOR = "vamp"
+# The settings that apply to one kind of data only: an image's likelihood and
+# convolutions; a table's count columns' likelihood (its other columns'
+# likelihoods come from its schema).
+IMAGE_SETTINGS = (
+    "likelihood",
+    "binarize",
+    "gaussian_scale",
+    "mixture_components",
+    "network",
+    "conv_filters",
+)
+TABLE_SETTINGS = ("count_likelihood",)
+# A table's rows go through dense networks (`networks.vector_mlp`): this
+# value of `network` is the one a table takes.
+TABLE_NETWORK = "mlp"
+
+
+def not_for(tabular: bool) -> tuple[str, ...]:
+    """Returns the settings that do not apply to tables (True) or images (False)."""
+    return IMAGE_SETTINGS if tabular else TABLE_SETTINGS
+
+
+def data_problem(
+    given: dict, tabular: bool, name: Callable[..., str] = python_name
+) -> str | None:
+    """Returns why settings given for a VAE do not apply to its data, or None.
+
+    Args:
+        given: the settings the user gave, {name: value} (not the defaults).
+        tabular: the VAE is a table's (True) or an image's (False).
+        name: writes a setting: `fields.python_name` or `fields.flag_name`.
+
+    Returns:
+        The settings that would be ignored and the fix; or None. A table
+        takes `network` only as its own value, `TABLE_NETWORK`.
+
+    Example:
+        >>> data_problem({"binarize": False}, tabular=True)
+        "binarize applies to image VAEs; a table's likelihood ..."
+    """
+    wrong = [
+        setting
+        for setting in not_for(tabular)
+        if setting in given
+        and not (tabular and setting == "network" and given[setting] == TABLE_NETWORK)
+    ]
+    if not wrong:
+        return None
+    names = ", ".join(name(setting) for setting in wrong)
+    received = " ".join(name(setting, given[setting]) for setting in wrong)
+    if tabular:
+        return (
+            f"{names} applies to image VAEs; a table's likelihood comes from its "
+            f"schema, and its network is {name('network', TABLE_NETWORK)}. Remove "
+            f"{names}. Received: {received}"
+        )
+    return (
+        f"{names} applies to table VAEs only; an image's likelihood is "
+        f"{name('likelihood')}. Remove {names}. Received: {received}"
+    )
 
 
 def combination_problem(

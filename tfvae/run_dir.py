@@ -7,7 +7,11 @@ brings a run's VAE back (`load_run`); the CSV histories are read by
 `tfvae.history`, the backups and the lock kept by `tfvae.resume`:
 
   config.json          the run's `Config` (a resumed run must match it)
-  dataset.json         the `data.DatasetInfo` it was trained on
+  dataset.json         the `data.DatasetInfo` it was trained on (a table
+                       run: its `TableInfo`, without the schema)
+  schema.json          a table run's schema (`tables.infer_schema`)
+  split.json           a table run's split: the table's rows and sha256,
+                       and its test rows (a resumed run reuses them)
   backup/              Keras BackupAndRestore state of the last two epochs,
                        with checksums.json: rerunning resumes here
   model.weights.h5     the latest weights, saved every epoch
@@ -26,11 +30,13 @@ import dataclasses
 import json
 import os
 
-from tfvae import builder, data, errors, model
+from tfvae import builder, data, errors, model, table_model
 from tfvae import config as config_lib
 
 CONFIG = "config.json"
 DATASET_INFO = "dataset.json"
+SCHEMA = "schema.json"
+SPLIT = "split.json"
 BACKUP = "backup"
 WEIGHTS = "model.weights.h5"
 HISTORY = "history.csv"
@@ -52,6 +58,8 @@ PREVIOUS = ".bkp"
 _FILES = (
     CONFIG,
     DATASET_INFO,
+    SCHEMA,
+    SPLIT,
     WEIGHTS,
     HISTORY,
     IWAE_HISTORY,
@@ -143,19 +151,66 @@ def check_layout(model_dir: str) -> None:
             )
 
 
-def save_info(info: data.DatasetInfo, model_dir: str) -> None:
-    """Writes `info` to `<model_dir>/dataset.json`."""
-    write_atomically(
-        path(model_dir, DATASET_INFO), json.dumps(dataclasses.asdict(info), indent=2)
-    )
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    """What a table run was trained on (dataset.json, and schema.json).
+
+    Args:
+        name: the table's file (or folder) name, without its suffix.
+        schema: the modelled columns' schema (`tables.infer_schema`).
+        num_train: the training rows (without --anomaly_label's).
+        num_test: the test rows.
+        label_column: the class column (`--label_column`), or None.
+        labels: that column's classes as strings, in code order, or None.
+
+    Example:
+        >>> TableInfo("wine", schema, 142, 36, "cultivar", ["1", "2", "3"]).num_classes
+        3
+    """
+
+    name: str
+    schema: dict
+    num_train: int
+    num_test: int
+    label_column: str | None = None
+    labels: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """The label classes (a conditional VAE's), or None without labels."""
+        return len(self.labels) if self.labels else None
 
 
-def load_info(model_dir: str) -> data.DatasetInfo:
-    """Returns the `DatasetInfo` a training run saved in `model_dir`."""
+def save_info(info: data.DatasetInfo | TableInfo, model_dir: str) -> None:
+    """Writes `info` to `<model_dir>/dataset.json` (a table's schema: schema.json)."""
+    values = dataclasses.asdict(info)
+    if isinstance(info, TableInfo):
+        write_atomically(path(model_dir, SCHEMA), json.dumps(values.pop("schema")))
+    write_atomically(path(model_dir, DATASET_INFO), json.dumps(values, indent=2))
+
+
+_REWRITE = "Rerun the run's training command: it writes the file again."
+# A table run's record of its split and schema cannot be made again.
+_RESTORE = (
+    "Restore it from a copy (every export of the run holds it in "
+    "assets/tfvae.json, as dataset_info), or train again in a new --model_dir."
+)
+
+
+def load_info(model_dir: str, table: bool = False) -> data.DatasetInfo | TableInfo:
+    """Returns the `DatasetInfo` (`table`: the `TableInfo`) a run saved."""
     info_path = path(model_dir, DATASET_INFO)
-    fix = "Rerun the run's training command: it writes the file again."
+    fix = _RESTORE if table else _REWRITE
     values = _read_json(info_path, fix)
     try:
+        if table:
+            schema = _read_json(path(model_dir, SCHEMA), fix)
+            if not isinstance(schema, dict) or not schema.get("columns"):
+                raise errors.UsageError(
+                    f"{path(model_dir, SCHEMA)} is not a table's schema (it holds "
+                    f"no columns). {fix}"
+                )
+            return TableInfo(**values, schema=schema)
         info = data.DatasetInfo(
             **{**values, "image_shape": tuple(values["image_shape"])}
         )
@@ -170,10 +225,49 @@ def load_info(model_dir: str) -> data.DatasetInfo:
         ) from None
 
 
+def save_split(split: dict, model_dir: str) -> None:
+    """Writes a table run's split (`table_training`'s) to split.json."""
+    write_atomically(path(model_dir, SPLIT), json.dumps(split))
+
+
+def load_split(model_dir: str) -> dict | None:
+    """Returns the split.json a table run wrote, or None before the first run."""
+    if not os.path.exists(path(model_dir, SPLIT)):
+        return None
+    split = _read_json(
+        path(model_dir, SPLIT), "Train in a new --model_dir: the split is lost."
+    )
+    if not isinstance(split, dict) or "sha256" not in split:
+        raise errors.UsageError(
+            f"{path(model_dir, SPLIT)} is not a table run's split. Train in a new "
+            "--model_dir: the split is lost."
+        )
+    return split
+
+
+def build_model(config: config_lib.Config, info) -> model.VAE:
+    """Returns the run's VAE, untrained: an image or a table VAE, as `info` says."""
+    if isinstance(info, TableInfo):
+        return table_model.build_table_vae(
+            info.schema,
+            seed=config.seed,
+            num_classes=info.num_classes,
+            **config.model_settings(tabular=True),
+        )
+    return builder.build_vae(
+        info.image_shape,
+        seed=config.seed,
+        num_classes=info.num_classes,
+        **config.model_settings(),
+    )
+
+
 # --- Backups -------------------------------------------------------------------
 
 
-def load_run(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model.VAE]:
+def load_run(
+    model_dir: str,
+) -> tuple[config_lib.Config, data.DatasetInfo | TableInfo, model.VAE]:
     """Brings a trained run's VAE back from its files, with no dataset needed.
 
     Works whatever strategy (and device count) trained it.
@@ -183,8 +277,9 @@ def load_run(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model
 
     Returns:
       (config, info, vae): the run's `Config`, its `data.DatasetInfo` (the
-      image shape `(H, W, C)`, split sizes, classes) and the `VAE` with the
-      latest weights (those of the last epoch trained).
+      image shape `(H, W, C)`, split sizes, classes) or, for a `--table`
+      run, its `TableInfo` (the schema, split sizes, label classes), and the
+      `VAE` with the latest weights (those of the last epoch trained).
 
     Raises:
       UsageError: a missing or damaged file, naming it and the fix.
@@ -194,7 +289,7 @@ def load_run(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model
       >>> metrics = evaluation.evaluate(vae, test_images, num_samples=100)
     """
     config = load_config(model_dir)
-    info = load_info(model_dir)
+    info = load_info(model_dir, table=bool(config.table))
     weights = path(model_dir, WEIGHTS)
     if not os.path.exists(weights):
         raise errors.UsageError(
@@ -209,12 +304,7 @@ def load_run(model_dir: str) -> tuple[config_lib.Config, data.DatasetInfo, model
             "run's training command (with --noexport to skip a new export): it "
             "writes the weights of the run's last backed-up epoch there."
         )
-    vae = builder.build_vae(
-        info.image_shape,
-        seed=config.seed,
-        num_classes=info.num_classes,
-        **config.model_settings(),
-    )
+    vae = build_model(config, info)
     try:
         vae.load_weights(weights)
     except (OSError, RuntimeError, ValueError, KeyError) as e:

@@ -14,12 +14,18 @@ IWAE bound and the pictures). What it writes to its output dir
                           when the likelihood is discrete over pixel values
   *.png                   the pictures of `tfvae.pictures`, with the
                           training's -ELBO curve (elbo_curve.png)
+
+A `--table` run is evaluated on its recorded split by
+`table_evaluation.evaluate_table` (the IWAE bound, each column's
+log-likelihood, imputation, anomaly AUCs, prefixed by the split) and drawn by
+`table_pictures.table_pictures`, into the same folder.
   events.out.tfevents.*   the same numbers and pictures for TensorBoard
 """
 
 import dataclasses
 import json
 import math
+import os
 import time
 
 import keras
@@ -38,7 +44,12 @@ from tfvae import (
     noise,
     run_dir,
     splits,
+    table_evaluation,
+    table_training,
 )
+
+# The module, by its path: the package's `tfvae.table_pictures` is the function.
+from tfvae.table_pictures import table_pictures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +198,8 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
         if eval_config.output_dir
         else f"{output_dir}, where the results go,",
     )
+    if model_dir and run_dir.load_config(model_dir).table:
+        return _evaluate_table_run(eval_config)
     config, evaluable, model_name = _load(eval_config)
     # Read now, so that a damaged file stops the evaluation before its long
     # computation. An export has no training history; its curve is not drawn.
@@ -245,9 +258,19 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
             "model": model_name,
         }
     )
-    run_dir.write_metrics(output_dir, metrics)
     # At the last trained epoch, so TensorBoard shows them beside the curves.
-    step = curves.epochs[-1] if curves else 0
+    _write_results(
+        output_dir, metrics, prefix, drawn, curves.epochs[-1] if curves else 0
+    )
+    return metrics
+
+
+def _write_results(
+    output_dir: str, metrics: dict, prefix: str, drawn: dict, step: int
+) -> None:
+    """Writes metrics.json, and the split's figures and `drawn` to TensorBoard."""
+    os.makedirs(output_dir, exist_ok=True)
+    run_dir.write_metrics(output_dir, metrics)
     with tf.summary.create_file_writer(output_dir).as_default():
         for name, value in metrics.items():
             if name.startswith(f"{prefix}_"):
@@ -261,4 +284,77 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
         output_dir,
         json.dumps(metrics, sort_keys=True),
     )
+
+
+def _evaluate_table_run(eval_config: EvalConfig) -> dict:
+    """Evaluates a `--table` run on its test (or training) split.
+
+    `table_evaluation.evaluate_table`'s figures, prefixed by the split: the
+    IWAE bound, each column's log-likelihood, imputation against the
+    training split's means and modes, and with `--anomaly_label` the
+    score's ROC and PR AUC on the test split; `table_pictures`' PNGs.
+    """
+    config, info, vae = run_dir.load_run(eval_config.model_dir)
+    split = eval_config.split
+    if split not in (splits.TEST_SPLIT, splits.TRAIN_SPLIT):
+        raise errors.UsageError(
+            f"--split={split} is not a split of a table run: use "
+            f"--split={splits.TEST_SPLIT} or --split={splits.TRAIN_SPLIT}."
+        )
+    table = table_training.read_run_table(
+        config, run_dir.load_split(eval_config.model_dir), info
+    )
+    curves = history.read_history(eval_config.model_dir)
+    rows, labels = (
+        (table.test, table.test_labels)
+        if split == splits.TEST_SPLIT
+        else (table.train, table.train_labels)
+    )
+    if config.conditional:
+        labels = table.codes(labels)
+    logging.info(
+        "Evaluating %s on %s %s (%d rows): -ELBO and the IWAE bound with k=%d.",
+        eval_config.model_dir,
+        info.name,
+        split,
+        len(rows),
+        eval_config.num_importance_samples,
+    )
+    start = time.perf_counter()
+    figures = table_evaluation.evaluate_table(
+        vae,
+        rows,
+        labels,
+        train=table.train,
+        # The training split holds no anomalous row: nothing to pick out.
+        anomaly_label=config.anomaly_label if split == splits.TEST_SPLIT else None,
+        num_samples=eval_config.num_importance_samples,
+        batch_size=eval_config.batch_size,
+        samples_per_chunk=eval_config.samples_per_chunk,
+        seed=eval_config.seed,
+    )
+    pictures = table_pictures(
+        vae, rows, labels, eval_config.results_dir, seed=eval_config.seed
+    )
+    metrics = {f"{split}_{name}": value for name, value in figures.items()}
+    metrics.update(
+        {
+            "split": split,
+            "num_examples": len(rows),
+            "num_importance_samples": eval_config.num_importance_samples,
+            "samples_per_chunk": eval_config.samples_per_chunk,
+            "batch_size": eval_config.batch_size,
+            "seed": eval_config.seed,
+            "seconds": round(time.perf_counter() - start, 1),
+            "dataset": info.name,
+            "likelihood": "table",
+            "model": eval_config.model_dir,
+        }
+    )
+    # The PNGs, to TensorBoard too, as an image run's pictures go.
+    drawn = {
+        os.path.basename(path): tf.io.decode_png(tf.io.read_file(path))
+        for path in pictures
+    }
+    _write_results(eval_config.results_dir, metrics, split, drawn, curves.epochs[-1])
     return metrics

@@ -8,11 +8,12 @@ adds its training config and dataset description to the metadata. Loading
 it needs TensorFlow only (`tf.saved_model.load(path)`,
 `tensorflow_model_server`, `saved_model_cli`): no tfvae, Keras or TFP code.
 
-The signatures (`tfvae.signatures`), their inputs, outputs and noise
-contract are documented in one place, export/README.md ("Signatures"). In
-short, all are `tensorflow/serving/predict` and batch-major: `encode` (also
-`serving_default`), `decode`, `sample`, `score`, `reconstruct`,
-`log_weights` and `metadata`.
+The signatures (`tfvae.signatures`; a table VAE's, which take and give
+rows by column name, `tfvae.table_signatures`), their inputs, outputs and
+noise contract are documented in one place, export/README.md ("Signatures"
+and "Tables"). In short, all are `tensorflow/serving/predict` and
+batch-major: `encode` (also `serving_default`), `decode`, `sample`,
+`score`, `reconstruct`, `log_weights` and `metadata`.
 
 Why `keras.export.ExportArchive`: it is Keras's public way to write a
 SavedModel of a Keras model with custom endpoints. It tracks the model's
@@ -45,7 +46,9 @@ from tfvae import (
     folders,
     model,
     noise,
+    run_dir,
     signatures,
+    table_signatures,
 )
 from tfvae.config import Config
 from tfvae.parts import part_name
@@ -83,7 +86,7 @@ def describe(
     max_samples: int,
     max_batch_samples: int,
     config: Config | None = None,
-    dataset_info: data.DatasetInfo | None = None,
+    dataset_info: data.DatasetInfo | run_dir.TableInfo | None = None,
 ) -> dict:
     """Returns what an export says about itself (`metadata`, `assets/tfvae.json`).
 
@@ -93,7 +96,8 @@ def describe(
       max_samples: the largest `num_samples` of `sample` and `log_weights`.
       max_batch_samples: the largest rows x samples of one request.
       config: the training run's `Config`, if the VAE comes from a run.
-      dataset_info: the dataset it was trained on, if known.
+      dataset_info: the dataset it was trained on (`data.DatasetInfo`, or a
+        table run's `run_dir.TableInfo`), if known.
 
     Returns:
       A JSON-able dict; `config` and `dataset_info` are None when not given.
@@ -104,7 +108,15 @@ def describe(
         "latent_dims": list(vae.latent_dims),
         "prior": part_name(vae.prior),
         "num_classes": vae.num_classes,
-        "image_shape": list(vae.image_shape),
+        # None for a table VAE, whose rows are described by "columns".
+        "image_shape": vae.image_shape and list(vae.image_shape),
+        # A table VAE's columns (None for images): the schema's, each with
+        # its input name in the signatures ("input").
+        "columns": (
+            table_signatures.describe_columns(vae.likelihood.schema)
+            if vae.likelihood.tabular
+            else None
+        ),
         "likelihood": part_name(vae.likelihood),
         "posterior": part_name(vae.encoder.head),
         # True when p(x|z) is a probability mass over the 256 pixel values.
@@ -131,7 +143,8 @@ def _archive(
     archive = keras.export.ExportArchive()
     archive.track(vae)
     concrete = {}
-    functions = signatures.signature_functions(vae, description)
+    owner = table_signatures if vae.likelihood.tabular else signatures
+    functions = owner.signature_functions(vae, description)
     for name, (fn, specs) in functions.items():
         # A tf.function without autograph: no tensor-dependent Python control
         # flow in the signatures.
@@ -147,24 +160,36 @@ def _archive(
 
 
 def _warmup_inputs(
-    signature: tf.types.experimental.ConcreteFunction,
+    signature: tf.types.experimental.ConcreteFunction, cells: frozenset[str]
 ) -> dict[str, np.ndarray]:
-    """Returns a small valid input of `signature`: zeros, batch 1, 1 sample."""
-    values = {
-        spec.name: np.zeros(
-            [1 if size is None else size for size in spec.shape],
-            spec.dtype.as_numpy_dtype,
-        )
-        for spec in tf.nest.flatten(signature.structured_input_signature)
-        # An unconditional VAE's functions keep their `labels=None` default.
-        if spec is not None
-    }
+    """Returns a small valid input of `signature`: batch 1, 1 sample.
+
+    Zeros, but a table's `cells` inputs hold a missing cell (NaN, or "" for
+    a category): a row of zeros would be refused by a positive column.
+    """
+    values = {}
+    # An unconditional VAE's functions keep their `labels=None` default.
+    specs = [
+        s
+        for s in tf.nest.flatten(signature.structured_input_signature)
+        if s is not None
+    ]
+    for spec in specs:
+        shape = [1 if size is None else size for size in spec.shape]
+        if spec.dtype == tf.string:
+            values[spec.name] = np.full(shape, b"", object)
+        elif spec.name in cells:
+            values[spec.name] = np.full(shape, np.nan, spec.dtype.as_numpy_dtype)
+        else:
+            values[spec.name] = np.zeros(shape, spec.dtype.as_numpy_dtype)
     if "num_samples" in values:
         values["num_samples"] = np.ones([], np.int32)
     return values
 
 
-def _write_warmup(path: str, model_name: str, signatures: dict) -> None:
+def _write_warmup(
+    path: str, model_name: str, signatures: dict, cells: frozenset[str]
+) -> None:
     """Writes one PredictRequest per signature as TF Serving warmup records."""
     os.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
@@ -172,7 +197,7 @@ def _write_warmup(path: str, model_name: str, signatures: dict) -> None:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name)
             )
-            for input_name, value in _warmup_inputs(signature).items():
+            for input_name, value in _warmup_inputs(signature, cells).items():
                 request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
@@ -246,7 +271,7 @@ def export(
     max_samples: int | None = None,
     max_batch_samples: int | None = None,
     config: Config | None = None,
-    dataset_info: data.DatasetInfo | None = None,
+    dataset_info: data.DatasetInfo | run_dir.TableInfo | None = None,
 ) -> str:
     """Exports `vae` to `<export_base>/<next version>/`; returns that folder's path.
 
@@ -259,8 +284,8 @@ def export(
     never loads half of one.
 
     Args:
-      vae: a built `VAE` (trained or not). Call this outside
-        `strategy.scope()`.
+      vae: a built `VAE` (trained or not), of images or of a table's rows
+        (`tfvae.build_table_vae`). Call this outside `strategy.scope()`.
       export_base: TF Serving's model base path; created if absent.
       max_samples: the largest `num_samples` that `sample` and `log_weights`
         serve per request. Unset: `config.export_max_samples` if `config`
@@ -270,11 +295,17 @@ def export(
         request allocates. Unset: `signatures.default_max_batch_samples`,
         about 1 GB per request.
       config: the training run's `Config`, recorded in the metadata.
-      dataset_info: the dataset's `data.DatasetInfo`, recorded in the
-        metadata.
+      dataset_info: the dataset's `data.DatasetInfo` (a table run's
+        `run_dir.TableInfo`, whose `labels` name a conditional VAE's
+        classes), recorded in the metadata.
 
     Returns:
       The path of the new version folder, e.g. `export/mnist/3`.
+
+    Raises:
+      ValueError: a bad bound, a call inside a strategy scope, a VAE that
+        cannot be rebuilt from its config, or two table columns with the
+        same input name (`table_signatures.input_names`).
 
     Example:
       >>> path = saved_model.export(vae, "export/mine")
@@ -282,11 +313,6 @@ def export(
       >>> served.signatures["sample"](num_samples=tf.constant(4),
       ...                             seed=tf.constant([1, 2], tf.int64))
     """
-    if vae.likelihood.tabular:
-        raise errors.UsageError(
-            "tfvae does not export table VAEs yet; keep one with "
-            "vae.save('table.keras') and keras.models.load_model"
-        )
     if tf.distribute.has_strategy():
         raise ValueError(
             "export() must be called outside a tf.distribute strategy scope, so "
@@ -350,6 +376,7 @@ def export(
             os.path.join(staging, "assets.extra", WARMUP_FILENAME),
             os.path.basename(os.path.normpath(export_base)),
             concrete,
+            frozenset(c["input"] for c in description["columns"] or ()),
         )
         path = os.path.join(export_base, str(next_version(export_base)))
         os.rename(staging, path)

@@ -23,6 +23,10 @@ model, top-down from its prior (`VAE.sample_latent(num_samples, seed)`); seed
 `noise.seed(vae.seed, noise.PRIOR_SAMPLES)` decodes the z of the run's
 samples.png.
 
+`tfvae.table_signatures` builds a table VAE's signatures from the same
+checks (`checked`, `checked_rows`, `checked_num_samples`, `checked_labels`)
+and outputs (`posterior_outputs`, `metadata_outputs`).
+
 Bounds. What one request allocates grows with its rows: images (or z) times
 samples per image. Every signature refuses, before computing anything, a
 request of more than `max_samples` samples (`sample`, `log_weights`) or of
@@ -33,6 +37,7 @@ legal request cannot take the server down; `metadata` reports both.
 import json
 import math
 
+import keras
 import tensorflow as tf
 
 from tfvae import model, noise
@@ -64,14 +69,38 @@ REQUEST_BYTES = 2**30
 def default_max_batch_samples(vae: model.VAE) -> int:
     """Returns `REQUEST_BYTES` divided by the bytes one row and sample take.
 
+    An image's decoded values are its pixels times the likelihood's
+    parameters per pixel. A table row decodes to few values (its columns'
+    parameters) through hidden layers that are often wider, so its count is
+    the parameters plus the widest Dense layer of the encoder's and decoder's
+    bodies (`networks.vector_mlp`'s layers).
+
     Args:
       vae: the VAE being exported.
 
     Returns:
       The default `max_batch_samples`: 68,478 for 28x28x1 Bernoulli pixels
       (about 0.9 GB of peak RSS for a log_weights request of that size).
+
+    Example:
+      >>> signatures.default_max_batch_samples(vae)  # doctest: +SKIP
+      68478
     """
-    values = math.prod(vae.image_shape) * vae.likelihood.params_per_value
+    params = vae.likelihood.params_per_value
+    if vae.likelihood.tabular:
+        widths = [
+            layer.units
+            for body in (vae.encoder.body, vae.decoder.body)
+            for layer in getattr(body, "layers", [body])
+            if isinstance(layer, keras.layers.Dense)
+        ]
+        # Measured: log_weights requests of 100-400 rows x 1000 samples of a
+        # 5-column table (10 parameters) peaked at 13 bytes per value so
+        # counted with 16 hidden units, and at 9.4 with 128x128: within the
+        # 20 of images.
+        values = params + max(widths, default=0)
+    else:
+        values = math.prod(vae.image_shape) * params
     return max(1, REQUEST_BYTES // (BYTES_PER_DECODED_VALUE * values))
 
 
@@ -89,13 +118,13 @@ def fixed_seed(seed: int) -> tf.Tensor:
     return noise.seed(seed, noise.EXPORT)
 
 
-_NUM_SAMPLES_SPEC = tf.TensorSpec([], tf.int32, name="num_samples")
-_SEED_SPEC = tf.TensorSpec([2], tf.int64, name="seed")
+NUM_SAMPLES_SPEC = tf.TensorSpec([], tf.int32, name="num_samples")
+SEED_SPEC = tf.TensorSpec([2], tf.int64, name="seed")
 # A conditional VAE's classes, one per image (or per sample).
-_LABELS_SPEC = tf.TensorSpec([None], tf.int64, name="labels")
+LABELS_SPEC = tf.TensorSpec([None], tf.int64, name="labels")
 
 
-def _checked(tensor: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
+def checked(tensor: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
     """Returns `tensor`, made to fail at run time unless its shape fits `spec`.
 
     The TensorSpecs fix the dtypes, but TF Serving (C++ Session::Run) and the
@@ -110,7 +139,7 @@ def _checked(tensor: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
     return tf.ensure_shape(tensor, spec.shape, name=spec.name)
 
 
-def _after(checks: list, tensor: tf.Tensor) -> tf.Tensor:
+def after(checks: list, tensor: tf.Tensor) -> tf.Tensor:
     """Returns `tensor`, computed only once `checks` have passed.
 
     Without the dependency, the ops that allocate could run first, or fail
@@ -120,7 +149,7 @@ def _after(checks: list, tensor: tf.Tensor) -> tf.Tensor:
         return tf.identity(tensor)
 
 
-def _checked_num_samples(num_samples: tf.Tensor, max_samples: int) -> tf.Tensor:
+def checked_num_samples(num_samples: tf.Tensor, max_samples: int) -> tf.Tensor:
     """Returns `num_samples`, made to fail at run time unless in 1..`max_samples`.
 
     `sample` and `log_weights` allocate in proportion to num_samples: without
@@ -128,7 +157,7 @@ def _checked_num_samples(num_samples: tf.Tensor, max_samples: int) -> tf.Tensor:
     process down (std::bad_alloc aborts it). The bound is fixed at export
     time (`--export_max_samples`, reported by `metadata` as max_samples).
     """
-    num_samples = _checked(num_samples, _NUM_SAMPLES_SPEC)
+    num_samples = checked(num_samples, NUM_SAMPLES_SPEC)
     checks = [
         tf.debugging.assert_positive(
             num_samples, message="num_samples must be a positive int32 scalar"
@@ -142,10 +171,10 @@ def _checked_num_samples(num_samples: tf.Tensor, max_samples: int) -> tf.Tensor:
             "request fewer, and concatenate requests with other seeds",
         ),
     ]
-    return _after(checks, num_samples)
+    return after(checks, num_samples)
 
 
-def _checked_rows(
+def checked_rows(
     tensor: tf.Tensor, samples: tf.Tensor | int, max_batch_samples: int
 ) -> tf.Tensor:
     """Returns `tensor`, made to fail unless its rows x `samples` fit the bound.
@@ -161,7 +190,93 @@ def _checked_rows(
         "the max_batch_samples of this export (what one request may allocate; "
         "see metadata): split the batch into smaller requests",
     )
-    return _after([check], tensor)
+    return after([check], tensor)
+
+
+def checked_labels(vae: model.VAE, labels, batch_of: tf.Tensor):
+    """Returns a conditional VAE's `labels`, made to fail unless they fit the call.
+
+    Args:
+      vae: the exported VAE; an unconditional one takes no labels.
+      labels: int64 `[batch]` classes (None for an unconditional VAE).
+      batch_of: the call's images, rows or z (`[batch, ...]`), or sample's
+        num_samples (a scalar): one class per row or sample.
+
+    Returns:
+      `labels`, checked to hold one class in 0 .. num_classes - 1 per row;
+      None for an unconditional VAE.
+    """
+    if not vae.conditional:
+        return None
+    labels = checked(labels, LABELS_SPEC)
+    expected = tf.shape(batch_of)[0] if batch_of.shape.rank else batch_of
+    checks = [
+        tf.debugging.assert_equal(
+            tf.size(labels),
+            tf.cast(expected, tf.int32),
+            message="labels must hold one class per image or row (per sample for "
+            "sample's num_samples)",
+        ),
+        tf.debugging.assert_non_negative(
+            labels, message="labels must be classes 0 .. num_classes - 1"
+        ),
+        tf.debugging.assert_less(
+            labels,
+            tf.constant(vae.num_classes, tf.int64),
+            message=f"labels must be classes 0 .. {vae.num_classes - 1}",
+        ),
+    ]
+    return after(checks, labels)
+
+
+def posterior_outputs(vae: model.VAE, chain) -> dict[str, tf.Tensor]:
+    """Returns `encode`'s outputs: each layer's posterior and its one z.
+
+    Args:
+      vae: the exported VAE.
+      chain: `VAE.posterior_sample`'s chain of one sample per row.
+
+    Returns:
+      {"mean", "stddev" or "scale_tril", "z"}, `[batch, L]` (`scale_tril`
+      `[batch, L, L]`), and the same names suffixed "_2", "_3", ... for the
+      layers above the bottom one.
+    """
+    outputs = {}
+    for layer in range(len(chain.zs)):
+        q = chain.qs[layer]
+        head = (vae.encoder if layer == 0 else vae.upper_encoders[layer - 1]).head
+        suffix = f"_{layer + 1}" if layer else ""
+        layer_outputs = {"mean": q.mean(), **head.parameters(q), "z": chain.zs[layer]}
+        outputs.update({name + suffix: value for name, value in layer_outputs.items()})
+    return outputs
+
+
+def metadata_outputs(vae: model.VAE, description: dict) -> dict[str, tf.Tensor]:
+    """Returns the `metadata` outputs images and tables share, from `description`.
+
+    Args:
+      vae: the exported VAE.
+      description: `saved_model.describe`'s dict.
+
+    Returns:
+      {name: constant tensor}; `json` holds all of `description`.
+    """
+    return {
+        "latent_dim": tf.constant(vae.latent_dim, tf.int32),
+        "likelihood": tf.constant(description["likelihood"]),
+        "posterior": tf.constant(description["posterior"]),
+        "prior": tf.constant(description["prior"]),
+        "latent_dims": tf.constant(vae.latent_dims, tf.int32),
+        # 0 for a VAE that takes no labels.
+        "num_classes": tf.constant(vae.num_classes or 0, tf.int32),
+        # Empty for a VAE exported without its dataset's description.
+        "dataset": tf.constant(description["dataset"] or ""),
+        "seed": tf.constant(vae.seed, tf.int64),
+        "max_samples": tf.constant(description["max_samples"], tf.int32),
+        "max_batch_samples": tf.constant(description["max_batch_samples"], tf.int64),
+        "fixed_seed": fixed_seed(vae.seed),
+        "json": tf.constant(to_json(description)),
+    }
 
 
 def signature_functions(vae: model.VAE, description: dict) -> dict[str, tuple]:
@@ -186,34 +301,7 @@ def signature_functions(vae: model.VAE, description: dict) -> dict[str, tuple]:
     z_spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
 
     def checked_images(images):
-        return _checked_rows(_checked(images, image_spec), 1, max_batch_samples)
-
-    def checked_labels(labels, batch_of):
-        """Returns `labels` checked against `batch_of`'s batch (None if unconditional).
-
-        `batch_of` is the images or z of the call, or sample's num_samples.
-        """
-        if not vae.conditional:
-            return None
-        labels = _checked(labels, _LABELS_SPEC)
-        expected = tf.shape(batch_of)[0] if batch_of.shape.rank else batch_of
-        checks = [
-            tf.debugging.assert_equal(
-                tf.size(labels),
-                tf.cast(expected, tf.int32),
-                message="labels must hold one class per image (per sample for "
-                "sample's num_samples)",
-            ),
-            tf.debugging.assert_non_negative(
-                labels, message="labels must be classes 0 .. num_classes - 1"
-            ),
-            tf.debugging.assert_less(
-                labels,
-                tf.constant(vae.num_classes, tf.int64),
-                message=f"labels must be classes 0 .. {vae.num_classes - 1}",
-            ),
-        ]
-        return _after(checks, labels)
+        return checked_rows(checked(images, image_spec), 1, max_batch_samples)
 
     def observe_and_encode(images, labels):
         observe_seeds, _ = noise.split_seed(noise.export_seeds(images, seed))
@@ -221,42 +309,30 @@ def signature_functions(vae: model.VAE, description: dict) -> dict[str, tuple]:
 
     def encode(images, labels=None):
         images = checked_images(images)
-        labels = checked_labels(labels, images)
+        labels = checked_labels(vae, labels, images)
         # The same x and z that score's `neg_elbo_terms` evaluates.
         _, chain = vae.posterior_sample(
             images, noise.export_seeds(images, seed), labels
         )
-        q = chain.qs[0]
-        outputs = {"mean": q.mean(), **vae.encoder.head.parameters(q), "z": chain.zs[0]}
-        # Layers above the bottom one: "z_2", "mean_2", "stddev_2", ...
-        for layer in range(1, len(chain.zs)):
-            q = chain.qs[layer]
-            head = vae.upper_encoders[layer - 1].head
-            layer_outputs = {
-                "mean": q.mean(),
-                **head.parameters(q),
-                "z": chain.zs[layer],
-            }
-            outputs.update(
-                {f"{name}_{layer + 1}": value for name, value in layer_outputs.items()}
-            )
-        return outputs
+        return posterior_outputs(vae, chain)
 
     def decode(z, labels=None):
-        z = _checked_rows(_checked(z, z_spec), 1, max_batch_samples)
-        p = vae.decode(z, checked_labels(labels, z))
+        z = checked_rows(checked(z, z_spec), 1, max_batch_samples)
+        p = vae.decode(z, checked_labels(vae, labels, z))
         return {"mean": likelihood.mean_image(p), **likelihood.parameters(p)}
 
     def sample(num_samples, seed, labels=None):
-        num_samples = _checked_num_samples(num_samples, max_samples)
-        labels = checked_labels(labels, num_samples)
-        z = vae.sample_latent(num_samples, _checked(seed, _SEED_SPEC))
+        num_samples = checked_num_samples(num_samples, max_samples)
+        labels = checked_labels(vae, labels, num_samples)
+        z = vae.sample_latent(num_samples, checked(seed, SEED_SPEC))
         return {"images": vae.decode_mean(z, labels)}
 
     def score(images, labels=None):
         images = checked_images(images)
         reconstruction, kl = vae.neg_elbo_terms(
-            images, noise.export_seeds(images, seed), checked_labels(labels, images)
+            images,
+            noise.export_seeds(images, seed),
+            checked_labels(vae, labels, images),
         )
         return {
             "neg_elbo": reconstruction + kl,
@@ -266,57 +342,44 @@ def signature_functions(vae: model.VAE, description: dict) -> dict[str, tuple]:
 
     def reconstruct(images, labels=None):
         images = checked_images(images)
-        labels = checked_labels(labels, images)
+        labels = checked_labels(vae, labels, images)
         _, q = observe_and_encode(images, labels)
         return {"images": vae.decode_mean(q.mean(), labels)}
 
     def log_weights(images, num_samples, seed, labels=None):
-        num_samples = _checked_num_samples(num_samples, max_samples)
-        images = _checked_rows(
-            _checked(images, image_spec), num_samples, max_batch_samples
+        num_samples = checked_num_samples(num_samples, max_samples)
+        images = checked_rows(
+            checked(images, image_spec), num_samples, max_batch_samples
         )
-        labels = checked_labels(labels, images)
+        labels = checked_labels(vae, labels, images)
         x, q = observe_and_encode(images, labels)
         weights = vae.log_weights(
             x,
             q,
             num_samples,
             # Per image as well, so a row's z do not depend on the batch.
-            noise.example_seeds(images, _checked(seed, _SEED_SPEC)),
+            noise.example_seeds(images, checked(seed, SEED_SPEC)),
             labels,
         )
         return {"log_weights": tf.transpose(weights)}
 
     def metadata():
         return {
-            "latent_dim": tf.constant(latent_dim, tf.int32),
+            **metadata_outputs(vae, description),
             "image_shape": tf.constant(vae.image_shape, tf.int32),
-            "likelihood": tf.constant(description["likelihood"]),
-            "posterior": tf.constant(description["posterior"]),
-            "prior": tf.constant(description["prior"]),
-            "latent_dims": tf.constant(vae.latent_dims, tf.int32),
-            # 0 for a VAE that takes no labels.
-            "num_classes": tf.constant(vae.num_classes or 0, tf.int32),
-            # Empty for a VAE exported without its dataset's description.
-            "dataset": tf.constant(description["dataset"] or ""),
-            "seed": tf.constant(seed, tf.int64),
-            "max_samples": tf.constant(max_samples, tf.int32),
-            "max_batch_samples": tf.constant(max_batch_samples, tf.int64),
-            "fixed_seed": fixed_seed(seed),
-            "json": tf.constant(to_json(description)),
         }
 
     # A conditional VAE's signatures take the classes last.
-    labels = [_LABELS_SPEC] if vae.conditional else []
+    labels = [LABELS_SPEC] if vae.conditional else []
     return {
         "encode": (encode, [image_spec, *labels]),
         "decode": (decode, [z_spec, *labels]),
-        "sample": (sample, [_NUM_SAMPLES_SPEC, _SEED_SPEC, *labels]),
+        "sample": (sample, [NUM_SAMPLES_SPEC, SEED_SPEC, *labels]),
         "score": (score, [image_spec, *labels]),
         "reconstruct": (reconstruct, [image_spec, *labels]),
         "log_weights": (
             log_weights,
-            [image_spec, _NUM_SAMPLES_SPEC, _SEED_SPEC, *labels],
+            [image_spec, NUM_SAMPLES_SPEC, SEED_SPEC, *labels],
         ),
         "metadata": (metadata, []),
     }

@@ -14,119 +14,100 @@ between those cells and p(x|z):
   training split's statistics (the log of positive columns, log1p of counts),
   categories one-hot, missing cells 0, then the presence mask `[batch,
   columns]` (as in HI-VAE and the partial VAE);
-- `distribution`: `RowDistribution`, whose `log_prob` sums the present cells'
-  log-likelihoods: real -> Normal, positive -> LogNormal, count ->
-  NegativeBinomial (or Poisson, ZeroInflatedNegativeBinomial), binary ->
-  Bernoulli, categorical -> Categorical. Locations and scales are
-  de-standardized inside, so densities are in the data's own units.
+- `distribution`: a `row_distribution.RowDistribution`, whose `log_prob`
+  sums the present cells' log-likelihoods: real -> Normal, positive ->
+  LogNormal, count -> NegativeBinomial (or Poisson,
+  ZeroInflatedNegativeBinomial), binary -> Bernoulli, categorical ->
+  Categorical. Locations and scales are de-standardized inside, so densities
+  are in the data's own units.
+
+Every step is computed per column type, not per column: one distribution,
+one support check and one standardization per type (tracing and running a
+step cost per op), then gathered back into the columns' order.
 """
 
+import dataclasses
+
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfvae import row_distribution
 from tfvae.distributions import SCALE_FLOOR
 from tfvae.likelihoods import LikelihoodHead
+from tfvae.tables import COLUMN_TYPES
 
 tfd = tfp.distributions
 
-# The count likelihoods, by name: (parameters per column, builder from the
-# raw parameters `[..., k]`, the log1p scale's mean and std).
+# The smallest typical count a count column's rate starts from (its log is
+# finite for a column of nearly all zeros).
+_MIN_RATE = 1e-3
+# The count likelihoods, and their parameters per column.
 COUNT_LIKELIHOODS = ("negative_binomial", "poisson", "zero_inflated_negative_binomial")
 _COUNT_PARAMS = dict(zip(COUNT_LIKELIHOODS, (2, 1, 3), strict=True))
-# A placeholder each type scores a missing cell at (then masked out), so no
-# NaN reaches a log-probability or its gradient.
-_SAFE = {"real": 0.0, "positive": 1.0, "count": 0.0, "binary": 0.0}
+# The other types' parameters per column (a categorical's: its categories).
+_PARAMS = {"real": 2, "positive": 2, "binary": 1}
+# The logit of a categorical column's padding (the slots past its own
+# categories, up to the most any column has): exp underflows to exactly 0
+# in float32, so the padding has probability 0 and is never drawn.
+_PAD_LOGIT = -1e30
 
 
 def _serializable(cls):
     return keras.saving.register_keras_serializable(package="tfvae")(cls)
 
 
-class RowDistribution(tfd.Distribution):
-    """p(x|z) of table rows: independent columns given z, missing cells left out.
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Group:
+    """The columns of one type: where they sit in a row and in the parameters.
 
-    Args:
-        columns: one distribution per column, each of batch shape `[batch]`;
-            a categorical column's values are its codes.
-        types: each column's type (`tables.COLUMN_TYPES`).
-
-    Event shape `[columns]`; values are float32 rows in the data's units, NaN
-    where a cell is missing.
+    A group is computed as one distribution over `[batch, n]`, not n small
+    ones: tracing and running a step cost per op, not per cell.
     """
 
-    def __init__(self, columns: list, types: list[str], name="RowDistribution"):
-        self._columns = list(columns)
-        self._types = list(types)
-        super().__init__(
-            dtype=tf.float32,
-            reparameterization_type=tfd.NOT_REPARAMETERIZED,
-            validate_args=False,
-            allow_nan_stats=True,
-            parameters={"columns": columns, "types": types, "name": name},
-            name=name,
-        )
+    kind: str
+    names: tuple[str, ...]
+    positions: np.ndarray  # int32 [n]: the columns' indices in the row.
+    # int32 indices into the decoder's output: [k, n] (parameter j of each
+    # column), or for categoricals [n, most categories] (padding -> 0).
+    params: np.ndarray
+    mean: np.ndarray  # float32 [n]: the standardized scale's statistics
+    std: np.ndarray  # (mean 0 and std 1 for binary and categorical columns).
+    counts: np.ndarray  # int32 [n]: parameters per column (its categories).
 
     @property
-    def columns(self) -> list:
-        return self._columns
+    def params_valid(self) -> np.ndarray:
+        """bool `[n, most categories]`: which of a categorical's slots are its own."""
+        return np.arange(self.params.shape[-1]) < self.counts[:, None]
 
-    def _batch_shape(self):
-        return self._columns[0].batch_shape
 
-    def _batch_shape_tensor(self):
-        return self._columns[0].batch_shape_tensor()
+def _refuse_cells(bad: tf.Tensor, messages: list[str], shown: tf.Tensor):
+    """Stops the step if a cell is bad: the first bad column's message and cells.
 
-    def _event_shape(self):
-        return tf.TensorShape([len(self._columns)])
-
-    def _event_shape_tensor(self):
-        return tf.constant([len(self._columns)], tf.int32)
-
-    def column_log_probs(self, x: tf.Tensor) -> tf.Tensor:
-        """Returns each cell's log-likelihood, 0 where missing, `[batch, columns]`."""
-        x = tf.convert_to_tensor(x, tf.float32)
-        scores = []
-        for index, (column, kind) in enumerate(
-            zip(self._columns, self._types, strict=True)
-        ):
-            value = x[..., index]
-            present = tf.logical_not(tf.math.is_nan(value))
-            safe = tf.where(present, value, _SAFE.get(kind, 0.0))
-            if kind == "categorical":
-                safe = tf.cast(safe, tf.int32)
-            scores.append(tf.where(present, column.log_prob(safe), 0.0))
-        return tf.stack(scores, axis=-1)
-
-    def _log_prob(self, x):
-        return tf.reduce_sum(self.column_log_probs(x), axis=-1)
-
-    def _mean(self):
-        # A categorical column's most likely category: its code.
-        return tf.stack(
-            [
-                tf.cast(c.mode(), tf.float32)
-                if kind == "categorical"
-                else tf.cast(c.mean(), tf.float32)
-                for c, kind in zip(self._columns, self._types, strict=True)
-            ],
-            axis=-1,
-        )
-
-    def _sample_n(self, n, seed=None):
-        seeds = tfp.random.split_seed(seed, n=len(self._columns))
-        return tf.stack(
-            [
-                tf.cast(c.sample(n, seed=s), tf.float32)
-                for c, s in zip(self._columns, tf.unstack(seeds), strict=True)
-            ],
-            axis=-1,
-        )
+    Args:
+        bad: bool `[batch, n]`, True for a cell outside its column.
+        messages: one per column, naming it.
+        shown: `[batch, n]`, the cells as the message shows them.
+    """
+    column = tf.argmax(tf.reduce_any(bad, axis=0), output_type=tf.int32)
+    tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [
+            tf.gather(tf.constant(messages), column),
+            tf.boolean_mask(
+                tf.gather(shown, column, axis=-1), tf.gather(bad, column, axis=-1)
+            ),
+        ],
+    )
 
 
 @_serializable
 class TableHead(LikelihoodHead):
     """Decoder outputs `[batch, params_per_value]` -> p(row|z), a `RowDistribution`.
+
+    The columns are computed by type: one distribution, one support check
+    and one standardization per type, whatever the number of columns.
 
     Args:
         schema: the table's schema (`tables.infer_schema`).
@@ -156,6 +137,11 @@ class TableHead(LikelihoodHead):
         self.names = [c["name"] for c in self.columns]
         self.sizes = [self._params_of(c) for c in self.columns]
         self.params_per_value = sum(self.sizes)
+        self._groups = tuple(self._make_groups())
+        self._inverse = row_distribution.column_order(
+            [g.positions for g in self._groups]
+        )
+        self._feature_order = self._make_feature_order()
         # Hash tables and assertions have no XLA kernels.
         self.supports_jit = False
         self._tables = {
@@ -176,7 +162,54 @@ class TableHead(LikelihoodHead):
             return len(column["categories"])
         if kind == "count":
             return _COUNT_PARAMS[self.count_likelihood]
-        return {"real": 2, "positive": 2, "binary": 1}[kind]
+        return _PARAMS[kind]
+
+    def _make_groups(self):
+        offsets = np.cumsum([0, *self.sizes[:-1]]).astype(np.int32)
+        for kind in COLUMN_TYPES:
+            where = np.array(
+                [i for i, c in enumerate(self.columns) if c["type"] == kind], np.int32
+            )
+            if not len(where):
+                continue
+            members = [self.columns[i] for i in where]
+            counts = np.array([self.sizes[i] for i in where], np.int32)
+            if kind == "categorical":
+                slots = np.arange(counts.max(), dtype=np.int32)
+                # Padding slots point at parameter 0, then masked out.
+                params = np.where(
+                    slots < counts[:, None], offsets[where][:, None] + slots, 0
+                )
+            else:
+                params = offsets[where] + np.arange(counts[0], dtype=np.int32)[:, None]
+            yield _Group(
+                kind=kind,
+                names=tuple(c["name"] for c in members),
+                positions=where,
+                params=params.astype(np.int32),
+                mean=np.array([c.get("mean", 0.0) for c in members], np.float32),
+                std=np.array([c.get("std", 1.0) for c in members], np.float32),
+                counts=counts,
+            )
+
+    def _make_feature_order(self) -> np.ndarray:
+        """Where each column's encoder features sit among the groups' features.
+
+        The groups' features side by side are each number column's one value,
+        and each categorical group's one-hots padded to its most categories;
+        gathering by this order puts them in the columns' order (what the
+        encoder has always seen) and leaves the padding out.
+        """
+        spans, start = {}, 0
+        for g in self._groups:
+            width = g.params.shape[1] if g.kind == "categorical" else 1
+            for index, count in zip(g.positions, g.counts, strict=True):
+                used = count if g.kind == "categorical" else 1
+                spans[int(index)] = range(start, start + used)
+                start += width
+        return np.concatenate([spans[i] for i in range(len(self.columns))]).astype(
+            np.int32
+        )
 
     def input_shape_for(self, image_shape=None) -> tuple:
         """Returns `(None, params_per_value)`: the columns' parameters side by side."""
@@ -209,114 +242,142 @@ class TableHead(LikelihoodHead):
             )
         return {name: tf.convert_to_tensor(data[name]) for name in self.names}
 
-    def _codes(self, column: dict, values: tf.Tensor) -> tf.Tensor:
-        name, count = column["name"], len(column["categories"])
-        if values.dtype == tf.string:
-            codes = self._tables[name].lookup(values)
-            unknown = tf.logical_and(codes < 0, tf.not_equal(values, ""))
-            shown = tf.strings.reduce_join(tf.boolean_mask(values, unknown)[:1])
-            tf.debugging.Assert(
-                tf.logical_not(tf.reduce_any(unknown)),
-                [f"Column {name!r} holds a category the model never saw:", shown],
-            )
-        elif values.dtype.is_integer:
-            codes = tf.cast(values, tf.int64)
-            tf.debugging.Assert(
-                tf.reduce_all(codes < count),
-                [f"Column {name!r}'s codes must be -1 (missing) to {count - 1}"],
-            )
-        else:
-            raise ValueError(
-                f"Column {name!r} is categorical: give its cells as strings or int "
-                f"codes. Received: {values.dtype.name}"
-            )
+    def _codes(self, group: _Group, cells: dict) -> tf.Tensor:
+        """Returns a categorical group's codes, float32 `[batch, n]` (NaN missing)."""
+        codes, bad, shown, messages = [], [], [], []
+        for name, count in zip(group.names, group.counts, strict=True):
+            values = cells[name]
+            if values.dtype == tf.string:
+                code = self._tables[name].lookup(values)
+                bad.append(tf.logical_and(code < 0, tf.not_equal(values, "")))
+                shown.append(values)
+                messages.append(
+                    f"Column `{name}` holds a category the model never saw:"
+                )
+            elif values.dtype.is_integer:
+                code = tf.cast(values, tf.int64)
+                bad.append(code >= count)
+                shown.append(tf.strings.as_string(code))
+                messages.append(
+                    f"Column `{name}`'s codes must be -1 (missing) to {count - 1}:"
+                )
+            else:
+                raise ValueError(
+                    f"Column {name!r} is categorical: give its cells as strings or "
+                    f"int codes. Received: {values.dtype.name}"
+                )
+            codes.append(code)
+        _refuse_cells(tf.stack(bad, axis=-1), messages, tf.stack(shown, axis=-1))
+        codes = tf.stack(codes, axis=-1)
         return tf.where(codes < 0, float("nan"), tf.cast(codes, tf.float32))
+
+    @staticmethod
+    def _numbers(group: _Group, cells: dict) -> tf.Tensor:
+        """Returns a number group's cells, float32 `[batch, n]`, checked."""
+        for name in group.names:
+            if cells[name].dtype == tf.string:
+                raise ValueError(
+                    f"Column {name!r} is {group.kind}: give numbers (NaN for a "
+                    "missing cell). Received: strings"
+                )
+        values = tf.stack([tf.cast(cells[n], tf.float32) for n in group.names], -1)
+        fits = {
+            "real": tf.math.is_finite,
+            "positive": lambda v: v > 0,
+            "count": lambda v: (v >= 0) & tf.equal(v, tf.round(v)),
+            "binary": lambda v: tf.equal(v, 0.0) | tf.equal(v, 1.0),
+        }[group.kind](values)
+        bad = tf.logical_not(fits) & tf.logical_not(tf.math.is_nan(values))
+        messages = [f"Column `{n}` is {group.kind} but holds" for n in group.names]
+        _refuse_cells(bad, messages, values)
+        return values
 
     def observe(self, images, seed):
         """Returns the rows as float32 `[batch, columns]`, NaN where missing."""
         del seed  # Rows are observed as they are.
         cells = self.check_batch(images)
-        columns = []
-        for column in self.columns:
-            values = cells[column["name"]]
-            if column["type"] == "categorical":
-                columns.append(self._codes(column, values))
-                continue
-            if values.dtype == tf.string:
-                raise ValueError(
-                    f"Column {column['name']!r} is {column['type']}: give numbers "
-                    "(NaN for a missing cell). Received: strings"
-                )
-            values = tf.cast(values, tf.float32)
-            columns.append(self._check_support(column, values))
-        return tf.stack(columns, axis=-1)
-
-    @staticmethod
-    def _check_support(column: dict, values: tf.Tensor) -> tf.Tensor:
-        kind, name = column["type"], column["name"]
-        present = tf.boolean_mask(values, tf.logical_not(tf.math.is_nan(values)))
-        fits = {
-            "real": tf.math.is_finite(present),
-            "positive": present > 0,
-            "count": (present >= 0) & tf.equal(present, tf.round(present)),
-            "binary": tf.equal(present, 0.0) | tf.equal(present, 1.0),
-        }[kind]
-        tf.debugging.Assert(
-            tf.reduce_all(fits),
-            [f"Column {name!r} is {kind} but holds", tf.boolean_mask(present, ~fits)],
+        return row_distribution.in_column_order(
+            [
+                self._codes(g, cells)
+                if g.kind == "categorical"
+                else self._numbers(g, cells)
+                for g in self._groups
+            ],
+            self._inverse,
         )
-        return values
 
     def encoder_input(self, x):
-        """Returns `[batch, features]`: standardized cells, one-hots, then the mask."""
+        """Returns `[batch, features]`: standardized cells, one-hots, then the mask.
+
+        A column's features are in the columns' order: a number column's one
+        standardized value (binary as is), a categorical column's one-hot.
+        """
         present = tf.logical_not(tf.math.is_nan(x))
         features = []
-        for index, column in enumerate(self.columns):
-            kind, value = column["type"], x[:, index]
-            safe = tf.where(present[:, index], value, _SAFE.get(kind, 0.0))
-            if kind == "categorical":
+        for g in self._groups:
+            value = tf.gather(x, g.positions, axis=-1)
+            seen = tf.gather(present, g.positions, axis=-1)
+            safe = tf.where(seen, value, row_distribution.PLACEHOLDERS[g.kind])
+            if g.kind == "categorical":
                 # A missing cell (NaN) is code -1, whose one-hot is all 0.
-                codes = tf.where(present[:, index], tf.cast(safe, tf.int32), -1)
-                features.append(tf.one_hot(codes, len(column["categories"])))
+                codes = tf.where(seen, tf.cast(safe, tf.int32), -1)
+                hot = tf.one_hot(codes, g.params.shape[1])
+                features.append(tf.reshape(hot, [-1, hot.shape[1] * hot.shape[2]]))
                 continue
             scaled = {"positive": tf.math.log, "count": tf.math.log1p}.get(
-                kind, tf.identity
+                g.kind, tf.identity
             )(safe)
-            if kind != "binary":
-                scaled = (scaled - column["mean"]) / column["std"]
-            features.append(tf.where(present[:, index], scaled, 0.0)[:, tf.newaxis])
-        return tf.concat([*features, tf.cast(present, tf.float32)], axis=-1)
+            if g.kind != "binary":
+                scaled = (scaled - g.mean) / g.std
+            features.append(tf.where(seen, scaled, 0.0))
+        ordered = tf.gather(tf.concat(features, axis=-1), self._feature_order, axis=-1)
+        return tf.concat([ordered, tf.cast(present, tf.float32)], axis=-1)
 
     def distribution(self, params):
-        pieces = tf.split(params, self.sizes, axis=-1)
-        columns = [
-            self._column_distribution(c, p)
-            for c, p in zip(self.columns, pieces, strict=True)
-        ]
-        return RowDistribution(columns, [c["type"] for c in self.columns])
+        return row_distribution.RowDistribution(
+            [
+                self._group_distribution(g, tf.gather(params, g.params, axis=-1))
+                for g in self._groups
+            ],
+            [g.kind for g in self._groups],
+            [g.positions for g in self._groups],
+        )
 
-    def _column_distribution(self, column: dict, raw: tf.Tensor) -> tfd.Distribution:
-        kind = column["type"]
+    def _group_distribution(self, group: _Group, raw: tf.Tensor) -> tfd.Distribution:
+        """Returns the group's distribution of batch shape `[batch, n]`.
+
+        Args:
+            group: the columns of one type.
+            raw: their parameters, `[batch, k, n]` (categorical: `[batch, n,
+                most categories]`).
+        """
+        kind = group.kind
         if kind == "categorical":
-            return tfd.Categorical(logits=raw)
+            return tfd.Categorical(logits=tf.where(group.params_valid, raw, _PAD_LOGIT))
         if kind == "binary":
-            return tfd.Bernoulli(logits=raw[..., 0], dtype=tf.float32)
-        # The standardized scale's location, and its scale, in the data's units.
-        loc = column["mean"] + column["std"] * raw[..., 0]
+            return tfd.Bernoulli(logits=raw[..., 0, :], dtype=tf.float32)
         if kind == "count":
+            # The log of the mean count: raw 0 is the training split's typical
+            # count (expm1 of its mean log1p), a unit of raw a factor e. On the
+            # log1p scale's std instead, a column of nearly all zeros would
+            # start at a mean near 1, out of the network's reach.
+            typical = np.maximum(np.expm1(group.mean), 0.0) + _MIN_RATE
+            log_rate = np.log(typical) + raw[..., 0, :]
             if self.count_likelihood == "poisson":
-                return tfd.Poisson(log_rate=loc)
-            total_count = tf.math.softplus(raw[..., 1]) + SCALE_FLOOR
-            # The mean exp(loc) = total_count * exp(logits).
-            logits = loc - tf.math.log(total_count)
+                return tfd.Poisson(log_rate=log_rate)
+            total_count = tf.math.softplus(raw[..., 1, :]) + SCALE_FLOOR
+            # The mean exp(log_rate) = total_count * exp(logits).
+            logits = log_rate - tf.math.log(total_count)
             if self.count_likelihood == "negative_binomial":
                 return tfd.NegativeBinomial(total_count=total_count, logits=logits)
             return tfd.ZeroInflatedNegativeBinomial(
                 total_count=total_count,
                 logits=logits,
-                inflated_loc_logits=raw[..., 2],
+                inflated_loc_logits=raw[..., 2, :],
             )
-        scale = column["std"] * (tf.math.softplus(raw[..., 1]) + SCALE_FLOOR)
+        # The standardized scale's location, and its scale, in the data's units.
+        loc = group.mean + group.std * raw[..., 0, :]
+        scale = group.std * (tf.math.softplus(raw[..., 1, :]) + SCALE_FLOOR)
         if kind == "positive":
             return tfd.LogNormal(loc=loc, scale=scale)
         return tfd.Normal(loc=loc, scale=scale)

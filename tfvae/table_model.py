@@ -1,9 +1,10 @@
 """A VAE of a table's rows: building one from a schema, and filling in its gaps.
 
-`build_table_vae(schema, ...)` makes a `VAE` whose likelihood is the
-schema's `table_likelihood.TableHead` and whose encoder and decoder are
-`networks.vector_mlp` bodies (categorical inputs one-hot, plus the presence
-mask). It trains with `fit` on `tables.table_batches`, and
+`build_table_vae(schema, **settings)` makes a `VAE` of the same family and
+settings as `builder.build_vae` (`model_settings.ModelSettings`), whose
+likelihood is the schema's `table_likelihood.TableHead` and whose encoder
+and decoder are `networks.vector_mlp` bodies (categorical inputs one-hot,
+plus the presence mask). It trains with `fit` on `tables.table_batches`, and
 `tfvae.table_evaluation.evaluate_table` scores it. `impute` fills a batch's
 missing cells with the decoder's mean at the posterior mean (the row's
 reconstruction), keeping the present cells as they are.
@@ -19,51 +20,46 @@ Example:
 
 import tensorflow as tf
 
-from tfvae import networks, posteriors, priors
+from tfvae import builder, networks, noise
 from tfvae.model import VAE
-from tfvae.parts import Decoder, Encoder
 from tfvae.table_likelihood import TableHead
-
-# The defaults of `build_table_vae`: small networks for tables of tens of
-# columns.
-LATENT_DIM = 8
-HIDDEN_UNITS = (128, 128)
-ACTIVATION = "relu"
 
 
 def build_table_vae(
-    schema: dict,
-    *,
-    latent_dim: int = LATENT_DIM,
-    hidden_units: tuple[int, ...] = HIDDEN_UNITS,
-    activation: str = ACTIVATION,
-    count_likelihood: str = "negative_binomial",
-    posterior: str = "diag",
-    kl: str = "analytic",
-    objective: str = "elbo",
-    train_samples: int = 1,
-    seed: int = 0,
+    schema: dict, *, seed: int = 0, num_classes: int | None = None, **settings
 ) -> VAE:
     """Builds (and creates the weights of) a VAE of the rows of `schema`'s table.
 
+    The same family as `builder.build_vae`'s, from the same settings: the
+    objectives, posteriors, priors (the VampPrior's pseudo-inputs are rows'
+    encoder inputs), stochastic layers and the conditional VAE. The
+    likelihood is the schema's (`TableHead`), the bodies `networks.vector_mlp`.
+
     Args:
         schema: the table's schema (`tables.read_table`, `tables.infer_schema`).
-        latent_dim: the size of z.
-        hidden_units: the encoder's dense layers (the decoder mirrors them).
-        activation: the hidden layers' Keras activation.
-        count_likelihood: the likelihood of count columns, one of
-            `table_likelihood.COUNT_LIKELIHOODS`.
-        posterior: "diag" or "full" (`posteriors.POSTERIORS`).
-        kl, objective, train_samples: as `VAE`'s.
         seed: seeds the model's noise; the weights are initialized from
             Keras's global seed (`keras.utils.set_random_seed`).
+        num_classes: the number of classes, needed if `conditional` (the VAE
+            then takes `(rows, labels)` batches).
+        **settings: any `model_settings.ModelSettings` field by name, each
+            defaulting to its flag's default: count_likelihood (one of
+            `table_likelihood.COUNT_LIKELIHOODS`), posterior, latent_dim (one
+            size per stochastic layer, bottom first), hidden_units,
+            activation, kl, prior, prior_components, conditional, objective,
+            train_samples, gradient, beta, free_bits. The image-only
+            settings (likelihood, binarize, gaussian_scale,
+            mixture_components, network other than "mlp", conv_filters) are
+            refused.
 
     Returns:
         The built `VAE` (with `image_shape=None`), taking batches {column:
-        `[batch]` cells} (`tables.table_batches`).
+        `[batch]` cells} (`tables.table_batches`), or `(rows, labels)`.
 
     Raises:
-        ValueError: a bad setting, naming it.
+        errors.UsageError (a ValueError): an unknown setting (listing the
+            valid ones), a bad value or combination, an image-only setting,
+            or a model too large for this machine's memory; each naming the
+            argument.
 
     Example:
         >>> schema = {"columns": [{"name": "x", "type": "real", "mean": 0.0,
@@ -72,38 +68,19 @@ def build_table_vae(
         >>> build_table_vae(schema, latent_dim=2, hidden_units=(8,)).latent_dim
         2
     """
-    if (
-        isinstance(latent_dim, bool)
-        or not isinstance(latent_dim, int)
-        or latent_dim < 1
-    ):
-        raise ValueError(
-            f"latent_dim must be a positive integer. Received: {latent_dim=}"
-        )
-    if posterior not in posteriors.POSTERIORS:
-        raise ValueError(
-            f"posterior must be one of {', '.join(posteriors.POSTERIORS)}. "
-            f"Received: {posterior=}"
-        )
-    hidden_units = tuple(hidden_units)
-    likelihood = TableHead(schema, count_likelihood, name="likelihood")
+    s = builder.checked_settings(settings, schema=schema, num_classes=num_classes)
+    likelihood = TableHead(schema, s.count_likelihood, name="likelihood")
     encoder_body, decoder_body = networks.vector_mlp(
-        likelihood.params_per_value, hidden_units, activation
+        likelihood.params_per_value, s.hidden_units, s.activation
     )
-    return VAE(
-        Encoder(
-            encoder_body,
-            posteriors.POSTERIORS[posterior](latent_dim=latent_dim),
-            name="encoder",
-        ),
-        Decoder(decoder_body, likelihood, name="decoder"),
-        priors.StandardNormal(latent_dim, name="prior"),
+    return builder.assemble(
+        s,
+        likelihood,
+        encoder_body,
+        decoder_body,
         image_shape=None,
-        kl=kl,
+        num_classes=num_classes,
         seed=seed,
-        objective=objective,
-        train_samples=train_samples,
-        name="vae",
     )
 
 
@@ -131,3 +108,36 @@ def impute(vae: VAE, cells: dict, labels: tf.Tensor | None = None) -> tf.Tensor:
     x, q = vae.observe_and_encode(cells, tf.zeros([2], tf.int64), labels)
     filled = vae.decode_mean(q.mean(), labels)
     return tf.where(tf.math.is_nan(x), filled, x)
+
+
+def sample_rows(
+    vae: VAE, num_samples, seed: tf.Tensor, labels: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Returns rows drawn from the model: z from the prior, then x ~ p(x|z).
+
+    A row is drawn from p(x|z), not its mean: synthetic rows keep the data's
+    spread, counts stay whole, categories are drawn.
+
+    Args:
+        vae: a table VAE (`build_table_vae`).
+        num_samples: how many rows, an int or int32 scalar tensor.
+        seed: int64 `[2]` stateless seed, split into z and x noise by
+            `noise.split_seed`.
+        labels: int `[num_samples]` classes, for a conditional VAE.
+
+    Returns:
+        float32 `[num_samples, columns]` in the data's units, categorical
+        columns as their codes.
+
+    Example:
+        >>> seed = tf.constant([0, 1], tf.int64)
+        >>> rows = sample_rows(vae, 100, seed)  # doctest: +SKIP
+    """
+    x_seed, z_seed = noise.split_seed(seed)
+    z = vae.sample_latent(num_samples, z_seed)
+    # TFP's stateless samplers take int32 seeds: two full-range int32 drawn
+    # from the int64 one.
+    x_seed = tf.random.stateless_uniform(
+        [2], x_seed, minval=None, maxval=None, dtype=tf.int32
+    )
+    return vae.decode(z, labels).sample(seed=x_seed)

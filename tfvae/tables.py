@@ -3,17 +3,13 @@
 `read_table(source)` reads a pandas DataFrame, a dict of arrays or a path (CSV,
 Parquet, `.npy`/`.npz`, or a folder holding `train.*` and `test.*`) with
 pandas and pyarrow, splits a single table into train and test by
-`test_fraction` and `seed`, and types each column from the training split:
-
-    real         floats                                   -> Gaussian
-    positive     floats > 0, more symmetric on a log scale -> log-normal
-    count        integers >= 0                            -> negative binomial
-    binary       numbers 0 and 1 only, or booleans        -> Bernoulli
-    categorical  strings (at most `max_categories`)       -> categorical
-
-`column_types={"name": "type"}` overrides the inference. Columns that cannot
-be modelled (free text, dates, too many categories, a constant column, an
-all-missing one) are refused before any work, naming the column and the fix.
+`test_fraction` and `seed` (the rule of `test_rows`, which a table streamed in
+chunks follows too: `tfvae.table_streaming`), and types each column from the
+training split by the rules of `tfvae.table_typing` (real, positive, count,
+binary or categorical). `column_types={"name": "type"}` overrides the
+inference. Columns that cannot be modelled (free text, dates, too many
+categories, a constant column, an all-missing one) are refused before any
+work, naming the column and the fix.
 The schema is a JSON-able dict (each column's name, type, categories and the
 training split's statistics) that the likelihood (`tfvae.table_likelihood`)
 standardizes with; `table_batches` turns a DataFrame into the batches a table
@@ -33,7 +29,7 @@ import pandas as pd
 import tensorflow as tf
 from absl import logging
 
-from tfvae import errors
+from tfvae import errors, table_typing
 
 # The column types, in the order the inference tries them.
 COLUMN_TYPES = ("binary", "count", "positive", "real", "categorical")
@@ -50,17 +46,28 @@ _READERS = {
 _MIN_ROWS = 2
 
 
-def _read_file(path: str) -> pd.DataFrame:
+def read_file(path: str) -> pd.DataFrame:
+    """Returns the table in one file, its column names as strings.
+
+    Raises:
+        errors.UsageError: a file of a type tfvae does not read.
+    """
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in _READERS:
         raise errors.UsageError(
             f"{path} is not a table tfvae reads: give a {', '.join(_READERS)} file "
             "or a folder holding train.* and test.*"
         )
-    return _READERS[suffix](path)
+    frame = _READERS[suffix](path)
+    return frame.set_axis([str(c) for c in frame.columns], axis=1)
 
 
-def _split_files(folder: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_paths(folder: str) -> dict[str, str]:
+    """Returns {"train": path, "test": path}: a folder's `train.*` and `test.*`.
+
+    Raises:
+        errors.UsageError: the folder lacks one, or holds several.
+    """
     found = {}
     for split in ("train", "test"):
         names = [
@@ -71,8 +78,24 @@ def _split_files(folder: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                 f"The folder {folder} must hold one {split}.* table (e.g. "
                 f"{split}.csv). Received: {names or 'none'}"
             )
-        found[split] = _read_file(os.path.join(folder, names[0]))
-    return found["train"], found["test"]
+        found[split] = os.path.join(folder, names[0])
+    return found
+
+
+def read_split_files(folder: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Returns (train, test): the tables of a folder's `train.*` and `test.*`.
+
+    Raises:
+        errors.UsageError: a missing file, or splits of different columns.
+    """
+    paths = split_paths(folder)
+    train, test = read_file(paths["train"]), read_file(paths["test"])
+    if list(train.columns) != list(test.columns):
+        raise errors.UsageError(
+            f"{folder}'s train and test tables must have the same columns. "
+            f"Received: {list(train.columns)} and {list(test.columns)}"
+        )
+    return train, test
 
 
 def _as_frame(source) -> pd.DataFrame:
@@ -80,125 +103,105 @@ def _as_frame(source) -> pd.DataFrame:
         return source.reset_index(drop=True)
     if isinstance(source, dict):
         return pd.DataFrame({str(k): np.asarray(v) for k, v in source.items()})
-    return _read_file(os.fspath(source))
+    return read_file(os.fspath(source))
+
+
+def check_test_fraction(test_fraction: float):
+    """Refuses a `test_fraction` outside (0, 1)."""
+    if not 0 < test_fraction < 1:
+        raise errors.UsageError(
+            f"test_fraction must be between 0 and 1. Received: {test_fraction=}"
+        )
+
+
+def test_rows(generator: np.random.Generator, rows: int, test_fraction: float):
+    """Returns which of the next `rows` rows are test rows: bool `[rows]`.
+
+    The split rule, applied in the table's row order: row i is a test row if
+    the i-th draw of `np.random.default_rng(seed).random()` is below
+    `test_fraction`. A generator advanced chunk by chunk draws the same
+    numbers as one call, so a table streamed in chunks
+    (`tfvae.table_streaming`) splits as it does in memory.
+    """
+    return generator.random(rows) < test_fraction
+
+
+def check_split(train_rows: int, test_rows: int, test_fraction: float):
+    """Refuses a split that leaves a side (almost) empty."""
+    if test_rows < 1 or train_rows < _MIN_ROWS:
+        raise errors.UsageError(
+            f"A table of {train_rows + test_rows} rows split with test_fraction="
+            f"{test_fraction} leaves {train_rows} training and {test_rows} test "
+            "rows: give more rows or another fraction"
+        )
 
 
 def split_table(
     frame: pd.DataFrame, test_fraction: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Returns (train, test): a random `test_fraction` of the rows is the test split.
+    """Returns (train, test): each row is a test row with chance `test_fraction`.
 
-    The rows are permuted by NumPy's generator seeded with `seed`, so the
-    split depends on the seed and the number of rows only.
+    The rule of `test_rows`, seeded with `seed`: the split depends on the seed
+    and the rows' order only, and about `test_fraction` of the rows (not an
+    exact count) are test rows.
+
+    Args:
+        frame: the whole table.
+        test_fraction: the chance of each row being a test row, in (0, 1).
+        seed: seeds the split.
+
+    Returns:
+        (train, test) DataFrames, each in the table's row order.
+
+    Example:
+        >>> train, test = split_table(pd.DataFrame({"x": range(100)}), 0.2, 0)
+        >>> len(train) + len(test)
+        100
     """
-    if not 0 < test_fraction < 1:
-        raise errors.UsageError(
-            f"test_fraction must be between 0 and 1. Received: {test_fraction=}"
-        )
-    rows = len(frame)
-    test_rows = round(rows * test_fraction)
-    if test_rows < 1 or rows - test_rows < _MIN_ROWS:
-        raise errors.UsageError(
-            f"A table of {rows} rows split with test_fraction={test_fraction} "
-            "leaves a split (almost) empty: give more rows or another fraction"
-        )
-    order = np.random.default_rng(seed).permutation(rows)
-    test, train = order[:test_rows], order[test_rows:]
+    check_test_fraction(test_fraction)
+    test = test_rows(np.random.default_rng(seed), len(frame), test_fraction)
+    check_split(int((~test).sum()), int(test.sum()), test_fraction)
     return (
-        frame.iloc[np.sort(train)].reset_index(drop=True),
-        frame.iloc[np.sort(test)].reset_index(drop=True),
+        frame[~test].reset_index(drop=True),
+        frame[test].reset_index(drop=True),
     )
 
 
-def _skew(values: np.ndarray) -> float:
-    centred = values - values.mean()
-    spread = centred.std()
-    return float(np.mean(centred**3) / spread**3) if spread > 0 else 0.0
-
-
-def _infer(name: str, column: pd.Series, max_categories: int) -> str:
-    """Returns the type of one training column, or refuses it naming the fix."""
-    present = column.dropna()
-    override = f"or give it a type with column_types={{{name!r}: ...}}"
-    if pd.api.types.is_datetime64_any_dtype(column):
-        raise errors.UsageError(
-            f"Column {name!r} holds dates, which tfvae does not model: drop it or "
-            "turn it into numbers (e.g. days since a date, day of the week)"
-        )
-    if present.nunique() == 1:
-        raise errors.UsageError(
-            f"Column {name!r} is constant ({present.iloc[0]!r}) in the training "
-            "split, so there is nothing to model: drop it"
-        )
-    if pd.api.types.is_bool_dtype(present):
-        return "binary"
-    if pd.api.types.is_numeric_dtype(present):
-        values = present.to_numpy(np.float64)
-        if set(np.unique(values)) <= {0.0, 1.0}:
-            return "binary"
-        if np.all(values >= 0) and np.all(values == np.round(values)):
-            return "count"
-        if np.all(values > 0) and abs(_skew(np.log(values))) < abs(_skew(values)):
-            return "positive"
-        return "real"
-    text = present.astype(str)
-    if text.nunique() <= max_categories:
-        return "categorical"
-    dates = pd.to_datetime(text.head(100), errors="coerce", format="mixed")
-    if dates.notna().all():
-        raise errors.UsageError(
-            f"Column {name!r} holds dates, which tfvae does not model: drop it or "
-            "turn it into numbers (e.g. days since a date, day of the week)"
-        )
-    raise errors.UsageError(
-        f"Column {name!r} has {text.nunique()} distinct values, more than "
-        f"max_categories={max_categories}: free text or an identifier cannot be "
-        f"modelled. Drop it, raise max_categories, {override}"
-    )
-
-
-def _numbers(name: str, column: pd.Series, kind: str) -> np.ndarray:
-    values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
-    bad = column.notna().to_numpy() & np.isnan(values)
-    if bad.any():
-        raise errors.UsageError(
-            f"Column {name!r} is {kind} but holds {column[bad].iloc[0]!r}, not a "
-            "number: fix the cell, or type the column categorical"
-        )
-    return values
-
-
-def _column(name: str, column: pd.Series, kind: str, max_categories: int) -> dict:
-    """Returns one column's schema entry, checking its training values fit `kind`."""
-    entry = {"name": name, "type": kind}
-    if kind == "categorical":
-        categories = sorted(column.dropna().astype(str).unique().tolist())
-        if len(categories) > max_categories:
+def check_column_types(names: list[str], column_types: dict[str, str]):
+    """Refuses duplicate column names, and overrides naming an unknown column or
+    type; before any cell is read."""
+    if len(set(names)) != len(names):
+        raise errors.UsageError(f"Column names must be unique. Received: {names}")
+    for name, kind in column_types.items():
+        if name not in names:
             raise errors.UsageError(
-                f"Column {name!r} has {len(categories)} categories, more than "
-                f"max_categories={max_categories}: raise max_categories or drop it"
+                f"column_types names {name!r}, which is not a column. The columns "
+                f"are: {', '.join(names)}"
             )
-        return {**entry, "categories": categories}
-    values = _numbers(name, column, kind)
-    values = values[~np.isnan(values)]
-    rule = {
-        "binary": (np.isin(values, (0, 1)), "0 or 1"),
-        "count": ((values >= 0) & (values == np.round(values)), "integers >= 0"),
-        "positive": (values > 0, "above 0"),
-        "real": (np.isfinite(values), "finite"),
-    }
-    fits, wanted = rule[kind]
-    if not fits.all():
-        raise errors.UsageError(
-            f"Column {name!r} is typed {kind}, whose values are {wanted}, but "
-            f"holds {values[~fits][0]!r}: fix the data or give it another type"
+        if kind not in COLUMN_TYPES:
+            raise errors.UsageError(
+                f"Column {name!r}'s type must be one of {', '.join(COLUMN_TYPES)}. "
+                f"Received: {kind!r}"
+            )
+
+
+def schema_of(summaries: list, column_types: dict[str, str]) -> dict:
+    """Returns the schema of summarized training columns, logging each type.
+
+    Args:
+        summaries: a `table_typing.ColumnSummary` per column, in order.
+        column_types: {column: type} overriding the inference.
+
+    Returns:
+        The `infer_schema` dict.
+    """
+    columns = []
+    for summary in summaries:
+        columns.append(
+            table_typing.column_entry(summary, column_types.get(summary.name))
         )
-    # The scale the model standardizes on (`table_likelihood`): the values,
-    # their logarithm (positive) or log1p (count).
-    scaled = {"positive": np.log, "count": np.log1p}.get(kind, lambda v: v)(values)
-    if kind != "binary":
-        entry.update(mean=float(scaled.mean()), std=float(scaled.std()) or 1.0)
-    return entry
+        logging.info("Column %r: %s", summary.name, columns[-1]["type"])
+    return {"columns": columns}
 
 
 def infer_schema(
@@ -232,31 +235,12 @@ def infer_schema(
     """
     column_types = dict(column_types or {})
     names = [str(c) for c in train.columns]
-    if len(set(names)) != len(names):
-        raise errors.UsageError(f"Column names must be unique. Received: {names}")
-    for name, kind in column_types.items():
-        if name not in names:
-            raise errors.UsageError(
-                f"column_types names {name!r}, which is not a column. The columns "
-                f"are: {', '.join(names)}"
-            )
-        if kind not in COLUMN_TYPES:
-            raise errors.UsageError(
-                f"Column {name!r}'s type must be one of {', '.join(COLUMN_TYPES)}. "
-                f"Received: {kind!r}"
-            )
-    columns = []
-    for name, label in zip(names, train.columns, strict=True):
-        column = train[label]
-        # Before any type, inferred or given: nothing to model or infer from.
-        if column.dropna().empty:
-            raise errors.UsageError(
-                f"Column {name!r} is entirely missing in the training split: drop it"
-            )
-        kind = column_types.get(name) or _infer(name, column, max_categories)
-        columns.append(_column(name, column, kind, max_categories))
-        logging.info("Column %r: %s", name, kind)
-    return {"columns": columns}
+    check_column_types(names, column_types)
+    summaries = [
+        table_typing.ColumnSummary(name, max_categories).add(train[label])
+        for name, label in zip(names, train.columns, strict=True)
+    ]
+    return schema_of(summaries, column_types)
 
 
 def read_table(
@@ -281,17 +265,13 @@ def read_table(
         DataFrames.
 
     Example:
-        >>> schema, train, test = read_table({"x": [0.5, 1.5, -2.0, 3.0, 1.0]})
-        >>> schema["columns"][0]["type"], len(train), len(test)
-        ('real', 4, 1)
+        >>> x = np.linspace(-2.0, 3.0, 50)
+        >>> schema, train, test = read_table({"x": x}, test_fraction=0.2, seed=0)
+        >>> schema["columns"][0]["type"], len(train) + len(test)
+        ('real', 50)
     """
     if not isinstance(source, pd.DataFrame | dict) and os.path.isdir(source):
-        train, test = _split_files(os.fspath(source))
-        if list(train.columns) != list(test.columns):
-            raise errors.UsageError(
-                f"{source}'s train and test tables must have the same columns. "
-                f"Received: {list(train.columns)} and {list(test.columns)}"
-            )
+        train, test = read_split_files(os.fspath(source))
     else:
         train, test = split_table(_as_frame(source), test_fraction, seed)
     train.columns = [str(c) for c in train.columns]
@@ -325,10 +305,11 @@ def table_columns(frame: pd.DataFrame, schema: dict) -> dict[str, np.ndarray]:
     for column in schema["columns"]:
         name, values = column["name"], frame[column["name"]]
         if column["type"] == "categorical":
-            text = values.astype(str).where(values.notna(), "")
+            text = table_typing.category_texts(values).where(values.notna(), "")
             arrays[name] = text.to_numpy(dtype=object)
         else:
-            arrays[name] = _numbers(name, values, column["type"]).astype(np.float32)
+            numbers = table_typing.numbers(name, values, column["type"])
+            arrays[name] = numbers.astype(np.float32)
     return arrays
 
 
@@ -357,7 +338,15 @@ def table_batches(
     vae.fit(tfvae.table_batches(train, schema, 32, shuffle_seed=0), epochs=100)
     ```
     """
-    dataset = tf.data.Dataset.from_tensor_slices(table_columns(frame, schema))
+    columns = {k: tf.constant(v) for k, v in table_columns(frame, schema).items()}
+    rows = tf.data.Dataset.range(len(frame))
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(frame), seed=shuffle_seed)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        # Row numbers, not rows: the same order, but tf.data no longer moves
+        # every cell of every column one row at a time (it cost more than the
+        # model's step on a 50-column table).
+        rows = rows.shuffle(len(frame), seed=shuffle_seed)
+    return (
+        rows.batch(batch_size)
+        .map(lambda index: {k: tf.gather(v, index) for k, v in columns.items()})
+        .prefetch(tf.data.AUTOTUNE)
+    )
