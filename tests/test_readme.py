@@ -78,7 +78,16 @@ def test_the_tables_example_runs_as_written(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ran = run_command([sys.executable, "example.py"], timeout=600, cwd=root, env=env)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    nll = re.search(r"test NLL \(IWAE, k=1000\): ([\d.]+) nats", ran.stdout)
-    assert nll, ran.stdout
-    # The README's 18.7; a model of independent columns gives 23.3.
-    assert 17.5 < float(nll.group(1)) < 20.0
+    figure = {
+        name: re.search(pattern, ran.stdout)
+        for name, pattern in (
+            ("nll", r"test NLL \(IWAE, k=1000\): ([\d.]+) nats"),
+            ("independent", r"independent columns: ([\d.]+) nats"),
+            ("impute", r"imputed real cells: error (-?\d+)% below"),
+        )
+    }
+    assert all(figure.values()), ran.stdout
+    nll, independent, impute = (float(f.group(1)) for f in figure.values())
+    # The README's 20.8 against 24.4, and 33%: the issue asks for 20%.
+    assert 19.5 < nll < 22.0 and nll < independent - 2.0
+    assert impute >= 20

@@ -45,6 +45,7 @@ Names:
   table_batches       a DataFrame as batches {column: [batch]} for a table VAE
   TableHead           a row's likelihood: the product of its columns'
   build_table_vae     a VAE of a table's rows, from its schema
+  impute, sample_rows a batch's missing cells filled in; rows drawn from the VAE
   evaluate_table      a table VAE's IWAE bound and per-column log-likelihoods,
                       imputation quality, anomaly ROC/PR AUC, a baseline
 
@@ -84,6 +85,8 @@ _PUBLIC = {
     "table_batches": ("tfvae.tables", "table_batches"),
     "TableHead": ("tfvae.table_likelihood", "TableHead"),
     "build_table_vae": ("tfvae.table_model", "build_table_vae"),
+    "impute": ("tfvae.table_model", "impute"),
+    "sample_rows": ("tfvae.table_model", "sample_rows"),
     "evaluate_table": ("tfvae.table_evaluation", "evaluate_table"),
 }
 
