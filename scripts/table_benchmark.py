@@ -45,9 +45,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import tensorflow as tf
 from absl import flags, logging
 
-from tfvae import devices, errors, table_model, table_streaming, tables
+from tfvae import devices, errors, fitting, table_model, table_streaming, tables
 
 flags.DEFINE_string(
     "table_cache", None, "Folder for the generated tables (written once, reused)."
@@ -195,9 +196,16 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
             hidden_units=tuple(settings["hidden_units"]),
             seed=seed,
         )
+    # Unset: as `python -m tfvae.train` compiles it (no XLA for a table's
+    # lookups); set (the flipped run): as asked.
+    jit_compile = execution.jit_compile
+    if settings["jit_compile"] is None:
+        jit_compile = fitting.jit_compile(
+            jit_compile, tf.distribute.get_strategy(), vae
+        )
     vae.compile(
         optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-        jit_compile=execution.jit_compile,
+        jit_compile=jit_compile,
     )
     timer = _Timer(start)
     vae.fit(
@@ -223,7 +231,7 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         ),
         "mixed_precision": execution.mixed_precision,
-        "jit_compile": execution.jit_compile,
+        "jit_compile": jit_compile,
     }
 
 
