@@ -31,6 +31,14 @@ flags.DEFINE_list(
 )
 FLAGS = flags.FLAGS
 
+# configs/cifar10.flags' network.
+_CIFAR10_NETWORK = dict(
+    network="conv",
+    conv_filters=(32, 64, 128),
+    hidden_units=(),
+    latent_dim=128,
+    activation="relu",
+)
 # name: (image shape, build_vae settings, batch): the tutorial's MLP,
 # keras-io's convolutional VAE, and configs/cifar10.flags' network with a
 # Bernoulli and with its own logistic-mixture likelihood.
@@ -47,27 +55,10 @@ MODELS = {
         ),
         128,
     ),
-    "cifar10_conv_bernoulli": (
-        (32, 32, 3),
-        dict(
-            network="conv",
-            conv_filters=(32, 64, 128),
-            hidden_units=(),
-            latent_dim=128,
-            activation="relu",
-        ),
-        128,
-    ),
+    "cifar10_conv_bernoulli": ((32, 32, 3), _CIFAR10_NETWORK, 128),
     "cifar10_conv_logistic_mixture": (
         (32, 32, 3),
-        dict(
-            network="conv",
-            conv_filters=(32, 64, 128),
-            hidden_units=(),
-            latent_dim=128,
-            activation="relu",
-            likelihood="logistic_mixture",
-        ),
+        {**_CIFAR10_NETWORK, "likelihood": "logistic_mixture"},
         128,
     ),
 }
