@@ -1,5 +1,5 @@
 r"""Times a training step per model, XLA on and off, and in float32 and
-mixed_bfloat16: the rule of `devices.FASTEST`.
+mixed_bfloat16: the rule of `devices.fastest`.
 
     python scripts/execution_trial.py [--steps=24] [--rounds=3] \
         [--models=cifar10_conv_bernoulli,cifar10_conv_logistic_mixture] \

@@ -12,10 +12,11 @@ Measures, each training in a fresh process (so its peak RSS is its own):
   with 5% missing cells, all correlated through 5 factors), written once as
   Parquet under --table_cache: training examples/s of a table VAE of the
   flags' sizes, with the table in memory (`tables.read_table`,
-  `tables.table_batches`) and streamed (`table_streaming.streamed_table`,
-  blocks of --shuffle_buffer rows), each with its peak RSS and the seconds
-  from start to the first trained epoch; and the fraction of the float32
-  product floor (`benchmark._ProductFloor`) each reaches;
+  `tables.table_batches`' endless stream, the command line's) and streamed
+  (`table_streaming.streamed_table`, blocks of --shuffle_buffer rows), each
+  with its peak RSS and the seconds from start to the first trained epoch;
+  and the fraction of the float32 product floor (`benchmark._ProductFloor`)
+  each reaches;
 - with --tvae_python and --tvae_script: the tabular peer, ctgan's TVAE
   (`tvae_peer.py`, run by that interpreter: a virtualenv with ctgan), on its
   own generated table of --tvae_rows rows and --tvae_columns columns, and
@@ -23,9 +24,11 @@ Measures, each training in a fresh process (so its peak RSS is its own):
   TVAE's sizes: batch 500, 128-128 networks, a 128-d latent
   (`speedup_vs_tvae`, and `first_epoch_speedup_vs_tvae`: the seconds to a
   first trained epoch, counting the table's preparation; TVAE's is its
-  preparation and one steady epoch);
-- unless --nocompare_xla, each in-memory training again with --jit_compile
-  flipped (`jit_compile_flipped`).
+  preparation and one steady epoch).
+
+Each trains on full batches and compiles as `python -m tfvae.train` does:
+without XLA, which a table's lookups lack (the figures' `jit_compile` is
+what Keras resolved), so --compare_xla does not apply here.
 
 Every figure is a ratio within one run: compare ratios, not absolute
 figures across runs on a shared machine.
@@ -33,7 +36,6 @@ figures across runs on a shared machine.
 
 import importlib.util
 import json
-import math
 import os
 import resource
 import subprocess
@@ -147,11 +149,11 @@ def generated_table(folder: str, rows: int, columns: int, seed: int = 0) -> str:
 
 
 class _Timer(keras.callbacks.Callback):
-    """Records each epoch's end, from a common start."""
+    """Records each epoch's end."""
 
-    def __init__(self, start: float):
+    def __init__(self):
         super().__init__()
-        self.start, self.ends = start, []
+        self.ends = []
 
     def on_epoch_end(self, epoch, logs=None):
         self.ends.append(time.perf_counter())
@@ -166,12 +168,14 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
         path: the table.
         streamed: stream it (`table_streaming`) rather than read it whole.
         settings: batch_size, hidden_units, latent_dim, learning_rate, epochs,
-            seed, shuffle_buffer, mixed_precision, jit_compile, network.
+            seed, shuffle_buffer, mixed_precision, jit_compile (as the flag:
+            Keras leaves XLA off for a table's lookups).
 
     Returns:
         {"schema", "num_train", "prepare_s", "to_first_epoch_s",
         "first_epoch_s", "seconds_per_epoch", "train_examples_per_s",
-        "peak_rss_mb", "mixed_precision", "jit_compile"}.
+        "peak_rss_mb", "mixed_precision", "jit_compile" (as Keras resolved
+        it)}; examples/s counts the full batches trained.
     """
     start = time.perf_counter()
     keras.utils.set_random_seed(settings["seed"])
@@ -183,11 +187,13 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
         batches = table.train_batches(batch_size, seed, settings["shuffle_buffer"])
     else:
         schema, train, _ = tables.read_table(path, seed=seed)
-        num_train, steps = len(train), None
-        batches = tables.table_batches(train, schema, batch_size, shuffle_seed=seed)
+        num_train, steps = len(train), len(train) // batch_size
+        batches = tables.table_batches(
+            train, schema, batch_size, shuffle_seed=seed, first_epoch=0
+        )
     prepared = time.perf_counter()
     execution = devices.resolve(
-        settings["mixed_precision"], settings["jit_compile"], settings["network"]
+        settings["mixed_precision"], settings["jit_compile"], devices.TABLE
     )
     with devices.dtype_policy(execution.mixed_precision):
         vae = table_model.build_table_vae(
@@ -196,18 +202,14 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
             hidden_units=tuple(settings["hidden_units"]),
             seed=seed,
         )
-    # Unset: as `python -m tfvae.train` compiles it (no XLA for a table's
-    # lookups); set (the flipped run): as asked.
-    jit_compile = execution.jit_compile
-    if settings["jit_compile"] is None:
-        jit_compile = fitting.jit_compile(
-            jit_compile, tf.distribute.get_strategy(), vae
-        )
+    # As `python -m tfvae.train` compiles it (no XLA for a table's lookups).
     vae.compile(
         optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-        jit_compile=jit_compile,
+        jit_compile=fitting.jit_compile(
+            execution.jit_compile, tf.distribute.get_strategy()
+        ),
     )
-    timer = _Timer(start)
+    timer = _Timer()
     vae.fit(
         batches,
         epochs=settings["epochs"],
@@ -225,13 +227,14 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
         "to_first_epoch_s": round(timer.ends[0] - start, 3),
         "first_epoch_s": round(float(epochs[0]), 3),
         "seconds_per_epoch": round(steady, 3),
-        "train_examples_per_s": round(num_train / steady, 1),
+        "train_examples_per_s": round(steps * batch_size / steady, 1),
         # ru_maxrss is in KiB on Linux.
         "peak_rss_mb": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         ),
         "mixed_precision": execution.mixed_precision,
-        "jit_compile": jit_compile,
+        # What Keras resolved: it turns XLA off for a model that lacks it.
+        "jit_compile": bool(vae.jit_compile),
     }
 
 
@@ -261,21 +264,12 @@ def _with_floor(bench, figures: dict, settings: dict) -> dict:
         hidden_units=tuple(settings["hidden_units"]),
         seed=settings["seed"],
     )
-    steps = math.ceil(figures["num_train"] / settings["batch_size"])
+    steps = figures["num_train"] // settings["batch_size"]
     floor = bench._ProductFloor(vae, settings["batch_size"], steps)
     before = floor.seconds_per_epoch(FLAGS.repeats)
     execution = devices.Execution(figures["mixed_precision"], figures["jit_compile"])
     bench._floor_figures(figures, floor, before, execution)
     return figures
-
-
-def _flipped(path: str, settings: dict, figures: dict) -> dict:
-    """Trains in memory again with XLA flipped: what `auto` chooses from."""
-    flipped = _in_a_process(
-        path, False, {**settings, "jit_compile": not figures["jit_compile"]}
-    )
-    keys = ("jit_compile", "to_first_epoch_s", "first_epoch_s", "train_examples_per_s")
-    return {key: flipped[key] for key in keys}
 
 
 def _peer_table(script: str, rows: int, columns: int, folder: str) -> str:
@@ -311,8 +305,6 @@ def _tvae(settings: dict) -> dict:
     ours_settings = {**settings, **TVAE_SETTINGS, "epochs": FLAGS.tvae_epochs + 1}
     ours = _in_a_process(path, False, ours_settings)
     ours.pop("schema")
-    if FLAGS.compare_xla:
-        ours["jit_compile_flipped"] = _flipped(path, ours_settings, ours)
     # TVAE's first trained epoch: its preparation, then one steady epoch.
     peer_first = peer["preprocess_s"] + peer["seconds_per_epoch"]
     return {
@@ -348,7 +340,6 @@ def measure(config, bench) -> dict:
         "shuffle_buffer": config.shuffle_buffer,
         "mixed_precision": config.mixed_precision,
         "jit_compile": config.jit_compile,
-        "network": config.network,
     }
     report = {
         "model": "table",
@@ -368,10 +359,6 @@ def measure(config, bench) -> dict:
     for name, streamed in (("in_memory", False), ("streamed", True)):
         figures = _in_a_process(path, streamed, settings)
         report[name] = _with_floor(bench, figures, settings)
-    if FLAGS.compare_xla:
-        report["in_memory"]["jit_compile_flipped"] = _flipped(
-            path, settings, report["in_memory"]
-        )
     report["streamed_vs_in_memory"] = round(
         report["streamed"]["train_examples_per_s"]
         / report["in_memory"]["train_examples_per_s"],

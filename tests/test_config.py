@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+import tempfile
 
 import pytest
 from absl import flags
@@ -110,6 +111,19 @@ def test_flags_become_a_config():
             "--count_likelihood applies to table VAEs only",
         ),
         (["--table=t.csv", "--column_types=x"], "--column_types must list name:type"),
+        (
+            ["--table=t.csv", "--column_types=a:real,a:count"],
+            "--column_types types 'a' twice (a:real and a:count)",
+        ),
+        (
+            ["--table=t.csv", "--max_categories=1"],
+            "--max_categories must be at least 2",
+        ),
+        # A folder's train.* and test.* are its split.
+        (
+            [f"--table={tempfile.gettempdir()}", "--test_fraction=0.3"],
+            "--test_fraction=0.3 does not apply to --table=",
+        ),
         (
             ["--table=t.csv", "--anomaly_label=9"],
             "--anomaly_label=9 needs --label_column=NAME",

@@ -26,6 +26,7 @@ from tfvae import (
     run_dir,
     run_eval,
     splits,
+    tfds_sources,
     training,
 )
 
@@ -187,7 +188,7 @@ def test_offline_without_manual_dir_is_refused_in_seconds_naming_the_files(
 def test_a_download_host_that_does_not_answer_is_refused_after_the_limit(
     tmp_path, network, monkeypatch
 ):
-    monkeypatch.setattr(data, "DOWNLOAD_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(tfds_sources, "DOWNLOAD_CHECK_SECONDS", 0.2)
     network["hang"] = 5
     start = time.perf_counter()
     with pytest.raises(errors.UsageError, match=r"no answer within 0.2 s"):
@@ -289,7 +290,7 @@ def test_damaged_tfds_files_are_refused_before_the_run_directory_changes(
 
 
 def test_expected_manual_files_for_mnist():
-    assert data.expected_manual_files(tfds.builder("mnist")) == MNIST_FILES
+    assert tfds_sources.expected_manual_files(tfds.builder("mnist")) == MNIST_FILES
 
 
 @pytest.mark.slow

@@ -19,12 +19,13 @@ def test_the_device_kind_follows_the_cpu_flags(monkeypatch, flags, kind):
     assert devices.device_kind() == kind
 
 
-@pytest.mark.parametrize("kind, network", sorted(devices.FASTEST))
+@pytest.mark.parametrize("kind", devices.DEVICE_KINDS)
+@pytest.mark.parametrize("network", [*networks.NETWORKS, devices.TABLE])
 def test_auto_takes_the_fastest_and_explicit_values_are_kept(
     monkeypatch, kind, network
 ):
     monkeypatch.setattr(devices, "device_kind", lambda: kind)
-    fastest = devices.FASTEST[kind, network]
+    fastest = devices.fastest(kind, network)
     assert devices.resolve("auto", None, network) == fastest
     explicit = devices.resolve("mixed_float16", not fastest.jit_compile, network)
     assert explicit == devices.Execution("mixed_float16", not fastest.jit_compile)
@@ -32,9 +33,15 @@ def test_auto_takes_the_fastest_and_explicit_values_are_kept(
     assert devices.resolve("float32", None, network).mixed_precision == "float32"
 
 
-def test_every_network_has_an_execution_on_every_device():
-    kinds = {kind for kind, _ in devices.FASTEST}
-    assert set(devices.FASTEST) == {(k, n) for k in kinds for n in networks.NETWORKS}
+@pytest.mark.parametrize("kind", devices.DEVICE_KINDS)
+def test_a_table_never_asks_for_xla(kind):
+    # Its category lookups have no XLA kernels (Keras would leave XLA off).
+    assert devices.fastest(kind, devices.TABLE).jit_compile is False
+
+
+def test_an_unknown_device_kind_is_refused_naming_it():
+    with pytest.raises(ValueError, match="Received: kind='tpu'"):
+        devices.fastest("tpu", "mlp")
 
 
 @pytest.mark.parametrize("kind", ["cpu", "cpu_bf16"])
@@ -47,10 +54,10 @@ def test_a_cpu_compiles_the_mlp_but_not_convolutions(monkeypatch, kind):
 
 
 def test_a_run_records_the_execution_it_resolved(tmp_path, monkeypatch):
-    monkeypatch.setitem(
-        devices.FASTEST,
-        ("cpu", "mlp"),
-        devices.Execution("mixed_bfloat16", jit_compile=False),
+    monkeypatch.setattr(
+        devices,
+        "fastest",
+        lambda kind, network: devices.Execution("mixed_bfloat16", jit_compile=False),
     )
     monkeypatch.setattr(devices, "device_kind", lambda: "cpu")
     config = tiny_config(tmp_path, mixed_precision="auto", jit_compile=None, epochs=1)

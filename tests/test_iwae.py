@@ -92,6 +92,37 @@ def test_logmeanexp_reads_chunks_only_as_far_as_it_needs_and_refuses_too_few():
         iwae.logmeanexp_prefixes([tf.zeros([10, 2])], (5, 20))
 
 
+class _FixedWeights:
+    """An evaluable whose log-weights are fixed: row r's are r + the sample index."""
+
+    def __init__(self):
+        self.calls = []
+
+    def log_weights(self, batch, num_samples, seed, chunk, labels):
+        self.calls.append((seed.numpy().tolist(), chunk, num_samples))
+        samples = tf.range(num_samples, dtype=tf.float32)[:, None]
+        return samples + chunk * 4 + tf.cast(batch, tf.float32)[None]
+
+
+def test_batch_bounds_yields_each_rows_bound_with_its_batch_seed():
+    evaluable = _FixedWeights()
+    dataset = tf.data.Dataset.range(5).batch(2)
+    found = list(iwae.batch_bounds(evaluable, dataset, 10, 4, seed=7))
+    assert [len(batch) for batch, *_ in found] == [2, 2, 1]
+    assert [seed.numpy().tolist() for _, _, seed, _ in found] == [
+        [7, 0],
+        [7, 1],
+        [7, 2],
+    ]
+    # Chunks of 4, 4 and 2 samples: each row's weights r + 0..9.
+    assert evaluable.calls[:3] == [([7, 0], 0, 4), ([7, 0], 1, 4), ([7, 0], 2, 2)]
+    rows = np.concatenate([bounds[10] for *_, bounds in found])
+    expected = [math.log(np.mean(np.exp(r + np.arange(10.0)))) for r in range(5)]
+    np.testing.assert_allclose(rows, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="dataset to evaluate is empty"):
+        list(iwae.batch_bounds(evaluable, dataset.take(0), 10, 4, seed=7))
+
+
 def test_sweep_and_chunk_sizes():
     assert iwae.sweep(5000) == (1, 10, 100, 1000, 5000)
     assert iwae.sweep(300) == (1, 10, 100, 300)

@@ -28,6 +28,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, TINY_SHAPE, session_signatures, tiny_config
+from tests.test_table_datasets import table_dataset_config
 from tests.test_table_training import table_config, tiny_table
 from tfvae import (
     errors,
@@ -750,6 +751,7 @@ _COMMAND_DRIVER = """
 import json, sys, traceback
 from absl import app, flags
 import tests.conftest  # Registers the tiny_images dataset.
+import tests.test_table_datasets  # And tiny_table, ragged_table.
 import {module} as command
 
 results = []
@@ -769,6 +771,21 @@ print(json.dumps(results))
 _TINY = ["--dataset=tiny_images", "--data_dir={tfds}", "--batch_size=16"]
 _NEW = [*_TINY, "--model_dir={new}", "--noexport"]
 _TABLE = ["--model_dir={new}", "--noexport", "--batch_size=16"]
+# The finished table run's flags ({table_run}: `table_config`, epochs=1).
+_TABLE_RUN = [
+    "--table={table_run}/tiny.csv",
+    "--model_dir={table_run}/run",
+    "--label_column=kind",
+    "--latent_dim=2",
+    "--hidden_units=16",
+    "--learning_rate=0.01",
+    "--batch_size=16",
+    "--steps_per_execution=1",
+    "--mixed_precision=float32",
+    "--noexport",
+]
+# A TFDS table ({tfds_run}/tfds: tiny_table/one_split, prepared).
+_TFDS_TABLE = [*_TABLE, "--data_dir={tfds_run}/tfds"]
 # {run}: a finished run; {export}: its export base; {new}: a folder that
 # does not exist; {file}: a file; {empty}: an empty folder; {fresh}: an
 # export base for the one case that succeeds.
@@ -937,20 +954,59 @@ FLAG_CASES = {
         ),
         (["--model_dir={new}", "--column_types=a:real"], "only applies to --table"),
         (
+            [*_TABLE_RUN, "--epochs=3"],
+            "--table={table_run}/tiny.csv is not the table this run began with",
+        ),
+        # The run's flags are checked before its (changed) table is read.
+        (
+            [*_TABLE_RUN, "--epochs=3", "--drop_columns=weather"],
+            "--drop_columns: run has None, requested 'weather'",
+        ),
+        (
             [
-                "--table={table_run}/tiny.csv",
-                "--model_dir={table_run}/run",
+                *_TABLE,
+                "--table={tables}/base.csv",
+                "--column_types=temp:real,temp:count",
+            ],
+            "--column_types types 'temp' twice",
+        ),
+        (
+            [*_TABLE, "--table={tables}", "--test_fraction=0.3"],
+            "--test_fraction=0.3 does not apply to --table={tables}",
+        ),
+        # TFDS tables (tests/test_table_datasets.py's builders).
+        (
+            [*_TFDS_TABLE, "--dataset=ragged_table"],
+            ("the feature 'events'", "variable"),
+        ),
+        (
+            [*_TFDS_TABLE, "--dataset=tiny_table/one_split", "--memory_budget=1KB"],
+            "more than --memory_budget=1KB",
+        ),
+        (
+            [
+                *_TFDS_TABLE,
+                "--dataset=tiny_table/two_splits",
+                "--manual_dir={empty}",
+            ],
+            "TFDS registers no files for it",
+        ),
+        (
+            [
+                "--dataset=tiny_table/one_split",
+                "--data_dir={tfds_run}/tfds",
+                "--model_dir={tfds_run}/run",
                 "--label_column=kind",
                 "--latent_dim=2",
                 "--hidden_units=16",
                 "--learning_rate=0.01",
                 "--batch_size=16",
-                "--epochs=3",
+                "--epochs=2",
                 "--steps_per_execution=1",
                 "--mixed_precision=float32",
                 "--noexport",
             ],
-            "--table={table_run}/tiny.csv is not the table this run began with",
+            "this run began with tiny_table/one_split/0.9.0 (split.json)",
         ),
     ],
     "tfvae.evaluate": [
@@ -1001,6 +1057,10 @@ FLAG_CASES = {
             "serves at most 1000 samples per call",
         ),
         (["--model_dir={run}", "extra"], "Unexpected arguments: ['extra']"),
+        (
+            ["--model_dir={table_run}/run", "--jit_compile"],
+            "--jit_compile does not apply to a table run",
+        ),
     ],
     "tfvae.export": [
         ([], "--model_dir is required"),
@@ -1060,11 +1120,16 @@ def flag_processes(trained, tmp_path_factory):
     # A table run, then its table changed: a resume must refuse it.
     training.train_and_evaluate(table_config(root / "table_run", epochs=1))
     tiny_table(root / "table_run" / "tiny.csv", seed=1)
+    # A TFDS table run, then its split.json of another TFDS version.
+    training.train_and_evaluate(table_dataset_config(root / "tfds_run"))
+    split_path = root / "tfds_run" / "run" / run_dir.SPLIT
+    split = json.loads(split_path.read_text())
+    split_path.write_text(json.dumps({**split, "tfds": "tiny_table/one_split/0.9.0"}))
     paths = {
         name: str(root / name)
         for name in (
             *("run", "export", "new", "file", "empty", "fresh"),
-            *("tables", "table_run"),
+            *("tables", "table_run", "tfds_run"),
         )
     }
     paths["tfds"] = trained.data_dir

@@ -42,3 +42,18 @@ def test_scores_means_and_draws_are_in_the_columns_order():
     # Codes are whole and below 3; the real columns are near their means.
     assert set(np.unique(draws[..., [1, 3]])) <= {0.0, 1.0, 2.0}
     assert abs(draws[:, 0, 2].mean() - 5.0) < 1.0
+
+
+def test_imputation_is_the_mean_of_numbers_and_the_mode_of_binary_cells():
+    rows = RowDistribution(
+        [
+            tfd.Poisson(rate=[[2.5]]),
+            tfd.Bernoulli(probs=[[0.73, 0.2]], dtype=tf.float32),
+            tfd.Categorical(probs=[[[0.2, 0.5, 0.3]]]),
+        ],
+        ["count", "binary", "categorical"],
+        [[1], [0, 3], [2]],
+    )
+    np.testing.assert_allclose(rows.imputation().numpy(), [[1.0, 2.5, 1.0, 0.0]])
+    # The mean keeps a binary column's share of ones.
+    np.testing.assert_allclose(rows.mean().numpy(), [[0.73, 2.5, 1.0, 0.2]])

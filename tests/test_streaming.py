@@ -147,8 +147,8 @@ def test_what_cannot_fit_this_machine_is_refused_naming_the_flag(monkeypatch):
     info = data.DatasetInfo("big", (1000, 1000, 3), 1000, 10, None)  # 2.8 GB.
     with pytest.raises(
         errors.UsageError,
-        match=r"--memory_budget=5GB holds the training split in memory, and it "
-        r"takes 2.8 GB decoded, more than this machine's 1.0 GB",
+        match=r"--memory_budget=5GB holds the training split \(decoded\) in memory, "
+        r"and it takes 2.8 GB, more than this machine's 1.0 GB",
     ):
         streaming.streams(info, "5GB")
     assert streaming.streams(info, "25%", shuffle_buffer=100)  # 572 MB.

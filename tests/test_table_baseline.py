@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+import tensorflow as tf
 
 from tfvae import table_baseline, tables
 
@@ -35,7 +36,9 @@ def test_each_column_is_its_maximum_likelihood_or_moment_fit():
     logs = np.log(train["positive"])
     mean, variance = train["count"].mean(), train["count"].var(ddof=0)
     total_count = mean**2 / (variance - mean)
-    frequencies = train["kind"].value_counts(normalize=True)
+    # Add-one smoothing of binary values and categories.
+    ones = (train["binary"].sum() + 1) / (len(train) + 2)
+    frequencies = (train["kind"].value_counts() + 1) / (len(train) + 3)
     expected = np.stack(
         [
             -scipy.stats.norm(train["real"].mean(), train["real"].std(ddof=0)).logpdf(
@@ -47,12 +50,13 @@ def test_each_column_is_its_maximum_likelihood_or_moment_fit():
             -scipy.stats.nbinom(total_count, total_count / (total_count + mean)).logpmf(
                 test["count"]
             ),
-            -scipy.stats.bernoulli(train["binary"].mean()).logpmf(test["binary"]),
+            -scipy.stats.bernoulli(ones).logpmf(test["binary"]),
             -np.log(frequencies[test["kind"]].to_numpy()),
         ],
         axis=-1,
     )
-    np.testing.assert_allclose(nll, expected, rtol=1e-6)
+    # float32, as the VAE's likelihood.
+    np.testing.assert_allclose(nll, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_missing_cells_cost_nothing_and_underdispersed_counts_are_poisson():
@@ -66,8 +70,28 @@ def test_missing_cells_cost_nothing_and_underdispersed_counts_are_poisson():
     np.testing.assert_allclose(baseline.row_nll(test), nll.sum(axis=1))
 
 
-def test_refuses_a_category_the_training_split_lacks():
+def test_refuses_a_category_the_model_lacks_as_the_vae_does():
     train = pd.DataFrame({"kind": ["a", "b", "a"]})
     baseline = table_baseline.IndependentColumns(tables.infer_schema(train), train)
-    with pytest.raises(ValueError, match=r"Column 'kind' holds categories .*'z'"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)`kind` holds.*z"):
         baseline.row_nll(pd.DataFrame({"kind": ["a", "z"]}))
+
+
+def test_values_the_training_split_lacks_score_finite():
+    # The schema's split has every value; the baseline's rows lack some: a
+    # binary column of ones, counts of zeros, a category never seen, a real
+    # column whose cells are all alike.
+    frame = pd.DataFrame(
+        {
+            "b": [1, 1, 1, 0],
+            "n": [0, 0, 0, 4],
+            "k": ["x", "x", "x", "y"],
+            "r": [2.0, 2.0, 2.0, 5.0],
+        }
+    )
+    schema = tables.infer_schema(frame)
+    baseline = table_baseline.IndependentColumns(schema, frame.iloc[:3])
+    nll = baseline.column_nll(frame)
+    assert np.all(np.isfinite(nll)), nll
+    # Add-one: 1 zero-valued pseudo-count among 3 ones + 2.
+    assert nll[3, 0] == pytest.approx(-np.log(1 / 5))

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -56,16 +57,68 @@ def test_log_prob_is_in_the_data_units_and_leaves_missing_cells_out():
     assert np.all(np.isfinite(likelihood.mean().numpy()))
 
 
+class _ScipyCounts:
+    """A count column's p(x|z) by scipy, from its raw parameters `[batch, k]`.
+
+    The documented parameterization: mean m = typical count (expm1 of the
+    column's mean log1p, + 1e-3) times e^raw0; the negative binomial's
+    total count r = softplus(raw1) + 1e-4 (variance m + m^2 / r); the zero
+    inflation's share of zeros sigmoid(2 raw2) (TFP's `Inflated` mixes the
+    two parts by the logits (raw2, -raw2)).
+    """
+
+    def __init__(self, column, raw, count_likelihood):
+        raw = np.asarray(raw, np.float64)
+        m = (np.expm1(column["mean"]) + 1e-3) * np.exp(raw[:, 0])
+        self.zeros = 0.0
+        if count_likelihood == "poisson":
+            self.counts = scipy.stats.poisson(m)
+            return
+        r = np.logaddexp(0.0, raw[:, 1]) + 1e-4
+        self.counts = scipy.stats.nbinom(r, r / (r + m))
+        if count_likelihood == "zero_inflated_negative_binomial":
+            self.zeros = scipy.special.expit(2 * raw[:, 2])
+
+    def log_prob(self, k):
+        pmf = self.counts.pmf(k)
+        return np.log(self.zeros * (k == 0) + (1 - self.zeros) * pmf)
+
+    def mean(self):
+        return (1 - self.zeros) * self.counts.mean()
+
+    def variance(self):
+        # A mixture's: the components' second moments, less the mean squared.
+        second = (1 - self.zeros) * (self.counts.var() + self.counts.mean() ** 2)
+        return second - self.mean() ** 2
+
+
 @pytest.mark.parametrize("count_likelihood", COUNT_LIKELIHOODS)
-def test_count_likelihoods_start_at_the_typical_count(count_likelihood):
+def test_count_likelihoods_are_scipys_from_the_typical_count(count_likelihood):
     head = TableHead(SCHEMA, count_likelihood)
-    likelihood = head(tf.zeros([1, head.params_per_value]))
-    mean = likelihood.mean().numpy()[:, 2]
-    # The count column's mean log1p is 1: its typical count is e - 1.
+    # Raw 0, and random raw parameters.
+    raw = np.zeros([2, head.params_per_value], np.float32)
+    raw[1] = np.random.default_rng(0).uniform(-1, 1, head.params_per_value)
+    likelihood = head(tf.constant(raw))
+    # Every count up to far in the tail, in column c (index 2).
+    grid = np.zeros([400, 2, 5], np.float32)
+    grid[..., 2] = np.arange(400)[:, None]
+    log_pmf = likelihood.column_log_probs(grid).numpy()[..., 2].astype(np.float64)
+    count_raw = np.split(raw, np.cumsum(head.sizes)[:-1], axis=-1)[2]
+    reference = _ScipyCounts(SCHEMA["columns"][2], count_raw, count_likelihood)
+    np.testing.assert_allclose(
+        log_pmf[:30], reference.log_prob(np.arange(30)[:, None]), rtol=1e-4, atol=1e-5
+    )
+    # At raw 0 the mean is the typical count, e - 1 for a mean log1p of 1.
+    pmf, k = np.exp(log_pmf), np.arange(400)[:, None]
+    mean = (pmf * k).sum(axis=0)
     expected = np.expm1(1.0) + 1e-3
     if count_likelihood == "zero_inflated_negative_binomial":
         expected *= 0.5  # Half the mass at zero, by inflated_loc_logits 0.
-    assert mean == pytest.approx([expected], rel=1e-3)
+    assert mean[0] == pytest.approx(expected, rel=1e-3)
+    np.testing.assert_allclose(mean, reference.mean(), rtol=1e-3)
+    np.testing.assert_allclose(likelihood.mean().numpy()[:, 2], mean, rtol=1e-3)
+    variance = (pmf * (k - mean) ** 2).sum(axis=0)
+    np.testing.assert_allclose(variance, reference.variance(), rtol=2e-3)
     with pytest.raises(ValueError, match="count_likelihood must be one of"):
         TableHead(SCHEMA, "binomial")
 
@@ -90,6 +143,10 @@ def test_encoder_input_standardizes_and_masks():
         ("p", [0.0, 1.0], "`p` is positive but holds"),
         ("c", [1.5, 1.0], "`c` is count but holds"),
         ("b", [2.0, 1.0], "`b` is binary but holds"),
+        ("r", [np.inf, 1.0], "`r` is real but holds"),
+        ("p", [np.inf, 1.0], "(?s)`p` is positive but holds.*inf"),
+        ("c", [np.inf, 1.0], "(?s)`c` is count but holds.*inf"),
+        ("k", [-2, 0], "(?s)`k`'s codes must be -1 \\(missing\\) to 2.*-2"),
     ],
 )
 def test_refuses_cells_outside_the_columns(column, value, message):
@@ -164,17 +221,7 @@ def _reference(column, raw, count_likelihood):
         loc = column["mean"] + column["std"] * raw[:, 0]
         scale = column["std"] * (tf.math.softplus(raw[:, 1]) + 1e-4)
         return (tfd.Normal if kind == "real" else tfd.LogNormal)(loc, scale)
-    # The typical count, expm1 of the mean log1p, at raw 0.
-    log_rate = np.log(np.expm1(column["mean"]) + 1e-3) + raw[:, 0]
-    if count_likelihood == "poisson":
-        return tfd.Poisson(log_rate=log_rate)
-    total_count = tf.math.softplus(raw[:, 1]) + 1e-4
-    logits = log_rate - tf.math.log(total_count)
-    if count_likelihood == "negative_binomial":
-        return tfd.NegativeBinomial(total_count, logits=logits)
-    return tfd.ZeroInflatedNegativeBinomial(
-        total_count=total_count, logits=logits, inflated_loc_logits=raw[:, 2]
-    )
+    return _ScipyCounts(column, raw, count_likelihood)
 
 
 def _random_rows(rng, schema, rows):
@@ -206,7 +253,9 @@ def test_vectorized_row_matches_a_per_column_reference(count_likelihood):
     ]
     expected = np.stack(
         [
-            np.where(np.isnan(x[:, i]), 0.0, r.log_prob(np.nan_to_num(x[:, i])).numpy())
+            np.where(
+                np.isnan(x[:, i]), 0.0, np.asarray(r.log_prob(np.nan_to_num(x[:, i])))
+            )
             for i, r in enumerate(references)
         ],
         axis=-1,

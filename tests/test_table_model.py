@@ -52,9 +52,16 @@ def _fitted(frame, epochs=3, run_eagerly=False, **settings):
     return vae, schema, history
 
 
-def test_impute_fills_only_the_missing_cells():
+@pytest.fixture(scope="module")
+def fitted_mixed():
+    """(vae, schema, frame): one VAE of `_mixed()`, trained once for the module."""
     frame = _mixed()
     vae, schema, _ = _fitted(frame)
+    return vae, schema, frame
+
+
+def test_impute_fills_only_the_missing_cells(fitted_mixed):
+    vae, schema, frame = fitted_mixed
     batch = next(iter(tables.table_batches(frame, schema, 16)))
     x = vae.likelihood.observe(batch, None).numpy()
     filled = table_model.impute(vae, batch).numpy()
@@ -64,6 +71,10 @@ def test_impute_fills_only_the_missing_cells():
     kind = [c["name"] for c in schema["columns"]].index("kind")
     codes = filled[:, kind]
     assert set(codes) <= set(range(len(schema["columns"][kind]["categories"])))
+    # A binary cell is filled with a value it can hold, not a share.
+    batch["binary"] = tf.fill([16], float("nan"))
+    binary = [c["name"] for c in schema["columns"]].index("binary")
+    assert set(table_model.impute(vae, batch).numpy()[:, binary]) <= {0.0, 1.0}
 
 
 @pytest.mark.parametrize(
@@ -74,9 +85,8 @@ def test_count_options_train(count_likelihood):
     assert np.all(np.isfinite(history.history["loss"]))
 
 
-def test_saves_and_loads(tmp_path):
-    frame = _mixed()
-    vae, schema, _ = _fitted(frame)
+def test_saves_and_loads(fitted_mixed, tmp_path):
+    vae, schema, frame = fitted_mixed
     path = str(tmp_path / "table.keras")
     vae.save(path)
     loaded = keras.models.load_model(path)
@@ -90,14 +100,12 @@ def test_saves_and_loads(tmp_path):
     assert loaded.likelihood.schema == vae.likelihood.schema
 
 
-def test_refusals():
-    schema = tables.infer_schema(_mixed())
+def test_refusals(fitted_mixed):
+    table_vae, schema, _ = fitted_mixed
     with pytest.raises(errors.UsageError, match=r"Received: latent_dim=\(0,\)"):
         table_model.build_table_vae(schema, latent_dim=0)
     with pytest.raises(errors.UsageError, match="posterior must be one of diag, full"):
         table_model.build_table_vae(schema, posterior="flow")
-    table_vae = table_model.build_table_vae(schema, latent_dim=2, hidden_units=(8,))
-    table_vae.compile(optimizer="adam")
     with pytest.raises(errors.UsageError, match="tfvae.evaluate_table"):
         evaluation.evaluate(table_vae, _mixed())
     with pytest.raises(ValueError, match=r"Missing: \['kind'\]"):
@@ -249,7 +257,7 @@ def test_linear_gaussian_factor_model_is_within_a_nat_of_exact():
         tables.table_batches(train, schema, 100, shuffle_seed=0), epochs=30, verbose=0
     )
     seconds = time.time() - start
-    nll = table_evaluation.evaluate_table(vae, test, num_samples=1000)["nll"]
+    nll = table_evaluation.evaluate_table(vae, test, num_samples=100)["nll"]
     print(
         f"exact {exact.mean():.3f}, VAE {nll:.3f}, independent "
         f"{independent.mean():.3f} nats per row; trained in {seconds:.0f} s"
@@ -297,14 +305,13 @@ def test_negative_binomial_vae_beats_independent_columns_on_correlated_counts():
     vae.fit(
         tables.table_batches(train, schema, 100, shuffle_seed=0), epochs=30, verbose=0
     )
-    nll = table_evaluation.evaluate_table(vae, test, num_samples=1000)["nll"]
+    nll = table_evaluation.evaluate_table(vae, test, num_samples=100)["nll"]
     print(f"VAE {nll:.3f}, independent negative binomials {independent:.3f}")
-    # Measured: 26.51 against 28.71 nats per row.
     assert nll < independent - 1.0
 
 
-def test_sample_rows_are_rows_in_the_datas_units_and_categories():
-    vae, schema, _ = _fitted(_mixed())
+def test_sample_rows_are_rows_in_the_datas_units_and_categories(fitted_mixed):
+    vae, schema, _ = fitted_mixed
     seed = tf.constant([0, 1], tf.int64)
     rows = table_model.sample_rows(vae, 200, seed).numpy()
     assert rows.shape == (200, 5) and not np.isnan(rows).any()

@@ -50,3 +50,36 @@ def test_refusals(model_and_frame, tmp_path):
     image_vae = builder.build_vae((4, 4, 1), latent_dim=2, hidden_units=(8,))
     with pytest.raises(ValueError, match="table_pictures takes a table VAE"):
         table_pictures.table_pictures(image_vae, frame, None, str(tmp_path))
+
+
+def test_a_conditional_vaes_labels_are_checked_not_truncated(model_and_frame, tmp_path):
+    vae, frame = model_and_frame
+    keras.utils.set_random_seed(0)
+    conditional = table_model.build_table_vae(
+        vae.likelihood.schema,
+        latent_dim=2,
+        hidden_units=(8,),
+        conditional=True,
+        num_classes=2,
+    )
+    with pytest.raises(ValueError, match="needs each row's class as an int code"):
+        table_pictures.table_pictures(
+            conditional, frame, np.full(len(frame), 0.7), str(tmp_path)
+        )
+    with pytest.raises(ValueError, match="needs each row's class as an int code"):
+        table_pictures.table_pictures(conditional, frame, None, str(tmp_path))
+
+
+def test_count_bins_are_centred_on_integers():
+    edges = table_pictures._bins("count", 0.3, 4.7)
+    np.testing.assert_array_equal(edges, np.arange(-0.5, 6.0))
+    assert len(table_pictures._bins("real", 0.3, 4.7)) == table_pictures._BINS + 1
+
+
+def test_a_column_without_present_cells_is_left_empty(model_and_frame, tmp_path):
+    vae, frame = model_and_frame
+    blank = frame.assign(real=np.nan)
+    paths = table_pictures.table_pictures(
+        vae, blank, None, str(tmp_path), num_samples=20
+    )
+    assert len(paths) == 3

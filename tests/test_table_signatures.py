@@ -207,10 +207,9 @@ def test_signatures_take_one_input_per_column(elsewhere, loaded):
     }
     assert described["image_shape"] is None
     # One row and sample decode to 10 parameters (2 real, 2 positive, 2
-    # count, 1 binary, 3 categories) through 16 hidden units.
-    assert described["max_batch_samples"] == signatures.REQUEST_BYTES // (
-        signatures.BYTES_PER_DECODED_VALUE * (10 + 16)
-    )
+    # count, 1 binary, 3 categories) through 16 hidden units: a request's
+    # 2**30 bytes at 20 bytes per value, 1_073_741_824 // (20 * 26).
+    assert described["max_batch_samples"] == 2_064_888
 
 
 def test_score_is_the_models_neg_elbo_split_by_column(elsewhere, exported):

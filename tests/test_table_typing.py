@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from tests.test_tables import _frame
 from tfvae import errors, table_typing, tables
@@ -64,3 +65,36 @@ def test_refusals_need_no_more_than_the_summary():
         table_typing.column_entry(summary, None)
     with pytest.raises(errors.UsageError, match="'note' is real but holds 'w0'"):
         table_typing.column_entry(summary, "real")
+
+
+def test_support_rules_refuse_infinity_on_arrays_and_tensors_alike():
+    values = np.array([0.0, 1.0, 2.5, -1.0, np.inf, -np.inf, np.nan])
+    expected = {
+        "binary": [1, 1, 0, 0, 0, 0, 0],
+        "count": [1, 1, 0, 0, 0, 0, 0],
+        "positive": [0, 1, 1, 0, 0, 0, 0],
+        "real": [1, 1, 1, 1, 0, 0, 0],
+    }
+    for kind, fits in expected.items():
+        assert table_typing.in_support(kind, values).tolist() == [bool(f) for f in fits]
+        tensor = table_typing.in_support(kind, tf.constant(values, tf.float32))
+        assert tensor.numpy().tolist() == [bool(f) for f in fits]
+    np.testing.assert_allclose(
+        table_typing.to_scale("positive", tf.constant([1.0, np.e]), tf.math), [0, 1]
+    )
+
+
+@pytest.mark.parametrize("kind", ["real", "positive", "count", None])
+def test_an_infinite_cell_is_refused_naming_the_column_and_value(kind):
+    summary = table_typing.ColumnSummary("n", max_categories=5)
+    summary.add(pd.Series([1.0, 2.0, np.inf]))
+    with pytest.raises(errors.UsageError, match="'n' is typed .* but holds inf"):
+        table_typing.column_entry(summary, kind)
+
+
+@pytest.mark.parametrize("kind", ["real", "count", "binary", "categorical"])
+def test_a_constant_column_is_refused_whatever_its_given_type(kind):
+    summary = table_typing.ColumnSummary("flat", max_categories=5)
+    summary.add(pd.Series([1.0] * 4 + [np.nan]))
+    with pytest.raises(errors.UsageError, match="'flat' is constant .*drop it"):
+        table_typing.column_entry(summary, kind)

@@ -1,13 +1,15 @@
 """Tests for tfvae.tables: reading, splitting and typing a table."""
 
+import inspect
 import json
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
-from tfvae import errors, tables
+from tfvae import data, errors, table_streaming, tables
 
 WINE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets", "tabular", "wine.csv"
@@ -171,3 +173,58 @@ def test_batches_shuffle_anew_each_epoch_and_reproducibly():
     np.testing.assert_array_equal(
         np.concatenate([b["real"] for b in batches]), frame["real"].astype(np.float32)
     )
+
+
+def test_endless_batches_are_the_command_lines_stream():
+    frame = _frame(rows=90)
+    schema = tables.infer_schema(frame)
+    labels = np.arange(90) % 3
+    stream = tables.table_batches(
+        frame, schema, 32, shuffle_seed=5, labels=labels, first_epoch=0
+    )
+    assert stream.cardinality() == tf.data.INFINITE_CARDINALITY
+    columns = tables.table_columns(frame, schema)
+    expected = data.shuffled_batches((columns, labels), 32, seed=5)
+    batches = iter(stream)
+    for want in expected.take(2 * (90 // 32)).as_numpy_iterator():  # Two epochs.
+        got_rows, got_labels = next(batches)
+        assert len(got_labels) == 32  # Full batches only.
+        np.testing.assert_array_equal(got_labels, want[1])
+        np.testing.assert_array_equal(got_rows["real"], want[0]["real"])
+    # A resumed run starts at its epoch: epoch 1's first batch.
+    resumed = tables.table_batches(frame, schema, 32, shuffle_seed=5, first_epoch=1)
+    epoch_1 = list(expected.skip(90 // 32).take(1).as_numpy_iterator())[0]
+    np.testing.assert_array_equal(next(iter(resumed))["real"], epoch_1[0]["real"])
+    # In order, with labels: every row once, the last batch short.
+    once = list(tables.table_batches(frame, schema, 32, labels=labels))
+    assert [len(y) for _, y in once] == [32, 32, 26]
+    with pytest.raises(errors.UsageError, match="labels must hold one value per row"):
+        tables.table_batches(frame, schema, 32, labels=labels[:5])
+    with pytest.raises(errors.UsageError, match="batch_size=100 is larger than the 90"):
+        tables.table_batches(frame, schema, 100, shuffle_seed=0, first_epoch=0)
+
+
+@pytest.mark.parametrize("bad", [0, 1, 2.5, "3"])
+def test_max_categories_is_checked_echoing_it(bad):
+    with pytest.raises(errors.UsageError, match=f"Received: max_categories={bad!r}"):
+        tables.infer_schema(_frame(), max_categories=bad)
+
+
+def test_one_test_fraction_default():
+    assert tables.test_fraction_problem(tables.TEST_FRACTION) is None
+    assert tables.test_fraction_problem(1.0) == "must be between 0 and 1"
+    for read in (tables.read_table, table_streaming.streamed_table):
+        default = inspect.signature(read).parameters["test_fraction"].default
+        assert default == tables.TEST_FRACTION
+
+
+def test_npz_of_object_arrays_is_refused_naming_the_file(tmp_path):
+    np.savez(tmp_path / "good.npz", x=np.arange(10.0), kind=np.array(["a", "b"] * 5))
+    _, train, test = tables.read_table(tmp_path / "good.npz", seed=0)
+    assert len(train) + len(test) == 10 and train["kind"].isin(["a", "b"]).all()
+    np.savez(tmp_path / "bad.npz", x=np.array([1, "a", None] * 4, dtype=object))
+    with pytest.raises(errors.UsageError, match=r"bad\.npz holds an object array"):
+        tables.read_table(tmp_path / "bad.npz")
+    np.save(tmp_path / "bad.npy", np.array([[1, "a"]] * 4, dtype=object))
+    with pytest.raises(errors.UsageError, match=r"bad\.npy holds an object array"):
+        tables.read_table(tmp_path / "bad.npy")

@@ -148,6 +148,7 @@ class SavedModelAdapter:
         self.image_dtype = tf.uint8
         self.tabular = False
         self.latent_dim = description["latent_dim"]
+        self.layers = len(description["latent_dims"])
         self.num_classes = description["num_classes"]
         self.discrete = description["discrete"]
 
@@ -172,7 +173,12 @@ class SavedModelAdapter:
         return tf.transpose(log_weights)  # The export is batch-major.
 
     def encode_mean(self, images, labels=None):
-        return self._signatures["encode"](images=images, **self._labels(labels))["mean"]
+        encoded = self._signatures["encode"](images=images, **self._labels(labels))
+        # The decoder's z: z1's mean, or with hierarchy="vampprior", whose
+        # decoder takes every layer (`chain.decoder_latent`), theirs side by side.
+        suffixes = [""] + [f"_{layer}" for layer in range(2, self.layers + 1)]
+        means = tf.concat([encoded["mean" + s] for s in suffixes], axis=-1)
+        return means[:, : self.latent_dim]
 
     def decode_mean(self, z, labels=None):
         return self._signatures["decode"](z=z, **self._labels(labels))["mean"]

@@ -285,20 +285,35 @@ def assemble(
     dims = s.latent_dim
     condition = s.conditional or None
     depth = len(s.hidden_units) or 1
+    # A gated network's layers between stochastic layers are gated too.
+    activation = None if s.network in networks.GATED else s.activation
+
+    top_down = s.hierarchy == rules.TOP_DOWN  # Images only (rules.IMAGE_SETTINGS).
 
     def upper(layer: int, cls, name: str):
-        # Between layers `layer` and `layer + 1`, as wide as twice the upper one.
-        head_layer = layer + 1 if cls is Encoder else layer
+        # Between layers `layer` and `layer + 1`, twice the upper one's width;
+        # "vampprior"'s q(z1|x, z2): the network's encoder body on x and z2.
+        lower_q = cls is Encoder and top_down
         return cls(
-            networks.latent_body(depth, 2 * dims[layer + 1], s.activation),
-            posteriors.NormalDiagHead(dims[head_layer], name="posterior"),
+            networks.NETWORKS[s.network](
+                image_shape, likelihood.params_per_value, **values
+            )[0]
+            if lower_q
+            else networks.latent_body(depth, 2 * dims[layer + 1], activation),
+            posteriors.NormalDiagHead(
+                dims[layer + (cls is Encoder and not top_down)], name="posterior"
+            ),
+            condition=networks.CONDITIONING[s.network] if lower_q else None,
             name=f"{name}_{layer + 1}",
         )
 
     return VAE(
         Encoder(
             encoder_body,
-            posteriors.POSTERIORS[s.posterior](**{**values, "latent_dim": dims[0]}),
+            # Of z1; of the top layer, z2, with hierarchy="vampprior".
+            posteriors.POSTERIORS[s.posterior](
+                **{**values, "latent_dim": dims[-1 if top_down else 0]}
+            ),
             condition=condition and networks.CONDITIONING[s.network],
             name="encoder",
         ),
@@ -325,6 +340,7 @@ def assemble(
         beta=s.beta,
         free_bits=s.free_bits,
         num_classes=num_classes if s.conditional else None,
+        hierarchy=s.hierarchy,
         name="vae",
     )
 

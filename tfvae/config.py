@@ -12,11 +12,10 @@ checks that the README's flag table lists every field with its default.
 """
 
 import dataclasses
-import inspect
 import json
 import os
 
-from tfvae import devices, distribute, errors, noise, streaming, tables
+from tfvae import devices, distribute, errors, noise, streaming, table_datasets, tables
 from tfvae.fields import check_values, flag_name, from_dict, setting, settings_of
 from tfvae.image_folder import ImageFolder
 from tfvae.model_settings import ModelSettings
@@ -61,7 +60,8 @@ class Config(ModelSettings):
     # Data.
     dataset: str = setting(
         "mnist",
-        "TFDS image dataset with fixed-shape uint8 images and train/test splits.",
+        "TFDS dataset: of fixed-shape uint8 images with train/test splits, or of "
+        "scalar features, trained as a table (e.g. wine_quality/red).",
         "string",
     )
     data_dir: str | None = setting(
@@ -133,14 +133,14 @@ class Config(ModelSettings):
         tables.MAX_CATEGORIES,
         "table only: the most categories a categorical column may have.",
         "integer",
-        minimum=2,
+        minimum=tables.MIN_CATEGORIES,
     )
     test_fraction: float = setting(
-        inspect.signature(tables.read_table).parameters["test_fraction"].default,
+        tables.TEST_FRACTION,
         "table only: the share of a single table's rows held out as the test "
         "split, drawn with --seed (a folder's train.* and test.* are kept).",
         "float",
-        check=lambda v: None if 0 < v < 1 else "must be between 0 and 1",
+        check=tables.test_fraction_problem,
     )
     memory_budget: str = setting(
         "25%",
@@ -300,6 +300,17 @@ class Config(ModelSettings):
         if not self.image_folder:
             return None
         return ImageFolder(self.image_folder, self.image_size, self.image_channels)
+
+    @property
+    def table_run(self) -> bool:
+        """Whether the run trains on a table: `--table`, or a TFDS `--dataset`
+        of scalar features (`table_datasets.dataset_is_table`, which reads its
+        metadata once). The one place that chooses the table or image path."""
+        if self.table:
+            return True
+        return not self.image_folder and table_datasets.dataset_is_table(
+            self.dataset, self.data_dir
+        )
 
     @property
     def dataset_name(self) -> str:

@@ -22,24 +22,15 @@ once into the TFDS data dir, and from then on is a TFDS dataset like any other.
 
 import contextlib
 import dataclasses
-import os
-import socket
-import threading
-import urllib.parse
-import urllib.request
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core.download import download_manager
 
-from tfvae import errors, folders
+from tfvae import errors, folders, tfds_sources
 from tfvae.image_folder import ImageFolder
 from tfvae.splits import TEST_SPLIT, TRAIN_SPLIT
-
-# How long a download's host may take to accept a connection before an
-# unprepared dataset without --manual_dir is refused.
-DOWNLOAD_CHECK_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,90 +42,6 @@ class DatasetInfo:
     num_train: int
     num_test: int
     num_classes: int | None
-
-
-def _downloads(builder: tfds.core.DatasetBuilder) -> dict[str, str]:
-    """Returns {file name TFDS looks for in a manual dir: its URL}."""
-    return {
-        info.filename or os.path.basename(url): url
-        for url, info in (builder.url_infos or {}).items()
-    }
-
-
-def expected_manual_files(builder: tfds.core.DatasetBuilder) -> list[str]:
-    """Returns the file names TFDS looks for in a manual dir for `builder`."""
-    return sorted(_downloads(builder))
-
-
-def _check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
-    expected = expected_manual_files(builder)
-    listing = (
-        "\nIt must hold the dataset's original downloaded files: "
-        + (", ".join(expected) if expected else "see the dataset's TFDS page")
-        + "."
-    )
-    if not os.path.isdir(manual_dir):
-        raise errors.UsageError(f"--manual_dir={manual_dir} is not a folder.{listing}")
-    present = set(os.listdir(manual_dir))
-    if not present:
-        raise errors.UsageError(f"--manual_dir={manual_dir} is empty.{listing}")
-    missing = [name for name in expected if name not in present]
-    if missing:
-        raise errors.UsageError(
-            f"--manual_dir={manual_dir} lacks {', '.join(missing)}.{listing}"
-        )
-
-
-def _reachable(host: str, port: int, seconds: float) -> str | None:
-    """Returns why a TCP connection to `host`:`port` fails within `seconds`,
-    or None if it opens. A daemon thread bounds the name lookup, which
-    `socket.create_connection`'s timeout does not cover."""
-    outcome = []
-
-    def connect():
-        try:
-            socket.create_connection((host, port), timeout=seconds).close()
-            outcome.append(None)
-        except OSError as e:
-            outcome.append(f"{type(e).__name__}: {e}")
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    return outcome[0] if outcome else f"no answer within {seconds:g} s"
-
-
-def _check_download_hosts(builder: tfds.core.DatasetBuilder, name: str) -> None:
-    """Refuses, within seconds, a download whose hosts cannot be reached.
-
-    TFDS would retry each name lookup for minutes, silently, then raise a
-    ConnectionError that does not mention --manual_dir. Checks one connection
-    per host (or per proxy, if the environment sets one); a dataset with no
-    download (generated, or a user's folder) needs none.
-    """
-    downloads = _downloads(builder)
-    proxies = urllib.request.getproxies()
-    endpoints = set()
-    for url in downloads.values():
-        via = urllib.parse.urlsplit(url)
-        if via.scheme in proxies and not urllib.request.proxy_bypass(via.hostname):
-            via = urllib.parse.urlsplit(proxies[via.scheme])
-        if via.hostname:
-            endpoints.add(
-                (via.hostname, via.port or (443 if via.scheme == "https" else 80))
-            )
-    for host, port in sorted(endpoints):
-        problem = _reachable(host, port, DOWNLOAD_CHECK_SECONDS)
-        if problem:
-            files = "\n  ".join(f"{f}, from {downloads[f]}" for f in sorted(downloads))
-            raise errors.UsageError(
-                f"--dataset={name} is not prepared in {builder.data_dir}, and "
-                f"cannot be downloaded: no connection to {host}:{port} "
-                f"({problem}). Without a network, download its files on "
-                f"another machine:\n  {files}\nput them in one folder, and pass "
-                "--manual_dir=FOLDER: TFDS then builds the dataset from them, "
-                "offline."
-            )
 
 
 def load_builder(
@@ -158,14 +65,17 @@ def load_builder(
     except tfds.core.registered.DatasetNotFoundError as e:
         raise errors.UsageError(
             f"Unknown dataset: --dataset={name}. Use a TFDS image dataset name "
-            "such as mnist, fashion_mnist, kmnist, emnist or cifar10."
+            "such as mnist, fashion_mnist, kmnist, emnist or cifar10, or a table "
+            "of scalar features such as wine_quality/red."
         ) from e
     features = dict(builder.info.features or {})
     image = features.get("image")
     if not isinstance(image, tfds.features.Image):
         raise errors.UsageError(
             f"--dataset={name} has no 'image' feature (features: "
-            f"{sorted(features)}); tfvae models image datasets."
+            f"{sorted(features)}): this path takes image datasets. One of scalar "
+            "features trains as a table (`tfvae.table_datasets`), which "
+            "`python -m tfvae.train --dataset=NAME` chooses by itself."
         )
     if None in image.shape or image.dtype != tf.uint8:
         raise errors.UsageError(
@@ -187,6 +97,53 @@ def num_classes(builder: tfds.core.DatasetBuilder) -> int | None:
     return label.num_classes if isinstance(label, tfds.features.ClassLabel) else None
 
 
+def prepare_builder(
+    builder: tfds.core.DatasetBuilder,
+    name: str,
+    data_dir: str | None,
+    manual_dir: str | None,
+) -> None:
+    """Builds `builder`'s dataset unless it is built: offline from `manual_dir`
+    if given, else downloaded once its hosts answer (the image and the table
+    datasets' one preparation). `name` names it in messages (`--dataset`, or
+    a folder's name). Raises `UsageError`, naming the fix, for a data dir that
+    cannot be written, a missing, empty or incomplete manual dir, an
+    unreachable download and a file that is not the one TFDS expects.
+
+    Example:
+        >>> prepare_builder(tfds.builder("mnist"), "mnist", None, "mnist_files")
+    """
+    if builder.is_prepared():
+        return
+    folders.check_writable(
+        builder.data_dir,
+        f"--data_dir={data_dir}"
+        if data_dir
+        else f"TFDS's data dir {builder.data_dir} (set --data_dir)",
+    )
+    if manual_dir:
+        tfds_sources.check_manual_dir(builder, manual_dir)
+    else:
+        tfds_sources.check_download_hosts(builder, name)
+    logging.info(
+        "Preparing TFDS dataset %s in %s%s.",
+        name,
+        builder.data_dir,
+        f" from --manual_dir={manual_dir}" if manual_dir else "",
+    )
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
+    except download_manager.NonMatchingChecksumError as e:
+        raise errors.UsageError(
+            f"A file of --dataset={name} is not the one TFDS expects (a "
+            "damaged or cut download, or another version): "
+            f"{str(e).strip()}\nReplace it with the original file"
+            + (f" in --manual_dir={manual_dir}." if manual_dir else ".")
+        ) from None
+
+
 def prepare(
     name: str,
     data_dir: str | None,
@@ -198,41 +155,13 @@ def prepare(
     With `image_folder`, builds that folder into `data_dir` instead, once; its
     `DatasetInfo` is named after the folder. Returns the prepared builder and
     the dataset's `DatasetInfo`. Raises `UsageError`, naming the fix, for
-    everything `load_builder` refuses, a dataset without train/test splits, a
-    missing, empty or incomplete manual dir, and a folder's unreadable image
-    or mixed channel counts.
+    what `load_builder` and `prepare_builder` refuse, a dataset without
+    train/test splits, and a folder's unreadable image or mixed channels.
     """
     builder = load_builder(name, data_dir, image_folder)
     if image_folder is not None:
         name = image_folder.name
-    if not builder.is_prepared():
-        folders.check_writable(
-            builder.data_dir,
-            f"--data_dir={data_dir}"
-            if data_dir
-            else f"TFDS's data dir {builder.data_dir} (set --data_dir)",
-        )
-        if manual_dir:
-            _check_manual_dir(builder, manual_dir)
-        else:
-            _check_download_hosts(builder, name)
-        logging.info(
-            "Preparing TFDS dataset %s in %s%s.",
-            name,
-            builder.data_dir,
-            f" from --manual_dir={manual_dir}" if manual_dir else "",
-        )
-        try:
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-            )
-        except download_manager.NonMatchingChecksumError as e:
-            raise errors.UsageError(
-                f"A file of --dataset={name} is not the one TFDS expects (a "
-                "damaged or cut download, or another version): "
-                f"{str(e).strip()}\nReplace it with the original file"
-                + (f" in --manual_dir={manual_dir}." if manual_dir else ".")
-            ) from None
+    prepare_builder(builder, name, data_dir, manual_dir)
     splits = builder.info.splits
     for split in (TRAIN_SPLIT, TEST_SPLIT):
         if split not in splits:

@@ -27,22 +27,42 @@ class Execution:
     jit_compile: bool
 
 
-# By (device kind, `--network`). On the AVX512-BF16 CPU measured (no AMX),
-# oneDNN's bfloat16 products run at half the float32 rate and a bfloat16
-# step is slower with or without XLA (the README's performance section), so
-# float32 stays. XLA speeds the MLP's step up (it fuses the element-wise
-# work) but slows convolutional steps down 1.3-2.8x on a CPU: XLA's CPU
-# backend emits convolutions of its own instead of calling oneDNN's. On a
-# GPU both paths run convolutions as cuDNN calls, so XLA's fusion is the
-# only difference and it stays on (no GPU has been measured here).
-FASTEST = {
-    ("cpu_bf16", "mlp"): Execution("float32", jit_compile=True),
-    ("cpu_bf16", "conv"): Execution("float32", jit_compile=False),
-    ("cpu", "mlp"): Execution("float32", jit_compile=True),
-    ("cpu", "conv"): Execution("float32", jit_compile=False),
-    ("gpu", "mlp"): Execution("float32", jit_compile=True),
-    ("gpu", "conv"): Execution("float32", jit_compile=True),
-}
+# Float32 everywhere: on the AVX512-BF16 CPU measured (no AMX), oneDNN's
+# bfloat16 products run at half the float32 rate and a bfloat16 step is
+# slower with or without XLA (the README's performance section). XLA speeds
+# dense networks up (it fuses the element-wise work; the gated MLP's XLA and
+# plain steps were within the noise of a loaded machine) but slows
+# convolutional steps down 1.3-2.8x on a CPU: XLA's CPU backend emits
+# convolutions of its own instead of calling oneDNN's. On a GPU both paths
+# run convolutions as cuDNN calls, so XLA's fusion is the only difference and
+# it stays on (no GPU has been measured here). A table's likelihood looks
+# categories up with ops that have no XLA kernels, so a table never compiles
+# with XLA (Keras would leave it off anyway: `TableHead.supports_jit`).
+CPU_WITHOUT_XLA = ("conv",)
+# The `network` a table run passes to `resolve`: its dense bodies and lookups.
+TABLE = "table"
+DEVICE_KINDS = ("cpu_bf16", "cpu", "gpu")
+
+
+def fastest(kind: str, network: str) -> Execution:
+    """Returns the fastest execution measured for a device kind and network.
+
+    Args:
+        kind: a `DEVICE_KINDS` entry (`device_kind()`).
+        network: a `tfvae.networks.NETWORKS` name, or `TABLE`.
+
+    Returns:
+        The `Execution`: float32; XLA unless a table, or a convolutional
+        network on a CPU.
+
+    Example:
+        >>> fastest("cpu", "conv")
+        Execution(mixed_precision='float32', jit_compile=False)
+    """
+    if kind not in DEVICE_KINDS:
+        raise ValueError(f"kind must be one of {DEVICE_KINDS}. Received: kind={kind!r}")
+    slow = network == TABLE or (kind != "gpu" and network in CPU_WITHOUT_XLA)
+    return Execution("float32", jit_compile=not slow)
 
 
 def _cpu_flags() -> set[str]:
@@ -68,13 +88,13 @@ def device_kind() -> str:
 
 def resolve(mixed_precision: str, jit_compile: bool | None, network: str) -> Execution:
     """Returns the execution a run uses: "auto" and None take the fastest for
-    this device and `network` (`FASTEST`); anything else is kept as given.
+    this device and `network` (`fastest`); anything else is kept as given.
     Logs the choice."""
     kind = device_kind()
-    fastest = FASTEST[kind, network]
+    best = fastest(kind, network)
     chosen = Execution(
-        fastest.mixed_precision if mixed_precision == "auto" else mixed_precision,
-        fastest.jit_compile if jit_compile is None else jit_compile,
+        best.mixed_precision if mixed_precision == "auto" else mixed_precision,
+        best.jit_compile if jit_compile is None else jit_compile,
     )
     logging.info(
         "Execution of a %s network on this %s: --mixed_precision=%s%s, XLA %s%s.",

@@ -52,7 +52,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
     log P = -softplus(-b) - softplus(a) + log(1 - e^(-d)) with d = b - a, each
     term vanishing at the edge it does not apply to. It runs on every value
     of every component of every image at each step, forward and backward,
-    which with TensorFlow's one kernel per op (no XLA: `devices.FASTEST` runs
+    which with TensorFlow's one kernel per op (no XLA: `devices.fastest` runs
     convolutional networks without it on a CPU) is a pass over memory per op.
     So it is one function with its gradient written out (`_mixture_log_prob`):
     the edges are far sentinels instead of masks, the three logarithms are

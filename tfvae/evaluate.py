@@ -11,9 +11,10 @@ latest version, as TF Serving does). Results land in `RUN/eval/`
 (metrics.json, PNGs, TensorBoard events); `tfvae.run_eval` has the details,
 and `tfvae.evaluation.evaluate` is the same from Python.
 
-A `--table` run gets its table's figures instead (nats per row: the IWAE
-bound, each column's log-likelihood, imputation, anomaly AUCs) and
-pictures, on the split it recorded.
+A table run (`--table`, or a TFDS `--dataset` of scalar features) gets its
+table's figures instead (nats per row: the IWAE bound, each column's
+log-likelihood, imputation, anomaly AUCs) and pictures, on the split it
+recorded.
 
 The flags are `tfvae.run_eval.EvalConfig`'s fields, checked there. Do not
 import this module next to `tfvae.train`: both define --model_dir.

@@ -77,18 +77,16 @@ class PreparedRun:
     export_kwargs: dict
 
 
-def jit_compile(requested: bool, strategy, vae: model.VAE) -> bool:
-    """Returns whether the steps compile with XLA: not under several replicas,
-    nor for a model with ops XLA lacks (a table's lookups); logs why not."""
+def jit_compile(requested: bool, strategy) -> bool:
+    """Returns whether to ask Keras for XLA: not under several replicas; logs
+    why not. (Keras itself leaves XLA off for a model with layers that lack
+    it, a table's lookups: `vae.jit_compile` after `compile` is the answer.)"""
     if requested and strategy.num_replicas_in_sync > 1:
         logging.warning(
             "--jit_compile is off: Keras does not XLA-compile steps under a "
             "%d-replica strategy.",
             strategy.num_replicas_in_sync,
         )
-        return False
-    if requested and not vae.likelihood.supports_jit:
-        logging.info("XLA is off: this model's likelihood has ops XLA lacks.")
         return False
     return requested
 
@@ -146,11 +144,10 @@ def fit_run(
     # Only now, with every check passed, does the run directory change.
     resume.claim(config)
     run.record(config.model_dir)
-    compiled = jit_compile(run.execution.jit_compile, strategy, vae)
     with devices.dtype_policy(run.execution.mixed_precision), strategy.scope():
         vae.compile(
             optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
-            jit_compile=compiled,
+            jit_compile=jit_compile(run.execution.jit_compile, strategy),
             steps_per_execution=steps_per_execution(
                 config.steps_per_execution, steps_per_epoch
             ),
@@ -215,7 +212,7 @@ def fit_run(
         "replicas": strategy.num_replicas_in_sync,
         "input": "streamed" if run.streamed else "in_memory",
         "mixed_precision": run.execution.mixed_precision,
-        "jit_compile": compiled,
+        "jit_compile": vae.jit_compile,  # As Keras resolved it.
         "steps_per_epoch": steps_per_epoch,
     }
     run.pictures(vae)
@@ -279,9 +276,6 @@ def check_memory(
         **shape,
         **settings,
     )
-    if problem and config.image_folder:
-        size = ",".join(map(str, config.image_size))
-        problem += f" (--image_folder's images are read at --image_size={size})"
     if problem:
         raise errors.UsageError(problem)
     if not config.iwae_every_epochs:

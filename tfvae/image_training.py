@@ -60,7 +60,15 @@ def prepare(config: config_lib.Config, strategy: tf.distribute.Strategy) -> Prep
             "has no ClassLabel feature named 'label'. Drop --conditional."
         )
     image_shape = data.image_shape(tfds_builder)
-    fitting.check_memory(config, num_classes, image_shape=image_shape)
+    try:
+        fitting.check_memory(config, num_classes, image_shape=image_shape)
+    except errors.UsageError as error:
+        if not config.image_folder:
+            raise
+        size = ",".join(map(str, config.image_size))
+        raise errors.UsageError(
+            f"{error} (--image_folder's images are read at --image_size={size})"
+        ) from None
     keras.utils.set_random_seed(config.seed)
     execution = devices.resolve(
         config.mixed_precision, config.jit_compile, config.network

@@ -17,7 +17,7 @@ VAE or an exported SavedModel (`tfvae.adapters`).
 
 import collections
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 import keras
@@ -142,6 +142,55 @@ class EvaluableModel(Protocol):
         """
 
 
+def batch_bounds(
+    evaluable: EvaluableModel,
+    batches: tf.data.Dataset,
+    num_samples: int,
+    samples_per_chunk: int,
+    seed: int,
+) -> Iterator[tuple]:
+    """Yields each batch's IWAE bounds per example, in the batches' order.
+
+    Batch i uses the stateless seed (seed, i); chunk j of its samples is
+    `evaluable.log_weights(..., seed, j, ...)`. The one loop of the bound:
+    `evaluate_batches` sums it, `tfvae.table_evaluation.score_rows` keeps
+    every row's.
+
+    Args:
+        evaluable: an `EvaluableModel` (only `log_weights` is called).
+        batches: batches, or `(batch, labels)` pairs for a conditional VAE.
+        num_samples: k, the importance samples per example.
+        samples_per_chunk: samples per `log_weights` call.
+        seed: the evaluation's seed.
+
+    Yields:
+        (batch, labels or None, batch seed int64 `[2]`, {k: L_k `[batch]`}
+        for each k of `sweep(num_samples)`).
+
+    Raises:
+        ValueError: an empty dataset (after the loop), or bad sample counts.
+
+    Example:
+        >>> for batch, labels, batch_seed, bounds in batch_bounds(
+        ...         adapter, dataset, 100, 50, 0):  # doctest: +SKIP
+        ...     print(bounds[100])
+    """
+    ks = sweep(num_samples)
+    sizes = chunk_sizes(num_samples, samples_per_chunk)
+    empty = True
+    for index, batch in enumerate(batches):
+        batch, labels = batch if isinstance(batch, tuple) else (batch, None)
+        batch_seed = tf.constant([seed, index], tf.int64)
+        chunks = (
+            evaluable.log_weights(batch, size, batch_seed, chunk, labels)
+            for chunk, size in enumerate(sizes)
+        )
+        empty = False
+        yield batch, labels, batch_seed, logmeanexp_prefixes(chunks, ks)
+    if empty:
+        raise ValueError("The dataset to evaluate is empty.")
+
+
 def evaluate_batches(
     evaluable: EvaluableModel,
     batches: tf.data.Dataset,
@@ -159,23 +208,15 @@ def evaluate_batches(
     seed (seed, i) and chunk j of its samples a seed folded from it, so the
     numbers are reproducible for a given seed, batch size and chunk size.
     """
-    ks = sweep(num_samples)
-    sizes = chunk_sizes(num_samples, samples_per_chunk)
     sums = collections.defaultdict(float)
     count = 0
-    for index, batch in enumerate(batches):
-        batch, labels = batch if isinstance(batch, tuple) else (batch, None)
-        batch_seed = tf.constant([seed, index], tf.int64)
+    bounds = batch_bounds(evaluable, batches, num_samples, samples_per_chunk, seed)
+    for index, (batch, labels, batch_seed, bound) in enumerate(bounds):
         reconstruction, kl = evaluable.neg_elbo_terms(batch, batch_seed, labels)
-        chunks = (
-            evaluable.log_weights(batch, size, batch_seed, chunk, labels)
-            for chunk, size in enumerate(sizes)
-        )
-        bounds = logmeanexp_prefixes(chunks, ks)
         sums["reconstruction"] += float(tf.reduce_sum(reconstruction))
         sums["kl"] += float(tf.reduce_sum(kl))
-        for k, bound in bounds.items():
-            sums[f"nll_k{k}"] -= float(tf.reduce_sum(bound))
+        for k, value in bound.items():
+            sums[f"nll_k{k}"] -= float(tf.reduce_sum(value))
         # A table's batch is a dict of columns.
         count += int(tf.shape(tf.nest.flatten(batch)[0])[0])
         if progbar is not None:
@@ -186,8 +227,6 @@ def evaluate_batches(
                     ("nll", sums[f"nll_k{num_samples}"] / count),
                 ],
             )
-    if not count:
-        raise ValueError("The dataset to evaluate is empty.")
     means = {name: total / count for name, total in sums.items()}
     means["neg_elbo"] = means["reconstruction"] + means["kl"]
     means["nll"] = means[f"nll_k{num_samples}"]

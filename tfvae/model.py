@@ -6,8 +6,8 @@ settings of the objective (`tfvae.objective`), checks that they fit
 and offers the inference API the evaluation and the export use. Its steps
 read a batch with `batches.unpack_batch`, score it with `objective_terms`.
 
-Stochastic layers are numbered bottom first: `latent_dims[0]` is z1, the
-latent the decoder takes; the prior is over the top one.
+Stochastic layers are numbered bottom first (`latent_dims[0]` is z1), the
+prior over the top one; `hierarchy` (`tfvae.chain`) joins them to x.
 """
 
 import keras
@@ -39,7 +39,9 @@ class VAE(keras.Model):
 
     `encoder` is q(z1|x), `decoder` p(x|z1); `upper_encoders[l - 1]` is
     q(z_{l+1}|z_l) and `upper_decoders[l - 1]` p(z_l|z_{l+1}) for a deeper
-    model; `prior` is a `tfvae.priors` layer over the top layer. `objective`
+    model; `prior` is a `tfvae.priors` layer over the top layer. With
+    `hierarchy="vampprior"` (two layers), `encoder` is q(z2|x),
+    `upper_encoders[0]` q(z1|x, z2), `decoder` p(x|z1, z2) (`tfvae.chain`). `objective`
     ("elbo" or "iwae") with `train_samples` K samples per example is what
     training minimizes; `beta` weights the KL term of the ELBO (the weight
     lives in the variable `kl_weight`, which a warm-up may lower), and
@@ -73,6 +75,7 @@ class VAE(keras.Model):
         beta: weight of the KL term of the ELBO.
         free_bits: floor, in nats, of each layer's KL in the objective.
         num_classes: the classes of a conditional VAE; None otherwise.
+        hierarchy: "iwae" or "vampprior" (`chain.HIERARCHIES`).
 
     Example (README.md "Use from Python" has it whole):
 
@@ -104,6 +107,7 @@ class VAE(keras.Model):
         beta: float = 1.0,
         free_bits: float = 0.0,
         num_classes: int | None = None,
+        hierarchy: str = "iwae",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,6 +125,7 @@ class VAE(keras.Model):
         self.beta = beta
         self.free_bits = free_bits
         self.num_classes = num_classes
+        self.hierarchy = hierarchy
         self._check()
         self.noise_step = self.add_weight(
             shape=(),
@@ -152,7 +157,7 @@ class VAE(keras.Model):
         # The same checks, by the same owners, as the flags of these settings.
         known = fields.settings_of(ModelSettings)
         names = "kl", "objective", "train_samples", "gradient", "beta", "free_bits"
-        for name in names:
+        for name in (*names, "hierarchy"):
             fields.check_value(
                 name, known[name][1], getattr(self, name), fields.python_name
             )
@@ -168,6 +173,7 @@ class VAE(keras.Model):
             free_bits=self.free_bits,
             gradient=self.gradient,
             conditional=self.conditional,
+            hierarchy=self.hierarchy,
         )
         if problem:
             raise ValueError(problem)
@@ -207,6 +213,7 @@ class VAE(keras.Model):
             "beta": self.beta,
             "free_bits": self.free_bits,
             "num_classes": self.num_classes,
+            "hierarchy": self.hierarchy,
         }
 
     @classmethod
@@ -224,17 +231,22 @@ class VAE(keras.Model):
         )
 
     @property
+    def layer_encoders(self) -> list[Encoder]:
+        """The encoder of each stochastic layer, bottom (z1) first."""
+        if self.hierarchy == rules.TOP_DOWN:
+            return [*self.upper_encoders, self.encoder]
+        return [self.encoder, *self.upper_encoders]
+
+    @property
     def latent_dims(self) -> tuple[int, ...]:
         """The size of each stochastic layer, bottom (z1) first."""
-        return (
-            self.encoder.head.latent_dim,
-            *(e.head.latent_dim for e in self.upper_encoders),
-        )
+        return tuple(e.head.latent_dim for e in self.layer_encoders)
 
     @property
     def latent_dim(self) -> int:
-        """The size of z1, the latent the decoder takes."""
-        return self.latent_dims[0]
+        """The size of the z the decoder takes (`chain.decoder_latent`)."""
+        dims = self.latent_dims
+        return sum(dims) if self.hierarchy == rules.TOP_DOWN else dims[0]
 
     @property
     def conditional(self) -> bool:
@@ -274,7 +286,9 @@ class VAE(keras.Model):
     def observe_and_encode(
         self, images: tf.Tensor, observe_seed: tf.Tensor, labels: tf.Tensor = None
     ) -> tuple[tf.Tensor, tfd.Distribution]:
-        """Returns (x, q): observations `[batch, H, W, C]` and q(z1|x).
+        """Returns (x, q): observations `[batch, H, W, C]` and the encoder's q.
+
+        q(z1|x), or the "vampprior" hierarchy's q(z2|x).
 
         `images`: raw `uint8 [batch, H, W, C]`; `observe_seed`: int `[2]` or
         `[batch, 2]`, for stochastic observations; `labels`: int `[batch]`.
@@ -283,11 +297,11 @@ class VAE(keras.Model):
         return x, self.encoder(self.likelihood.encoder_input(x), self._one_hot(labels))
 
     def decode(self, z: tf.Tensor, labels: tf.Tensor = None) -> tfd.Distribution:
-        """Returns p(x|z1) for z1 `[batch, latent_dim]` (and int labels `[batch]`)."""
+        """Returns p(x|z) for the decoder's z `[batch, latent_dim]` (and labels)."""
         return self.decoder(z, self._one_hot(labels))
 
     def decode_mean(self, z: tf.Tensor, labels: tf.Tensor = None) -> tf.Tensor:
-        """Returns E[x|z1] as float pixels in [0, 1], `[batch, H, W, C]`."""
+        """Returns E[x|z] as float pixels in [0, 1], `[batch, H, W, C]`."""
         return self.likelihood.mean_image(self.decode(z, labels))
 
     def objective_terms(
@@ -340,32 +354,19 @@ class VAE(keras.Model):
         return chain_lib.draw(self, x, q, num_samples, z_seed, labels).log_weights()
 
     def sample_latent(self, num_samples, seed: tf.Tensor) -> tf.Tensor:
-        """Returns z1 `[num_samples, latent_dim]` drawn top-down from the model.
-
-        The top layer from the prior with `seed` (int `[2]`), each layer below
-        from p(z_l|z_{l+1}) with `noise.layer_seed(seed, l + 1)`.
-        """
-        z = self.prior.sample(num_samples, seed, self.encoder)
-        for layer in reversed(range(len(self.upper_decoders))):
-            decoder = self.upper_decoders[layer]
-            p = decoder(z)
-            eps = tf.random.stateless_normal(
-                [num_samples, self.latent_dims[layer]],
-                noise.layer_seed(seed, layer + 1),
-                alg=noise.algorithm(),
-            )
-            z = decoder.head.reparameterize(p, eps)
-        return z
+        """Returns the decoder's z drawn from the model: `chain.sample_latent`."""
+        return chain_lib.sample_latent(self, num_samples, seed)
 
     def posterior_mean(self, images: tf.Tensor, labels: tf.Tensor = None) -> tf.Tensor:
-        """Returns E_q[z1|x], `[batch, latent_dim]`, for raw `uint8` images.
+        """Returns the decoder's z at q's means, `[batch, latent_dim]` (E_q[z1|x]).
 
-        Observed with the fixed stream `noise.POSTERIOR_MEAN` (reproducible).
+        For raw `uint8` images, observed with the fixed stream
+        `noise.POSTERIOR_MEAN` (reproducible); `chain.mean_latent`.
         """
-        _, q = self.observe_and_encode(
+        x, q = self.observe_and_encode(
             images, noise.seed(self.seed, noise.POSTERIOR_MEAN), labels
         )
-        return q.mean()
+        return chain_lib.mean_latent(self, x, q)
 
     def call(self, inputs):
         """Returns p(x|z1) at the posterior mean, for any `unpack_batch` form."""

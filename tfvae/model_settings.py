@@ -33,6 +33,7 @@ from tfvae import (
     rules,
     table_likelihood,
 )
+from tfvae.chain import HIERARCHIES
 from tfvae.fields import setting
 from tfvae.objective import GRADIENTS, KL_ESTIMATORS, OBJECTIVES
 
@@ -103,8 +104,23 @@ class ModelSettings:
         "integers",
         check=lambda v: None if v else "must list at least one size",
     )
+    hierarchy: str = setting(
+        "iwae",
+        "How two stochastic layers condition on x: iwae, the IWAE paper's "
+        "q(z1|x) q(z2|z1), p(x|z1); or vampprior, Tomczak & Welling's HVAE: "
+        "q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2), whose --prior=vamp "
+        "components are q(z2|u_k). Images only.",
+        "enum",
+        choices=HIERARCHIES,
+    )
     network: str = setting(
-        "mlp", "Encoder/decoder bodies.", "enum", choices=networks.NETWORKS
+        "mlp",
+        "Encoder/decoder bodies: dense layers, gated dense layers "
+        "((xW + b) * sigmoid(xV + c), the VampPrior paper's; no --activation, "
+        "and the layers between stochastic layers are gated too), or stride-2 "
+        "convolutions.",
+        "enum",
+        choices=networks.NETWORKS,
     )
     hidden_units: tuple[int, ...] = setting(
         (400,),
@@ -121,9 +137,11 @@ class ModelSettings:
     )
     activation: str = setting(
         "softplus",
-        "Hidden activation (a Keras name).",
+        "Hidden activation (a Keras name); gated networks have none, their "
+        "gate is the nonlinearity.",
         "string",
         check=_activation_problem,
+        applies_to=("network", set(networks.NETWORKS) - set(networks.GATED)),
     )
     kl: str = setting(
         "analytic",
@@ -224,6 +242,7 @@ class ModelSettings:
             gradient=self.gradient,
             kl_warmup_epochs=kl_warmup_epochs,
             conditional=self.conditional,
+            hierarchy=self.hierarchy,
             name=name,
         )
         if problem:

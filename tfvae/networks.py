@@ -5,8 +5,11 @@ A network builder (`NETWORKS`, by flag value) returns `(encoder_body, decoder_bo
 - decoder_body: z `[batch, latent_dim]` -> `[batch, H, W, C, params_per_value]`,
   the raw parameters a likelihood head turns into p(x|z).
 
-Between two stochastic layers (`--latent_dim=100,50`), `latent_body` makes the
-networks of q(z2|z1) and p(z1|z2). A conditional VAE joins the one-hot class
+`gated_mlp` is `mlp` with gated dense layers (`gated_dense.GatedDense`, the
+VampPrior paper's networks), which have no activation: the networks in
+`GATED` take none. Between two stochastic layers (`--latent_dim=100,50`),
+`latent_body` makes the networks of q(z2|z1) and p(z1|z2), gated too with a
+gated network. A conditional VAE joins the one-hot class
 to the encoder's input as `CONDITIONING[network]` says (`join_condition`) and
 to z before the decoder body.
 """
@@ -16,6 +19,8 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+
+from tfvae.gated_dense import GatedDense
 
 
 def _check_sizes(name: str, sizes: tuple[int, ...], allow_empty: bool) -> None:
@@ -27,22 +32,31 @@ def _check_sizes(name: str, sizes: tuple[int, ...], allow_empty: bool) -> None:
         )
 
 
-def _dense_stack(units: tuple[int, ...], activation: str) -> list[keras.Layer]:
+def _check_activation(activation: str) -> None:
+    # None would make `_dense_stack`'s gated layers, not Keras's linear ones.
+    if activation is None:
+        raise ValueError(
+            "activation must be a Keras activation name; gated layers are "
+            f"gated_mlp's. Received: activation={activation}"
+        )
+    keras.activations.get(activation)
+
+
+def _dense_stack(units: tuple[int, ...], activation: str | None) -> list[keras.Layer]:
+    # None: gated dense layers, whose gate is their nonlinearity.
+    if activation is None:
+        return [GatedDense(u) for u in units]
     return [keras.layers.Dense(u, activation=activation) for u in units]
 
 
-def mlp(
+def _mlp(
     image_shape: tuple[int, int, int],
     params_per_value: int,
     hidden_units: tuple[int, ...],
-    activation: str,
+    activation: str | None,
 ) -> tuple[keras.Sequential, keras.Sequential]:
-    """Fully connected bodies: pixels -> hidden_units -> ... (mirrored to decode).
-
-    The Pyro tutorial's networks are `hidden_units=(400,)`, softplus.
-    """
+    # activation None: gated layers (`_dense_stack`).
     _check_sizes("hidden_units", hidden_units, allow_empty=False)
-    keras.activations.get(activation)
     num_outputs = math.prod(image_shape) * params_per_value
     encoder = keras.Sequential(
         [keras.layers.Flatten()] + _dense_stack(hidden_units, activation),
@@ -59,6 +73,51 @@ def mlp(
     return encoder, decoder
 
 
+def mlp(
+    image_shape: tuple[int, int, int],
+    params_per_value: int,
+    hidden_units: tuple[int, ...],
+    activation: str,
+) -> tuple[keras.Sequential, keras.Sequential]:
+    """Fully connected bodies: pixels -> hidden_units -> ... (mirrored to decode).
+
+    The Pyro tutorial's networks are `hidden_units=(400,)`, softplus.
+    """
+    _check_activation(activation)
+    return _mlp(image_shape, params_per_value, hidden_units, activation)
+
+
+def gated_mlp(
+    image_shape: tuple[int, int, int],
+    params_per_value: int,
+    hidden_units: tuple[int, ...],
+) -> tuple[keras.Sequential, keras.Sequential]:
+    """`mlp`'s bodies, each hidden layer a `GatedDense`: (xW + b) * sigmoid(xV + c).
+
+    The VampPrior paper's networks (Tomczak & Welling 2018) are
+    `hidden_units=(300, 300)`. The gate is each hidden layer's nonlinearity,
+    so there is no activation; the decoder's last layer stays a plain Dense
+    to the likelihood's parameters.
+
+    Args:
+        image_shape: the images' (H, W, C).
+        params_per_value: the likelihood's parameters per pixel value.
+        hidden_units: the gated layers' sizes, encoder order (the decoder
+            mirrors them).
+
+    Returns:
+        (encoder_body, decoder_body): `[batch, H, W, C]` -> `[batch,
+        hidden_units[-1]]`, and z `[batch, latent_dim]` -> `[batch, H, W, C,
+        params_per_value]`.
+
+    Example:
+        >>> encoder, decoder = gated_mlp((28, 28, 1), 1, (300, 300))
+        >>> decoder(tf.zeros([2, 40])).shape
+        TensorShape([2, 28, 28, 1, 1])
+    """
+    return _mlp(image_shape, params_per_value, hidden_units, None)
+
+
 def vector_mlp(
     num_outputs: int, hidden_units: tuple[int, ...], activation: str
 ) -> tuple[keras.Sequential, keras.Sequential]:
@@ -68,7 +127,7 @@ def vector_mlp(
     image -> `[batch, num_outputs]`, the likelihood's parameters side by side.
     """
     _check_sizes("hidden_units", hidden_units, allow_empty=False)
-    keras.activations.get(activation)
+    _check_activation(activation)
     encoder = keras.Sequential(
         _dense_stack(hidden_units, activation), name="encoder_body"
     )
@@ -94,7 +153,7 @@ def conv(
     """
     _check_sizes("conv_filters", conv_filters, allow_empty=False)
     _check_sizes("hidden_units", hidden_units, allow_empty=True)
-    keras.activations.get(activation)
+    _check_activation(activation)
     height, width, channels = image_shape
     factor = 2 ** len(conv_filters)
     if height % factor or width % factor:
@@ -142,18 +201,35 @@ NETWORKS: dict[str, Callable[..., tuple[keras.Sequential, keras.Sequential]]] = 
     "mlp": lambda shape, k, hidden_units, activation, **_: mlp(
         shape, k, hidden_units, activation
     ),
+    "gated_mlp": lambda shape, k, hidden_units, **_: gated_mlp(shape, k, hidden_units),
     "conv": lambda shape, k, hidden_units, activation, conv_filters, **_: conv(
         shape, k, hidden_units, activation, conv_filters
     ),
 }
+# The networks of gated layers, which take no activation: the layers between
+# their stochastic layers are gated too (`latent_body` with activation None).
+GATED = ("gated_mlp",)
 
 
-def latent_body(depth: int, width: int, activation: str) -> keras.Sequential:
+def latent_body(depth: int, width: int, activation: str | None) -> keras.Sequential:
     """Returns `depth` dense layers of `width` units: `[batch, D]` -> `[batch, width]`.
 
     The IWAE paper's networks between stochastic layers of sizes 100 and 50
     are two layers of 100 units: `builder.build_vae` uses `depth` = the number of
     `--hidden_units` and `width` = twice the upper layer's size.
+
+    Args:
+        depth: the number of layers.
+        width: each layer's units.
+        activation: the dense layers' activation (a Keras name), or None for
+            gated dense layers (`GatedDense`, a network in `GATED`).
+
+    Returns:
+        The `keras.Sequential` of the layers.
+
+    Example:
+        >>> latent_body(2, 100, "softplus")(tf.zeros([3, 50])).shape
+        TensorShape([3, 100])
     """
     return keras.Sequential(
         _dense_stack((width,) * depth, activation), name="latent_body"
@@ -178,4 +254,8 @@ def join_condition(mode: str, inputs: tf.Tensor, one_hot: tf.Tensor) -> tf.Tenso
 
 
 # How each network's encoder takes a class label (`join_condition`).
-CONDITIONING: dict[str, str] = {"mlp": "vector", "conv": "channels"}
+CONDITIONING: dict[str, str] = {
+    "mlp": "vector",
+    "gated_mlp": "vector",
+    "conv": "channels",
+}

@@ -11,6 +11,8 @@ named:
 |                             |                         | saved with the weights       |
 | pictures' posterior means   | (s, POSTERIOR_MEAN)     | `VAE.posterior_mean`         |
 | pictures' prior samples     | (s, PRIOR_SAMPLES)      | `images.prior_samples`       |
+|                             | (z), then a table's     | `table_model.sample_rows`    |
+|                             | cells: `draw_seed` of it| (table pictures, `sample`)   |
 | the export's fixed noise    | (s, EXPORT), then per   | `saved_model`: each image's  |
 |                             | image `example_seeds`   | noise from its own pixels    |
 | evaluation batch i          | (eval seed, i)          | `iwae.evaluate_batches`      |
@@ -99,6 +101,29 @@ def chunk_seed(batch_seed: tf.Tensor, chunk) -> tf.Tensor:
     """
     _, z_seed = split_seed(batch_seed)
     return tf.cast(tf.random.experimental.stateless_fold_in(z_seed, chunk), tf.int64)
+
+
+def draw_seed(seed: tf.Tensor) -> tf.Tensor:
+    """Returns the int32 seed of draws from p(x|z) given a sampling seed `[2]`.
+
+    TFP's stateless samplers take int32 seeds: two full-range int32 drawn
+    from `seed` folded with 1, so they are apart from the z that `seed`
+    itself draws (`VAE.sample_latent`).
+
+    Args:
+        seed: int `[2]`, a stateless seed.
+
+    Returns:
+        int32 `[2]`.
+
+    Example:
+        >>> draw_seed(tf.constant([0, 1], tf.int64)).dtype
+        tf.int32
+    """
+    folded = tf.random.experimental.stateless_fold_in(seed, 1)
+    return tf.random.stateless_uniform(
+        [2], folded, minval=None, maxval=None, dtype=tf.int32
+    )
 
 
 def layer_seed(z_seed: tf.Tensor, layer: int) -> tf.Tensor:

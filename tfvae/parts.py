@@ -22,7 +22,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from tfvae import networks
+from tfvae import networks, rules
 
 
 def _serializable(cls):
@@ -130,7 +130,8 @@ class Encoder(_BodyAndHead):
             mapping the observations x (the likelihood's `encoder_input`:
             float `[batch, H, W, C]`) to `[batch, features]`.
         head: a posterior head, e.g. `NormalDiagHead(latent_dim)`.
-        condition: set by `build_vae` for a conditional VAE.
+        condition: set by `build_vae` for a conditional VAE, and for the
+            "vampprior" hierarchy's q(z1|x, z2) (z2 joins x as a class would).
 
     Example:
 
@@ -272,6 +273,9 @@ def check_bodies(vae, seed) -> None:
     )
     vae.encoder.check_body(x, one_hot, vae.image_shape)
     for layer, encoder in enumerate(vae.upper_encoders):
+        if vae.hierarchy == rules.TOP_DOWN:  # q(z1|x, z2)
+            encoder.check_body(x, tf.zeros([1, vae.latent_dims[1]]), None)
+            continue
         encoder.check_body(tf.zeros([1, vae.latent_dims[layer]]), None, None)
     for layer, decoder in enumerate(vae.upper_decoders):
         decoder.check_body(tf.zeros([1, vae.latent_dims[layer + 1]]), None, None)

@@ -233,7 +233,8 @@ class VampPrior(_Mixture):
     `bounded=False`).
 
     Args:
-        latent_dim: the size of z1 (the VampPrior needs one stochastic layer).
+        latent_dim: the size of the encoder's layer: z1, or z2 with the
+            "vampprior" hierarchy (`tfvae.chain`).
         components: K, the pseudo-inputs.
         pseudo_shape: the shape of one encoder input: `(H, W, C)` of the
             images, or `(features,)` of a table row's.

@@ -104,16 +104,7 @@ def claim(config: config_lib.Config) -> None:
     new_folder = not os.path.exists(model_dir)
     made_lock = _lock(model_dir)
     try:
-        if os.path.exists(run_dir.path(model_dir, run_dir.CONFIG)):
-            run_dir.check_layout(model_dir)
-            config_lib.check_compatible(run_dir.load_config(model_dir), config)
-            resumed_epoch(model_dir)
-        elif set(os.listdir(model_dir)) - {run_dir.LOCK}:
-            raise errors.UsageError(
-                f"--model_dir={model_dir} is not empty and holds no "
-                f"{run_dir.CONFIG}, so it is not a tfvae run. Use a new or empty "
-                "folder."
-            )
+        _check_run(config)
     except BaseException:
         # Leave the folder as it was.
         if made_lock:
@@ -124,6 +115,41 @@ def claim(config: config_lib.Config) -> None:
         raise
     _record_holder(model_dir)
     run_dir.save_config(config, model_dir)
+
+
+def _check_run(config: config_lib.Config) -> None:
+    """Refuses an existing `--model_dir` that `config` cannot train in."""
+    model_dir = config.model_dir
+    if os.path.exists(run_dir.path(model_dir, run_dir.CONFIG)):
+        run_dir.check_layout(model_dir)
+        config_lib.check_compatible(run_dir.load_config(model_dir), config)
+        resumed_epoch(model_dir)
+    elif set(os.listdir(model_dir)) - {run_dir.LOCK}:
+        raise errors.UsageError(
+            f"--model_dir={model_dir} is not empty and holds no "
+            f"{run_dir.CONFIG}, so it is not a tfvae run. Use a new or empty "
+            "folder."
+        )
+
+
+def check_resumable(config: config_lib.Config) -> None:
+    """Refuses, before any data is read, a run `claim` would refuse: a folder
+    holding another run, one with another configuration, one that cannot
+    resume. Changes nothing and takes no lock (`claim` checks again under it).
+
+    Args:
+        config: the run's settings; a `--model_dir` that is not a folder yet
+            passes.
+
+    Raises:
+        errors.UsageError: naming the difference and the fix.
+
+    Example:
+
+        check_resumable(config)  # Then read the data, then `claim(config)`.
+    """
+    if os.path.isdir(config.model_dir):
+        _check_run(config)
 
 
 def _sha256(file_path: str) -> str:

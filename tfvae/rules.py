@@ -19,9 +19,11 @@ from tfvae.fields import python_name
 
 # The priors whose KL from a normal q has a closed form (`kl="analytic"`).
 CLOSED_FORM_PRIORS = ("standard",)
-# The prior whose components are the encoder's: it needs z1 at the top, the
-# true encoder weights (no DReG) and inputs without a class.
+# The prior whose components are the encoder's: it needs the encoder's layer
+# at the top (one layer, or the hierarchy `TOP_DOWN`, whose encoder gives
+# the top layer), the true encoder weights (no DReG) and inputs without a class.
 ENCODER_PRIOR = "vamp"
+TOP_DOWN = "vampprior"
 # The settings that apply to one kind of data only: an image's likelihood and
 # convolutions; a table's count columns' likelihood (its other columns'
 # likelihoods come from its schema).
@@ -32,6 +34,7 @@ IMAGE_SETTINGS = (
     "mixture_components",
     "network",
     "conv_filters",
+    "hierarchy",
 )
 TABLE_SETTINGS = ("count_likelihood",)
 # A table's rows go through dense networks (`networks.vector_mlp`): this
@@ -95,6 +98,7 @@ def combination_problem(
     gradient: str = "standard",
     kl_warmup_epochs: int = 0,
     conditional: bool = False,
+    hierarchy: str = "iwae",
     name: Callable[..., str] = python_name,
 ) -> str | None:
     """Returns what is wrong with a combination of model settings, or None.
@@ -103,7 +107,7 @@ def combination_problem(
         latent_dim: the size of each stochastic layer, bottom first.
         prior: the prior's name (`priors.PRIORS`' keys).
         kl, objective, beta, free_bits, gradient, kl_warmup_epochs,
-            conditional: the settings of those names.
+            conditional, hierarchy: the settings of those names.
         name: writes a setting, `name("beta")`, or with its value,
             `name("beta", 2.0)`: `fields.python_name` or `fields.flag_name`.
 
@@ -142,10 +146,18 @@ def combination_problem(
             "that does not share the encoder (not "
             f"{name('prior', ENCODER_PRIOR)}). {received}"
         )
-    if prior == ENCODER_PRIOR and layers > 1:
+    if hierarchy == TOP_DOWN and (layers != 2 or conditional):
         return (
-            f"{name('prior', ENCODER_PRIOR)} needs one stochastic layer: its "
-            "components are the encoder's q(z1|u_k), over the bottom layer. Use "
+            f"{name('hierarchy', TOP_DOWN)} is Tomczak & Welling's two-layer "
+            f"HVAE, without classes: give two sizes and no {name('conditional')}, "
+            f"or use {name('hierarchy', 'iwae')}. {received}"
+            + (f" {name('conditional', True)}" if conditional else "")
+        )
+    if prior == ENCODER_PRIOR and layers > 1 and hierarchy != TOP_DOWN:
+        return (
+            f"{name('prior', ENCODER_PRIOR)} with more than one stochastic layer "
+            f"needs {name('hierarchy', TOP_DOWN)}: its components are the "
+            "encoder's q(z|u_k), over the top layer only there. Add it, or use "
             f"{name('prior', 'standard')} or mog with {name('latent_dim', latent_dim)}."
         )
     if conditional and prior == ENCODER_PRIOR:

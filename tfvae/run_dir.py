@@ -10,8 +10,9 @@ brings a run's VAE back (`load_run`); the CSV histories are read by
   dataset.json         the `data.DatasetInfo` it was trained on (a table
                        run: its `TableInfo`, without the schema)
   schema.json          a table run's schema (`tables.infer_schema`)
-  split.json           a table run's split: the table's rows and sha256,
-                       and its test rows (a resumed run reuses them)
+  split.json           a table run's split: the table's rows and sha256
+                       (a TFDS table's name, version and split rows), and
+                       its test rows (a resumed run reuses them)
   backup/              Keras BackupAndRestore state of the last two epochs,
                        with checksums.json: rerunning resumes here
   model.weights.h5     the latest weights, saved every epoch
@@ -237,7 +238,8 @@ def load_split(model_dir: str) -> dict | None:
     split = _read_json(
         path(model_dir, SPLIT), "Train in a new --model_dir: the split is lost."
     )
-    if not isinstance(split, dict) or "sha256" not in split:
+    # A table file's split holds its sha256; a TFDS table's, its full name.
+    if not isinstance(split, dict) or not {"sha256", "tfds"} & split.keys():
         raise errors.UsageError(
             f"{path(model_dir, SPLIT)} is not a table run's split. Train in a new "
             "--model_dir: the split is lost."
@@ -262,7 +264,7 @@ def build_model(config: config_lib.Config, info) -> model.VAE:
     )
 
 
-# --- Backups -------------------------------------------------------------------
+# --- A trained run's model and figures -----------------------------------------
 
 
 def load_run(
@@ -277,9 +279,10 @@ def load_run(
 
     Returns:
       (config, info, vae): the run's `Config`, its `data.DatasetInfo` (the
-      image shape `(H, W, C)`, split sizes, classes) or, for a `--table`
-      run, its `TableInfo` (the schema, split sizes, label classes), and the
-      `VAE` with the latest weights (those of the last epoch trained).
+      image shape `(H, W, C)`, split sizes, classes) or, for a table run
+      (`Config.table_run`), its `TableInfo` (the schema, split sizes, label
+      classes), and the `VAE` with the latest weights (those of the last
+      epoch trained).
 
     Raises:
       UsageError: a missing or damaged file, naming it and the fix.
@@ -289,7 +292,7 @@ def load_run(
       >>> metrics = evaluation.evaluate(vae, test_images, num_samples=100)
     """
     config = load_config(model_dir)
-    info = load_info(model_dir, table=bool(config.table))
+    info = load_info(model_dir, table=config.table_run)
     weights = path(model_dir, WEIGHTS)
     if not os.path.exists(weights):
         raise errors.UsageError(

@@ -14,12 +14,13 @@ IWAE bound and the pictures). What it writes to its output dir
                           when the likelihood is discrete over pixel values
   *.png                   the pictures of `tfvae.pictures`, with the
                           training's -ELBO curve (elbo_curve.png)
-
-A `--table` run is evaluated on its recorded split by
-`table_evaluation.evaluate_table` (the IWAE bound, each column's
-log-likelihood, imputation, anomaly AUCs, prefixed by the split) and drawn by
-`table_pictures.table_pictures`, into the same folder.
   events.out.tfevents.*   the same numbers and pictures for TensorBoard
+
+A table run (`--table`, or a TFDS `--dataset` of scalar features) is
+evaluated on its recorded split by `table_evaluation.evaluate_table` (the
+IWAE bound, each column's log-likelihood, imputation, anomaly AUCs, prefixed
+by the split) and drawn by `table_pictures.table_pictures`, into the same
+files.
 """
 
 import dataclasses
@@ -43,9 +44,9 @@ from tfvae import (
     iwae,
     noise,
     run_dir,
+    run_table,
     splits,
     table_evaluation,
-    table_training,
 )
 
 # The module, by its path: the package's `tfvae.table_pictures` is the function.
@@ -198,7 +199,7 @@ def evaluate_run(eval_config: EvalConfig) -> dict:
         if eval_config.output_dir
         else f"{output_dir}, where the results go,",
     )
-    if model_dir and run_dir.load_config(model_dir).table:
+    if model_dir and run_dir.load_config(model_dir).table_run:
         return _evaluate_table_run(eval_config)
     config, evaluable, model_name = _load(eval_config)
     # Read now, so that a damaged file stops the evaluation before its long
@@ -287,21 +288,33 @@ def _write_results(
 
 
 def _evaluate_table_run(eval_config: EvalConfig) -> dict:
-    """Evaluates a `--table` run on its test (or training) split.
+    """Evaluates a table run on its test (or training) split.
 
     `table_evaluation.evaluate_table`'s figures, prefixed by the split: the
     IWAE bound, each column's log-likelihood, imputation against the
     training split's means and modes, and with `--anomaly_label` the
     score's ROC and PR AUC on the test split; `table_pictures`' PNGs.
     """
+    if eval_config.jit_compile:
+        raise errors.UsageError(
+            "--jit_compile does not apply to a table run: a table's category "
+            "lookups have no XLA kernels, so it is evaluated without XLA. Remove "
+            "--jit_compile."
+        )
     config, info, vae = run_dir.load_run(eval_config.model_dir)
+    # A TFDS table's dirs, as an image run's: the evaluation's, else the run's.
+    config = dataclasses.replace(
+        config,
+        data_dir=eval_config.data_dir or config.data_dir,
+        manual_dir=eval_config.manual_dir or config.manual_dir,
+    )
     split = eval_config.split
     if split not in (splits.TEST_SPLIT, splits.TRAIN_SPLIT):
         raise errors.UsageError(
             f"--split={split} is not a split of a table run: use "
             f"--split={splits.TEST_SPLIT} or --split={splits.TRAIN_SPLIT}."
         )
-    table = table_training.read_run_table(
+    table = run_table.read_run_table(
         config, run_dir.load_split(eval_config.model_dir), info
     )
     curves = history.read_history(eval_config.model_dir)

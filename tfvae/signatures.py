@@ -40,6 +40,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tfvae import chain as chain_lib
 from tfvae import model, noise
 
 SIGNATURES = (
@@ -239,12 +240,13 @@ def posterior_outputs(vae: model.VAE, chain) -> dict[str, tf.Tensor]:
     Returns:
       {"mean", "stddev" or "scale_tril", "z"}, `[batch, L]` (`scale_tril`
       `[batch, L, L]`), and the same names suffixed "_2", "_3", ... for the
-      layers above the bottom one.
+      layers above the bottom one. With the "vampprior" hierarchy, z1's
+      posterior is q(z1|x, z2) at the z_2 returned.
     """
     outputs = {}
     for layer in range(len(chain.zs)):
         q = chain.qs[layer]
-        head = (vae.encoder if layer == 0 else vae.upper_encoders[layer - 1]).head
+        head = vae.layer_encoders[layer].head
         suffix = f"_{layer + 1}" if layer else ""
         layer_outputs = {"mean": q.mean(), **head.parameters(q), "z": chain.zs[layer]}
         outputs.update({name + suffix: value for name, value in layer_outputs.items()})
@@ -343,8 +345,8 @@ def signature_functions(vae: model.VAE, description: dict) -> dict[str, tuple]:
     def reconstruct(images, labels=None):
         images = checked_images(images)
         labels = checked_labels(vae, labels, images)
-        _, q = observe_and_encode(images, labels)
-        return {"images": vae.decode_mean(q.mean(), labels)}
+        x, q = observe_and_encode(images, labels)
+        return {"images": vae.decode_mean(chain_lib.mean_latent(vae, x, q), labels)}
 
     def log_weights(images, num_samples, seed, labels=None):
         num_samples = checked_num_samples(num_samples, max_samples)

@@ -15,7 +15,7 @@ Example:
 
 import math
 
-from tfvae import likelihoods
+from tfvae import likelihoods, networks, rules
 from tfvae.model_settings import ModelSettings
 from tfvae.parts import encoder_input_shape
 from tfvae.table_likelihood import TableHead
@@ -87,19 +87,17 @@ def parts(
             else "image_shape"
         )
     dims, hidden = s.latent_dim, s.hidden_units
-    parts = []
+    # A gated hidden layer is two dense layers' weights and outputs (`GatedDense`).
+    gates = 2 if s.network in networks.GATED else 1
+    # "vampprior": the encoder gives the top layer, q(z1|x, z2) is a second
+    # encoder body on x joined with z2, and the decoder takes [z1, z2].
+    top_down = s.hierarchy == rules.TOP_DOWN
+    encoder_parts, sizes, features = _encoder_body(
+        s, image_shape, inputs + classes, inputs_name, classes
+    )
+    parts = list(encoder_parts)
     if s.network == "conv":
-        height, width, channels = image_shape
-        sizes, fan_in = [], channels + classes
-        for index, filters in enumerate(s.conv_filters):
-            area = math.ceil(height / 2 ** (index + 1)) * math.ceil(
-                width / 2 ** (index + 1)
-            )
-            parts.append(
-                (9 * fan_in * filters + filters, area * filters, "conv_filters")
-            )
-            sizes.append((area, filters))
-            fan_in = filters
+        channels = image_shape[2]
         flat = sizes[-1][0] * sizes[-1][1]
         # The decoder mirrors them (transposed), and ends in a convolution
         # to the likelihood's parameters.
@@ -113,25 +111,21 @@ def parts(
         parts.append((9 * fan_in * last_filters + last_filters, outputs, values_name))
     else:
         flat = inputs + classes
-    widths = [flat, *hidden]
-    for width, units in zip(widths, widths[1:], strict=False):
-        name = inputs_name if width == flat and width > units else "hidden_units"
-        parts.append((_dense(width, units), units, name))
-    features = widths[-1]
+    encoded = dims[-1] if top_down else dims[0]
     if s.posterior == "full":
-        projection = dims[0] + dims[0] * (dims[0] + 1) // 2
+        projection = encoded + encoded * (encoded + 1) // 2
     else:
-        projection = 2 * dims[0]
-    name = "latent_dim" if dims[0] > features else "hidden_units"
+        projection = 2 * encoded
+    name = "latent_dim" if encoded > features else "hidden_units"
     parts.append((_dense(features, projection), projection, name))
-    decoder_widths = [dims[0] + classes, *hidden[::-1]]
+    decoder_widths = [sum(dims) if top_down else dims[0] + classes, *hidden[::-1]]
     for width, units in zip(decoder_widths, decoder_widths[1:], strict=False):
         name = "latent_dim" if width > units else "hidden_units"
-        parts.append((_dense(width, units), units, name))
+        parts.append((gates * _dense(width, units), gates * units, name))
     last = decoder_widths[-1]
     last_units = flat if s.network == "conv" else outputs
     name = (
-        (values_name if s.network == "mlp" else "image_shape")
+        (values_name if s.network != "conv" else "image_shape")
         if last_units > last
         else "latent_dim"
     )
@@ -139,13 +133,52 @@ def parts(
     depth = len(hidden) or 1
     for lower, upper in zip(dims, dims[1:], strict=False):
         between = 2 * upper
-        for width, head in ((lower, 2 * upper), (upper, 2 * lower)):
-            params = _dense(width, between) + (depth - 1) * _dense(between, between)
+        latent_bodies = [(upper, 2 * lower)]
+        if top_down:
+            lower_parts, _, lower_features = _encoder_body(
+                s, image_shape, inputs + upper, inputs_name, upper
+            )
+            parts += lower_parts
+            parts.append((_dense(lower_features, 2 * lower), 2 * lower, "latent_dim"))
+        else:
+            latent_bodies.append((lower, 2 * upper))
+        for width, head in latent_bodies:
+            params = gates * (
+                _dense(width, between) + (depth - 1) * _dense(between, between)
+            )
             parts.append(
-                (params + _dense(between, head), depth * between, "latent_dim")
+                (params + _dense(between, head), gates * depth * between, "latent_dim")
             )
     if s.prior == "mog":
         parts.append((s.prior_components * (2 * dims[-1] + 1), 0, "prior_components"))
     elif s.prior == "vamp":
         parts.append((s.prior_components * inputs, 0, "prior_components"))
     return parts
+
+
+def _encoder_body(s: ModelSettings, image_shape, flat: int, inputs_name: str, extra):
+    """Returns (parts, conv sizes [(area, filters)], features) of an encoder body.
+
+    On `flat` inputs for dense networks, or on the image with `extra` more
+    channels for conv (a class or z2 joined as channels).
+    """
+    gates = 2 if s.network in networks.GATED else 1
+    parts, sizes = [], []
+    if s.network == "conv":
+        height, width, channels = image_shape
+        fan_in = channels + extra
+        for index, filters in enumerate(s.conv_filters):
+            area = math.ceil(height / 2 ** (index + 1)) * math.ceil(
+                width / 2 ** (index + 1)
+            )
+            parts.append(
+                (9 * fan_in * filters + filters, area * filters, "conv_filters")
+            )
+            sizes.append((area, filters))
+            fan_in = filters
+        flat = sizes[-1][0] * sizes[-1][1]
+    widths = [flat, *s.hidden_units]
+    for width, units in zip(widths, widths[1:], strict=False):
+        name = inputs_name if width == flat and width > units else "hidden_units"
+        parts.append((gates * _dense(width, units), gates * units, name))
+    return parts, sizes, widths[-1]

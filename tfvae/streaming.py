@@ -3,19 +3,17 @@
 The in-memory path (`data.shuffled_batches`) holds the whole split; a split
 larger than `--memory_budget` is streamed instead (`streams` decides):
 
-- once per dataset, the split is written decoded, each image's raw pixel
-  bytes and its label, into record files beside TFDS's own
-  (`decoded_records`). TFDS stores MNIST's images as PNG, and decoding every
-  image every epoch took more CPU than training the model (the README's
-  input table); a manifest names the TFDS split the copy was made from, so
-  a dataset prepared anew is written again;
+- once per dataset, the split is written decoded (each image's raw pixels
+  and label) into record files beside TFDS's own (`decoded_records`):
+  decoding TFDS's PNGs every epoch took more CPU than training the model
+  (the README's input table); a manifest names the TFDS split the copy was
+  made from, so a dataset prepared anew is written again;
 - epoch e reads the files in an order seeded by (seed, e), interleaved, and
   permutes each block of `--shuffle_buffer` records with a seed of (seed, e,
   block): memory holds a block, not the dataset, and the same seed gives the
   same batches, also after a resume (`streamed_batches`);
-- under several workers, each reads only its own files;
-- the test split is read from its own decoded copy in order
-  (`ordered_batches`): the same batches as in memory.
+- under several workers, each reads only its own files; the test split is
+  read from its decoded copy in order (`ordered_batches`), as in memory.
 """
 
 import dataclasses
@@ -60,14 +58,23 @@ def budget_problem(spec: str) -> str | None:
 
 
 def memory_budget_bytes(spec: str) -> int:
-    """Returns the bytes `--memory_budget` allows ("25%", "512MB", "0", ...).
-
-    A percentage is of this machine's physical memory; a bare number is bytes.
-    """
+    """Returns the bytes `--memory_budget` allows: "25%" of this machine's
+    physical memory, "512MB", "0" (a bare number is bytes)."""
     amount, unit = _BUDGET.fullmatch(spec.strip()).groups()
     if unit == "%":
         return int(float(amount) / 100 * builder.physical_memory())
     return int(float(amount) * _UNITS.get((unit or "").upper(), 1))
+
+
+def check_in_memory(needed: int, memory_budget: str, what: str):
+    """Refuses a `--memory_budget` holding `what` (`needed` bytes) in memory
+    when this machine has less: a smaller budget streams it instead."""
+    if needed > (memory := builder.physical_memory()):
+        raise errors.UsageError(
+            f"--memory_budget={memory_budget} holds {what} in memory, and it takes "
+            f"{needed / 2**30:.1f} GB, more than this machine's {memory / 2**30:.1f}"
+            " GB. Use a smaller --memory_budget (e.g. 25%) to stream it."
+        )
 
 
 def split_bytes(info: data.DatasetInfo, with_labels: bool = False) -> int:
@@ -89,16 +96,10 @@ def streams(
     """
     needed, budget = split_bytes(info, with_labels), memory_budget_bytes(memory_budget)
     streamed = needed > budget
-    memory = builder.physical_memory()
-    if not streamed and needed > memory:
-        raise errors.UsageError(
-            f"--memory_budget={memory_budget} holds the training split in "
-            f"memory, and it takes {needed / 2**30:.1f} GB decoded, more than "
-            f"this machine's {memory / 2**30:.1f} GB. Use a smaller "
-            "--memory_budget (e.g. 25%) to stream it from files."
-        )
+    if not streamed:
+        check_in_memory(needed, memory_budget, "the training split (decoded)")
     block = 2 * shuffle_buffer * (needed // max(info.num_train, 1))
-    if streamed and block > memory:
+    if streamed and block > (memory := builder.physical_memory()):
         raise errors.UsageError(
             f"--shuffle_buffer={shuffle_buffer} records and their permuted copy "
             f"take {block / 2**30:.1f} GB, more than this machine's "
@@ -385,9 +386,8 @@ def ordered_batches(records: RecordFiles, batch_size: int) -> tf.data.Dataset:
     """Returns every record of `records` once, in the files' order: `uint8
     [batch, H, W, C]` batches (or `(images, labels)`), the last one short.
 
-    The streamed counterpart of `data.test_batches`: the decoded files keep
-    TFDS's order, so the batches and the figures are the same, and memory
-    holds a batch, not the split.
+    The streamed `data.test_batches`: the decoded files keep TFDS's order, so
+    the batches and figures are the same; memory holds a batch, not the split.
     """
     count = math.ceil(sum(records.lengths) / batch_size)
     batches = tf.data.TFRecordDataset(list(records.files)).batch(batch_size)

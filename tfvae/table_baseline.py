@@ -10,6 +10,13 @@ columns as independent, each fitted by itself on the training split:
     binary       Bernoulli at the share of ones
     categorical  the categories' frequencies
 
+Each is floored as the VAE's likelihood is, so a test value the training
+split lacks scores finite: the schema's standard deviations (never 0), a
+rate of at least `table_likelihood`'s smallest, and one extra (add-one)
+count for each binary value and category. Rows are observed by the VAE's
+own `TableHead` and scored by its `RowDistribution`: the same cells, the
+same refusals, missing cells left out the same way.
+
 `IndependentColumns(schema, train)` fits it; `row_nll(frame)` scores rows in
 nats, missing cells left out as the VAE leaves them out, so its test NLL and
 anomaly scores compare with `tfvae.table_evaluation.evaluate_table`'s.
@@ -22,9 +29,11 @@ Example:
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import tables
+from tfvae import row_distribution, tables
+from tfvae.table_likelihood import MIN_RATE, TableHead
 
 tfd = tfp.distributions
 
@@ -32,48 +41,43 @@ tfd = tfp.distributions
 def _fit(column: dict, values: np.ndarray) -> tfd.Distribution:
     """Returns one column's distribution fitted to its present training values.
 
-    Categorical values are codes; everything is float64.
+    Args:
+        column: its schema entry (the mean and std of real and positive
+            columns are the moments the fit needs, floored).
+        values: its present cells as `TableHead.observe` gives them
+            (categories as codes), `[n]`.
+
+    Returns:
+        A float32 distribution of batch shape `[1]`.
     """
     kind = column["type"]
-    if kind == "categorical":
-        counts = np.bincount(values.astype(int), minlength=len(column["categories"]))
-        return tfd.Categorical(probs=counts / counts.sum())
-    if kind == "binary":
-        return tfd.Bernoulli(probs=values.mean(), dtype=np.float64)
-    if kind == "positive":
-        logs = np.log(values)
-        return tfd.LogNormal(logs.mean(), logs.std())
-    mean, variance = values.mean(), values.var()
-    if kind == "real":
-        return tfd.Normal(mean, np.sqrt(variance))
+    if kind in ("categorical", "binary"):
+        # Add-one smoothing: a value the training split lacks is not impossible.
+        slots = 2 if kind == "binary" else len(column["categories"])
+        counts = np.bincount(values.astype(int), minlength=slots) + 1.0
+        probs = (counts / counts.sum()).astype(np.float32)
+        if kind == "binary":
+            return tfd.Bernoulli(probs=probs[1:], dtype=tf.float32)
+        return tfd.Categorical(probs=probs[None])
+    if kind in ("real", "positive"):
+        loc, scale = [np.float32([column[key]]) for key in ("mean", "std")]
+        return (tfd.Normal if kind == "real" else tfd.LogNormal)(loc, scale)
+    mean, variance = max(values.mean(), MIN_RATE), values.var()
     if variance <= mean:
-        return tfd.Poisson(rate=mean)
+        return tfd.Poisson(rate=np.float32([mean]))
     # Mean r p / (1 - p) and variance r p / (1 - p)^2, solved for r and p.
     return tfd.NegativeBinomial(
-        total_count=mean**2 / (variance - mean), probs=1.0 - mean / variance
+        total_count=np.float32([mean**2 / (variance - mean)]),
+        probs=np.float32([1.0 - mean / variance]),
     )
-
-
-def _codes(column: dict, cells: np.ndarray) -> np.ndarray:
-    """Returns one column's cells as float64, categories as codes, NaN if missing."""
-    if column["type"] != "categorical":
-        return cells.astype(np.float64)
-    index = {category: code for code, category in enumerate(column["categories"])}
-    unknown = sorted({c for c in cells if c and c not in index})
-    if unknown:
-        raise ValueError(
-            f"Column {column['name']!r} holds categories the training split does "
-            f"not: {unknown[:5]}. Received: them in the rows to score"
-        )
-    return np.array([index.get(c, np.nan) for c in cells], np.float64)
 
 
 class IndependentColumns:
     """The table's columns as independent distributions, fitted on its training split.
 
     Args:
-        schema: the table's schema (`tables.infer_schema`); it gives the types
-            and the categories.
+        schema: the table's schema (`tables.infer_schema`); it gives the types,
+            the categories and the moments of the real and positive columns.
         train: the training split, a DataFrame of the schema's columns.
 
     Example:
@@ -86,11 +90,22 @@ class IndependentColumns:
 
     def __init__(self, schema: dict, train: pd.DataFrame):
         self.columns = schema["columns"]
-        cells = tables.table_columns(train, schema)
-        self.distributions = []
-        for column in self.columns:
-            values = _codes(column, cells[column["name"]])
-            self.distributions.append(_fit(column, values[~np.isnan(values)]))
+        self._head = TableHead(schema)
+        x = self._observe(train)
+        parts = [
+            _fit(column, x[:, index][~np.isnan(x[:, index])])
+            for index, column in enumerate(self.columns)
+        ]
+        # One part per column: the VAE's row distribution, scoring alike.
+        self._rows = row_distribution.RowDistribution(
+            parts,
+            [column["type"] for column in self.columns],
+            [[index] for index in range(len(self.columns))],
+        )
+
+    def _observe(self, frame: pd.DataFrame) -> np.ndarray:
+        cells = tables.table_columns(frame, {"columns": self.columns})
+        return self._head.observe(cells, None).numpy()
 
     def column_nll(self, frame: pd.DataFrame) -> np.ndarray:
         """Returns each cell's -log p, 0 where missing, `[rows, columns]` nats.
@@ -100,19 +115,23 @@ class IndependentColumns:
 
         Returns:
             float64 `[rows, columns]`, in the schema's column order.
+
+        Raises:
+            tf.errors.InvalidArgumentError: a cell outside its column (a
+                category the training split lacks, a value off the
+                support), naming the column, as the VAE refuses it.
         """
-        cells = tables.table_columns(frame, {"columns": self.columns})
-        scores = []
-        for column, distribution in zip(self.columns, self.distributions, strict=True):
-            values = _codes(column, cells[column["name"]])
-            present = ~np.isnan(values)
-            # Any value in the support stands in for a missing cell.
-            safe = np.where(present, values, 1.0 if column["type"] == "positive" else 0)
-            if column["type"] == "categorical":
-                safe = safe.astype(np.int32)
-            scores.append(np.where(present, -distribution.log_prob(safe).numpy(), 0.0))
-        return np.stack(scores, axis=-1)
+        scores = -self._rows.column_log_probs(self._observe(frame))
+        # A missing cell scores 0, not -0.
+        return np.where(scores.numpy() == 0, 0.0, scores.numpy()).astype(np.float64)
 
     def row_nll(self, frame: pd.DataFrame) -> np.ndarray:
-        """Returns each row's -log p(row) under independent columns, `[rows]` nats."""
+        """Returns each row's -log p(row) under independent columns, `[rows]` nats.
+
+        Args:
+            frame: rows of the schema's columns.
+
+        Returns:
+            float64 `[rows]`.
+        """
         return self.column_nll(frame).sum(axis=-1)

@@ -1,17 +1,21 @@
-"""Which training flags fit a table run (`--table`), and `--column_types`' form.
+"""Which training flags fit a table run, and `--column_types`' form.
 
-`config.Config` calls `table_problem(config)` when it is made: `--table` is
-the dataset, so `--dataset`, `--image_folder` and the image-only model
-settings (`rules.data_problem`) are refused beside it; `TABLE_ONLY`'s
-settings and `--count_likelihood` are refused without it, and
-`--anomaly_label` without `--label_column`. Each refusal names the flags and
-the fix, before any work.
+`config.Config` calls `table_problem(config)` when it is made. A table run
+(`Config.table_run`: `--table=PATH`, or a TFDS `--dataset` of scalar
+features) refuses the image-only model settings (`rules.data_problem`);
+`--table` is the dataset, so `--dataset` and `--image_folder` are refused
+beside it. `TABLE_ONLY`'s settings and `--count_likelihood` are refused
+without a table, `--anomaly_label` without `--label_column`, and
+`--test_fraction` beside a folder's own `train.*` and `test.*`. Each
+refusal names the flags and the fix, before any work.
 
 Example:
 
     >>> parse_column_types("proline:real,magnesium:real")
     {'proline': 'real', 'magnesium': 'real'}
 """
+
+import os
 
 from tfvae import errors, rules, tables
 from tfvae.fields import flag_name, settings_of
@@ -40,7 +44,8 @@ def parse_column_types(spec: str | None) -> dict[str, str]:
         {column name: type}, each type one of `tables.COLUMN_TYPES`.
 
     Raises:
-        errors.UsageError: an item that is not name:type with a known type.
+        errors.UsageError: an item that is not name:type with a known type,
+            or a column named twice.
 
     Example:
         >>> parse_column_types("n:count")
@@ -54,6 +59,12 @@ def parse_column_types(spec: str | None) -> dict[str, str]:
                 "--column_types must list name:type pairs, each type one of "
                 f"{', '.join(tables.COLUMN_TYPES)} (e.g. --column_types=proline:"
                 f"real). Received: --column_types={spec} (the item {item!r})"
+            )
+        if name in types:
+            raise errors.UsageError(
+                f"--column_types types {name!r} twice ({name}:{types[name]} and "
+                f"{item}): give each column one type. Received: "
+                f"--column_types={spec}"
             )
         types[name] = kind
     return types
@@ -70,29 +81,39 @@ def table_problem(config) -> str | None:
             if getattr(config, n) != defaults[n]
         ]
 
-    # An image's settings with --table, a table's without it.
+    # An image's settings with a table, a table's without one.
     model = {
         n: getattr(config, n)
         for n in settings_of(ModelSettings)
         if getattr(config, n) != defaults[n]
     }
-    problem = rules.data_problem(model, bool(config.table), flag_name)
+    problem = rules.data_problem(model, config.table_run, flag_name)
     if problem:
         return problem
-    if not config.table:
+    if not config.table_run:
         extra = given(TABLE_ONLY)
         if extra:
             return (
-                f"{extra[0]} only applies to --table: add --table=PATH, or remove it."
+                f"{extra[0]} only applies to --table or a TFDS --dataset of scalar "
+                "features: add --table=PATH, or remove it."
             )
         return None
-    images = given(_IMAGE_DATA)
+    # The table's flag in messages.
+    table = "--table" if config.table else f"--dataset={config.dataset}"
+    images = given(_IMAGE_DATA) if config.table else []
     if images:
         return (
             f"--table={config.table} is the dataset: remove {' '.join(images)}, or "
             "remove --table to train on images."
         )
     parse_column_types(config.column_types)
+    if config.table and os.path.isdir(config.table):
+        fraction = given(["test_fraction"])
+        if fraction:
+            return (
+                f"{fraction[0]} does not apply to --table={config.table}: the "
+                "folder's train.* and test.* are the split. Remove --test_fraction."
+            )
     if config.anomaly_label is not None and not config.label_column:
         return (
             f"--anomaly_label={config.anomaly_label} needs --label_column=NAME, the "
@@ -100,8 +121,8 @@ def table_problem(config) -> str | None:
         )
     if config.conditional and not config.label_column:
         return (
-            "--conditional with --table needs --label_column=NAME: its classes are "
-            "what the VAE is conditioned on."
+            f"--conditional with {table} needs --label_column=NAME: its classes "
+            "are what the VAE is conditioned on."
         )
     if config.conditional and config.anomaly_label is not None:
         return (
@@ -111,13 +132,14 @@ def table_problem(config) -> str | None:
         )
     if config.strategy == "multi_worker":
         return (
-            "--table is not supported under --strategy=multi_worker (it has not "
+            f"{table} is not supported under --strategy=multi_worker (it has not "
             "been tested there). Train a table on one machine (--strategy=auto "
             "or mirrored)."
         )
     if config.jit_compile:
         return (
-            "--jit_compile does not apply to --table: a table's category lookups "
-            "have no XLA kernels. Remove it (a table run runs without XLA)."
+            f"--jit_compile does not apply to {table}: a table's category lookups "
+            "have no XLA kernels, so Keras would ignore it and train without "
+            "XLA. Remove --jit_compile."
         )
     return None

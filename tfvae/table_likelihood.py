@@ -8,7 +8,8 @@ between those cells and p(x|z):
 
 - `observe`: the cells as one float32 `[batch, columns]` tensor x, in the
   data's own units, categories as their codes, NaN where a cell is missing;
-  a category the model never saw, or a value outside its column's support,
+  a category the model never saw, or a value outside its column's support
+  (`table_typing.in_support`: finite, and whole for counts),
   stops the step with an error naming the column;
 - `encoder_input`: what the encoder sees: numbers standardized with the
   training split's statistics (the log of positive columns, log1p of counts),
@@ -33,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import row_distribution
+from tfvae import row_distribution, table_typing
 from tfvae.distributions import SCALE_FLOOR
 from tfvae.likelihoods import LikelihoodHead
 from tfvae.tables import COLUMN_TYPES
@@ -42,7 +43,7 @@ tfd = tfp.distributions
 
 # The smallest typical count a count column's rate starts from (its log is
 # finite for a column of nearly all zeros).
-_MIN_RATE = 1e-3
+MIN_RATE = 1e-3
 # The count likelihoods, and their parameters per column.
 COUNT_LIKELIHOODS = ("negative_binomial", "poisson", "zero_inflated_negative_binomial")
 _COUNT_PARAMS = dict(zip(COUNT_LIKELIHOODS, (2, 1, 3), strict=True))
@@ -256,7 +257,7 @@ class TableHead(LikelihoodHead):
                 )
             elif values.dtype.is_integer:
                 code = tf.cast(values, tf.int64)
-                bad.append(code >= count)
+                bad.append((code < -1) | (code >= count))
                 shown.append(tf.strings.as_string(code))
                 messages.append(
                     f"Column `{name}`'s codes must be -1 (missing) to {count - 1}:"
@@ -281,12 +282,7 @@ class TableHead(LikelihoodHead):
                     "missing cell). Received: strings"
                 )
         values = tf.stack([tf.cast(cells[n], tf.float32) for n in group.names], -1)
-        fits = {
-            "real": tf.math.is_finite,
-            "positive": lambda v: v > 0,
-            "count": lambda v: (v >= 0) & tf.equal(v, tf.round(v)),
-            "binary": lambda v: tf.equal(v, 0.0) | tf.equal(v, 1.0),
-        }[group.kind](values)
+        fits = table_typing.in_support(group.kind, values)
         bad = tf.logical_not(fits) & tf.logical_not(tf.math.is_nan(values))
         messages = [f"Column `{n}` is {group.kind} but holds" for n in group.names]
         _refuse_cells(bad, messages, values)
@@ -324,11 +320,9 @@ class TableHead(LikelihoodHead):
                 hot = tf.one_hot(codes, g.params.shape[1])
                 features.append(tf.reshape(hot, [-1, hot.shape[1] * hot.shape[2]]))
                 continue
-            scaled = {"positive": tf.math.log, "count": tf.math.log1p}.get(
-                g.kind, tf.identity
-            )(safe)
+            scaled = safe
             if g.kind != "binary":
-                scaled = (scaled - g.mean) / g.std
+                scaled = (table_typing.to_scale(g.kind, safe, tf.math) - g.mean) / g.std
             features.append(tf.where(seen, scaled, 0.0))
         ordered = tf.gather(tf.concat(features, axis=-1), self._feature_order, axis=-1)
         return tf.concat([ordered, tf.cast(present, tf.float32)], axis=-1)
@@ -361,7 +355,7 @@ class TableHead(LikelihoodHead):
             # count (expm1 of its mean log1p), a unit of raw a factor e. On the
             # log1p scale's std instead, a column of nearly all zeros would
             # start at a mean near 1, out of the network's reach.
-            typical = np.maximum(np.expm1(group.mean), 0.0) + _MIN_RATE
+            typical = np.maximum(np.expm1(group.mean), 0.0) + MIN_RATE
             log_rate = np.log(typical) + raw[..., 0, :]
             if self.count_likelihood == "poisson":
                 return tfd.Poisson(log_rate=log_rate)
@@ -381,10 +375,6 @@ class TableHead(LikelihoodHead):
         if kind == "positive":
             return tfd.LogNormal(loc=loc, scale=scale)
         return tfd.Normal(loc=loc, scale=scale)
-
-    def mean_image(self, likelihood):
-        """Returns E[row|z] in the data's units (a category's most likely code)."""
-        return likelihood.mean()
 
     def get_config(self):
         return {

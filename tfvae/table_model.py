@@ -6,8 +6,10 @@ likelihood is the schema's `table_likelihood.TableHead` and whose encoder
 and decoder are `networks.vector_mlp` bodies (categorical inputs one-hot,
 plus the presence mask). It trains with `fit` on `tables.table_batches`, and
 `tfvae.table_evaluation.evaluate_table` scores it. `impute` fills a batch's
-missing cells with the decoder's mean at the posterior mean (the row's
-reconstruction), keeping the present cells as they are.
+missing cells with the decoder's best values at the posterior mean (the
+row's reconstruction: a number column's mean, a binary or categorical
+column's most likely value), keeping the present cells as they are;
+`frame_batches` feeds a DataFrame and its labels to the VAE.
 
 Example:
 
@@ -18,9 +20,11 @@ Example:
     filled = impute(vae, next(iter(tables.table_batches(test, schema, 8))))
 """
 
+import numpy as np
+import pandas as pd
 import tensorflow as tf
 
-from tfvae import builder, networks, noise
+from tfvae import builder, networks, noise, tables
 from tfvae.model import VAE
 from tfvae.table_likelihood import TableHead
 
@@ -84,12 +88,51 @@ def build_table_vae(
     )
 
 
+def frame_batches(
+    vae: VAE, frame: pd.DataFrame, labels, batch_size: int
+) -> tf.data.Dataset:
+    """Returns a DataFrame's rows, in order, as the batches `vae` takes.
+
+    The one place a frame's labels reach a table VAE: a conditional VAE's
+    batches are (cells, labels) pairs, and its labels must be int class
+    codes, one per row (`tables.checked_labels`); an unconditional VAE's
+    batches are the cells alone, whatever the labels.
+
+    Args:
+        vae: a table VAE.
+        frame: rows of the schema's columns.
+        labels: int `[rows]` class codes for a conditional VAE; else unused.
+        batch_size: rows per batch (the last one short).
+
+    Returns:
+        A dataset of {column: `[batch]`} batches, or (batch, labels) pairs.
+
+    Raises:
+        ValueError: a conditional VAE without int labels, or labels not one
+            per row.
+
+    Example:
+        >>> dataset = frame_batches(vae, test, None, 100)  # doctest: +SKIP
+    """
+    schema = vae.likelihood.schema
+    if not vae.conditional:
+        return tables.table_batches(frame, schema, batch_size)
+    if labels is None or not np.issubdtype(np.asarray(labels).dtype, np.integer):
+        given = None if labels is None else np.asarray(labels)[:5].tolist()
+        raise ValueError(
+            "A conditional VAE needs each row's class as an int code: pass "
+            f"labels=[rows] ints. Received: labels starting {given}"
+        )
+    return tables.table_batches(frame, schema, batch_size, labels=labels)
+
+
 def impute(vae: VAE, cells: dict, labels: tf.Tensor | None = None) -> tf.Tensor:
     """Returns the rows of `cells` with every missing cell filled in.
 
-    A missing cell takes its column's mean under p(x|z) at z = the posterior
-    mean given the present cells (a categorical column's most likely
-    category); a present cell keeps its value.
+    A missing cell takes its column's `RowDistribution.imputation` under
+    p(x|z) at z = the posterior mean given the present cells: a number
+    column's mean, a binary or categorical column's most likely value; a
+    present cell keeps its value.
 
     Args:
         vae: a table VAE (`build_table_vae`).
@@ -106,7 +149,7 @@ def impute(vae: VAE, cells: dict, labels: tf.Tensor | None = None) -> tf.Tensor:
     """
     # Rows are observed as they are: the seed is not used.
     x, q = vae.observe_and_encode(cells, tf.zeros([2], tf.int64), labels)
-    filled = vae.decode_mean(q.mean(), labels)
+    filled = vae.decode(q.mean(), labels).imputation()
     return tf.where(tf.math.is_nan(x), filled, x)
 
 
@@ -121,8 +164,9 @@ def sample_rows(
     Args:
         vae: a table VAE (`build_table_vae`).
         num_samples: how many rows, an int or int32 scalar tensor.
-        seed: int64 `[2]` stateless seed, split into z and x noise by
-            `noise.split_seed`.
+        seed: int64 `[2]` stateless seed: the z are the images' own for it
+            (`VAE.sample_latent(num_samples, seed)`), the x noise comes
+            from `noise.draw_seed(seed)`.
         labels: int `[num_samples]` classes, for a conditional VAE.
 
     Returns:
@@ -133,11 +177,5 @@ def sample_rows(
         >>> seed = tf.constant([0, 1], tf.int64)
         >>> rows = sample_rows(vae, 100, seed)  # doctest: +SKIP
     """
-    x_seed, z_seed = noise.split_seed(seed)
-    z = vae.sample_latent(num_samples, z_seed)
-    # TFP's stateless samplers take int32 seeds: two full-range int32 drawn
-    # from the int64 one.
-    x_seed = tf.random.stateless_uniform(
-        [2], x_seed, minval=None, maxval=None, dtype=tf.int32
-    )
-    return vae.decode(z, labels).sample(seed=x_seed)
+    z = vae.sample_latent(num_samples, seed)
+    return vae.decode(z, labels).sample(seed=noise.draw_seed(seed))

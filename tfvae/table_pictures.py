@@ -25,10 +25,10 @@ import os
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
+from absl import logging
 from matplotlib.figure import Figure
 
-from tfvae import images, noise, plots, table_model, tables
+from tfvae import batches, images, noise, plots, table_model, tables
 from tfvae.model import VAE
 
 # The most rows of the data the pictures show (drawn with the seed): the
@@ -54,6 +54,18 @@ def _columns_frame(rows: np.ndarray, schema: dict) -> pd.DataFrame:
     return pd.concat(parts, axis=1)
 
 
+def _bins(kind: str, low: float, high: float) -> np.ndarray:
+    """Returns a histogram's bin edges from `low` to `high`.
+
+    A count column of at most `INTEGER_BINS` values gets one bin per integer,
+    centred on it (the quantile bounds are whole numbers first); the others
+    `_BINS` equal bins.
+    """
+    if kind == "count" and math.ceil(high) - math.floor(low) < INTEGER_BINS:
+        return np.arange(math.floor(low), math.ceil(high) + 2) - 0.5
+    return np.linspace(low, high, _BINS + 1)
+
+
 def _marginals_png(data: np.ndarray, samples: np.ndarray, schema: dict) -> bytes:
     columns = schema["columns"]
     across = math.ceil(math.sqrt(len(columns)))
@@ -61,8 +73,17 @@ def _marginals_png(data: np.ndarray, samples: np.ndarray, schema: dict) -> bytes
     figure = Figure(figsize=(2.6 * across, 2.0 * down + 0.6), layout="constrained")
     for index, column in enumerate(columns):
         axes = figure.add_subplot(down, across, index + 1)
+        axes.set_title(column["name"], fontsize=9)
+        axes.tick_params(labelsize=7)
         seen = data[:, index][~np.isnan(data[:, index])]
         drawn = samples[:, index]
+        if not len(seen):
+            logging.info(
+                "marginals.png: column %r has no present cell among the rows "
+                "shown; its panel is left empty",
+                column["name"],
+            )
+            continue
         if column["type"] in ("binary", "categorical"):
             names = column.get("categories", ["0", "1"])
             positions = np.arange(len(names))
@@ -75,17 +96,12 @@ def _marginals_png(data: np.ndarray, samples: np.ndarray, schema: dict) -> bytes
             # heavy-tailed draw would squash the data into one bin.
             low = min(seen.min(), np.quantile(drawn, 0.001))
             high = max(seen.max(), np.quantile(drawn, 0.999))
-            integers = column["type"] == "count" and high - low < INTEGER_BINS
-            bins = (
-                np.arange(low, high + 2) - 0.5
-                if integers
-                else np.linspace(low, high, _BINS + 1)
-            )
+            bins = _bins(column["type"], low, high)
             for values, label in ((seen, "data"), (drawn, "model")):
                 axes.hist(values, bins, density=True, histtype="step", label=label)
-        axes.set_title(column["name"], fontsize=9)
-        axes.tick_params(labelsize=7)
-    figure.axes[0].legend(fontsize=7)
+    drawn_axes = [axes for axes in figure.axes if axes.has_data()]
+    if drawn_axes:
+        drawn_axes[0].legend(fontsize=7)
     figure.suptitle("Each column: data against rows drawn from the model")
     return plots.figure_png(figure)
 
@@ -111,14 +127,9 @@ def _correlations_png(data: np.ndarray, samples: np.ndarray, schema: dict) -> by
 
 
 def _posterior_means(vae: VAE, frame: pd.DataFrame, labels) -> np.ndarray:
-    dataset = tables.table_batches(frame, vae.likelihood.schema, 256)
-    if vae.conditional:
-        classes = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int32))
-        dataset = tf.data.Dataset.zip((dataset, classes.batch(256)))
     means = []
-    for batch in dataset:
-        cells, batch_labels = batch if vae.conditional else (batch, None)
-        means.append(vae.posterior_mean(cells, batch_labels).numpy())
+    for batch in table_model.frame_batches(vae, frame, labels, 256):
+        means.append(vae.posterior_mean(*batches.unpack_batch(vae, batch)).numpy())
     return np.concatenate(means)
 
 
@@ -147,7 +158,8 @@ def table_pictures(
         The paths of marginals.png, correlations.png and latent.png.
 
     Raises:
-        ValueError: an image VAE, or labels that do not fit the rows.
+        ValueError: an image VAE, labels that are not one per row, or (for
+            a conditional VAE) missing or not int class codes.
 
     Example:
         >>> table_pictures(vae, test, None, "/tmp/pictures")  # doctest: +SKIP
@@ -158,19 +170,14 @@ def table_pictures(
             "table_pictures takes a table VAE; an image VAE's pictures are "
             "tfvae.pictures'. Received: a " + type(vae.likelihood).__name__
         )
-    if labels is not None and np.shape(labels) != (len(frame),):
-        raise ValueError(
-            f"labels must hold one value per row, [{len(frame)}]. Received: "
-            f"labels of shape {np.shape(labels)}"
-        )
-    if vae.conditional and labels is None:
-        raise ValueError("A conditional VAE needs labels=[rows] int classes.")
+    if labels is not None:
+        labels = tables.checked_labels(labels, len(frame))
     if len(frame) > MAX_ROWS:
         shown = np.sort(
             np.random.default_rng(seed).choice(len(frame), MAX_ROWS, replace=False)
         )
         frame = frame.iloc[shown].reset_index(drop=True)
-        labels = None if labels is None else np.asarray(labels)[shown]
+        labels = None if labels is None else labels[shown]
     schema = vae.likelihood.schema
     data = vae.likelihood.observe(tables.table_columns(frame, schema), None).numpy()
     # As the export's `sample` signature draws them, for the seed (seed,

@@ -21,7 +21,11 @@ its "input").
 Noise. As for images, each row's seed comes from its own cells and the
 export's fixed seed: `noise.export_seeds(x, vae.seed)` of the observed row x
 (float32 `[batch, columns]`, categories as codes, NaN where missing), so a
-row's outputs do not depend on its batch.
+row's outputs do not depend on its batch. `sample` draws z as the images'
+`sample` does (`VAE.sample_latent(num_samples, seed)`), then each row's
+cells from p(x|z) with `noise.draw_seed(seed)` (`table_model.sample_rows`):
+seed `noise.seed(vae.seed, noise.PRIOR_SAMPLES)` draws the rows of the
+run's marginals.png and correlations.png (`tfvae.table_pictures`).
 """
 
 import keyword
@@ -95,6 +99,20 @@ def describe_columns(schema: dict) -> list[dict]:
 
     What `metadata`'s json reports as "columns", in the order of the
     columns of `score`'s `reconstruction_<input>` outputs.
+
+    Args:
+      schema: the table's schema (`tables.infer_schema`).
+
+    Returns:
+      One dict per column, in the schema's order: its schema entry plus
+      "input" (`input_name`).
+
+    Raises:
+      ValueError: two columns whose input names are the same (`input_names`).
+
+    Example:
+      >>> describe_columns({"columns": [{"name": "2nd", "type": "binary"}]})
+      [{'name': '2nd', 'type': 'binary', 'input': 'c_2nd'}]
     """
     names = input_names(schema)
     return [{**column, "input": names[column["name"]]} for column in schema["columns"]]

@@ -2,8 +2,8 @@
 
 `table_fits` says whether a table (a CSV or Parquet file, or a folder holding
 `train.*` and `test.*`) fits `--memory_budget` (`tfvae.streaming`'s rule of
-the budget); one that does not is read by `streamed_table` in chunks with
-pyarrow (`ParquetFile.iter_batches`, the CSV streaming reader):
+the budget); one that does not is read by `streamed_table` in chunks
+(`table_files.chunks`, pyarrow's):
 
 - one pass splits the rows by `tables.test_rows` (drawn in file order: the
   split in memory) and types the training columns by `tfvae.table_typing`'s
@@ -11,8 +11,8 @@ pyarrow (`ParquetFile.iter_batches`, the CSV streaming reader):
   this pass, before any training, naming the column or file;
 - `StreamedTable.train_batches` reads the file again each epoch and permutes
   each block of `shuffle_buffer` consecutive training rows with a seed of
-  (seed, epoch, block): memory holds a block and a chunk, not the table, and
-  a seed gives the same batches, also from a resumed epoch;
+  (seed, epoch, block), in full batches: memory holds a block and a chunk,
+  not the table, and a seed gives the same batches, also from a resumed epoch;
 - `StreamedTable.test_batches` gives the test split once, in file order.
   Batches are dicts {column: `[batch]`}, as `tables.table_batches`'s.
 
@@ -32,24 +32,17 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import tensorflow as tf
 from absl import logging
 
-from tfvae import data, errors, streaming, table_typing, tables
+from tfvae import data, errors, streaming, table_files, table_typing, tables
 
-STREAMED_SUFFIXES = (".csv", ".parquet")
-# A chunk: the rows of a Parquet batch, the bytes of a CSV block.
-_PARQUET_ROWS = 65_536
 # The test split is handed to tf.data in blocks of about this many rows.
 _TEST_BLOCK = 8192
-_CSV_READ = pa_csv.ReadOptions(block_size=8 * 2**20)
-
-
-def _suffix(path: str) -> str:
-    return os.path.splitext(path)[1].lower()
+# Reading a table whole and making its batches peaks at about this many
+# times its cells' bytes as a DataFrame (`table_bytes`).
+READ_FACTOR = 4
 
 
 def _files(path: str) -> dict[str, str]:
@@ -58,7 +51,7 @@ def _files(path: str) -> dict[str, str]:
     for file in paths.values():
         if not os.path.isfile(file):
             raise errors.UsageError(f"No table at {file}: give a CSV or Parquet file")
-        if _suffix(file) not in STREAMED_SUFFIXES:
+        if table_files.suffix(file) not in table_files.STREAMED_SUFFIXES:
             raise errors.UsageError(
                 f"{file} is larger than the memory budget, and only CSV and Parquet "
                 "tables are read in chunks: convert it to Parquet, or raise "
@@ -70,17 +63,17 @@ def _files(path: str) -> dict[str, str]:
 def _file_bytes(path: str) -> int:
     """Returns about the bytes of a table file's cells as a DataFrame: its first
     chunk's (pandas' deep memory usage), per row, times its rows."""
-    if _suffix(path) not in STREAMED_SUFFIXES:
+    if table_files.suffix(path) not in table_files.STREAMED_SUFFIXES:
         return os.path.getsize(path)  # .npy, .npz: the arrays, raw.
-    first = next(_chunks(path), None)
+    first = next(table_files.chunks(path), None)
     if first is None or not len(first):
         return 0
     per_row = first.memory_usage(deep=True, index=False).sum() / len(first)
-    if _suffix(path) == ".parquet":
+    if table_files.suffix(path) == ".parquet":
         rows = pq.ParquetFile(path).metadata.num_rows
     else:
         size = os.path.getsize(path)
-        rows = len(first) * size / min(size, _CSV_READ.block_size)
+        rows = len(first) * size / min(size, table_files.CSV_READ.block_size)
     return int(per_row * rows)
 
 
@@ -94,7 +87,7 @@ def table_bytes(path: str) -> int:
         Its cells as a DataFrame: pandas' deep memory usage of the first
         chunk, per row, times the rows (a Parquet file's metadata's, or a
         CSV's size over its first chunk's). Reading it whole and making its
-        batches takes about 4 times this.
+        batches takes about `READ_FACTOR` times this.
     """
     paths = tables.split_paths(path) if os.path.isdir(path) else {"train": path}
     return sum(_file_bytes(file) for file in paths.values())
@@ -108,80 +101,34 @@ def table_fits(path: str, memory_budget: str) -> bool:
         memory_budget: `--memory_budget`'s value ("25%", "512MB", "0").
 
     Returns:
-        True if `table_bytes(path)` is within the budget; else the table is
-        streamed (`streamed_table`).
+        True if `READ_FACTOR * table_bytes(path)` is within the budget; else
+        the table is streamed (`streamed_table`).
 
     Raises:
         errors.UsageError: a table over the budget that cannot be streamed
-            (`.npy`, `.npz`), naming the fix.
+            (`.npy`, `.npz`), or a budget holding in memory more than this
+            machine has; naming the fix.
 
     Example:
         >>> table_fits("../shared/datasets/tabular/wine.csv", "25%")  # doctest: +SKIP
         True
     """
-    needed = table_bytes(path)
+    needed = READ_FACTOR * table_bytes(path)
     budget = streaming.memory_budget_bytes(memory_budget)
     fits = needed <= budget
-    if not fits:
+    if fits:
+        streaming.check_in_memory(needed, memory_budget, "the table, read whole,")
+    else:
         _files(path)  # Refuses what cannot be streamed.
     logging.info(
-        "Table input: %s (the table takes about %.1f MB; --memory_budget=%s "
-        "allows %.1f MB).",
+        "Table input: %s (reading it whole takes about %.1f MB; "
+        "--memory_budget=%s allows %.1f MB).",
         "in memory" if fits else "streamed in chunks",
         needed / 2**20,
         memory_budget,
         budget / 2**20,
     )
     return fits
-
-
-def _csv_options(path: str) -> pa_csv.ConvertOptions:
-    """Returns how to convert a CSV's cells: pyarrow types the columns from the
-    first block, so whole numbers read as floats (a later block may have a
-    fraction) and a column empty there as numbers (pandas' typing)."""
-    empty = pa_csv.ConvertOptions(strings_can_be_null=True)
-    with pa_csv.open_csv(path, _CSV_READ, convert_options=empty) as reader:
-        schema = reader.schema
-    widened = {
-        f.name: pa.float64()
-        for f in schema
-        if pa.types.is_integer(f.type) or pa.types.is_null(f.type)
-    }
-    return pa_csv.ConvertOptions(strings_can_be_null=True, column_types=widened)
-
-
-def _chunks(path: str) -> Iterator[pd.DataFrame]:
-    """Yields a table file's rows in order, a chunk at a time."""
-    try:
-        if _suffix(path) == ".parquet":
-            # Not pre-buffered: pyarrow would read ahead the column chunks of
-            # every row group (memory grew with the file: 300 MB of pool for a
-            # 200 MB table, against one row group's 100 MB without).
-            parquet = pq.ParquetFile(path, pre_buffer=False)
-            batches = parquet.iter_batches(batch_size=_PARQUET_ROWS)
-        else:
-            batches = pa_csv.open_csv(
-                path,
-                read_options=_CSV_READ,
-                convert_options=_csv_options(path),
-            )
-        for batch in batches:
-            chunk = batch.to_pandas()
-            chunk.columns = [str(c) for c in chunk.columns]
-            yield chunk
-    except (pa.ArrowInvalid, OSError) as error:
-        raise errors.UsageError(
-            f"{path} cannot be read in chunks: {error}. Fix the cell it names (a "
-            "column's cells must keep one type all through the file), or "
-            "convert the table to Parquet"
-        ) from error
-
-
-def _column_names(path: str) -> list[str]:
-    if _suffix(path) == ".parquet":
-        return [str(n) for n in pq.ParquetFile(path).schema_arrow.names]
-    with pa_csv.open_csv(path) as reader:
-        return [str(n) for n in reader.schema.names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +138,10 @@ class StreamedTable:
     Attributes:
         schema: the training split's schema, as `tables.infer_schema`'s.
         num_train, num_test: the rows of each split.
+        files: {"train": file} for a table split by the rule, or {"train":
+            file, "test": file} for a folder's `train.*` and `test.*`.
+        test_fraction, split_seed: the rule's fraction and seed (unused for
+            a folder).
     """
 
     schema: dict
@@ -201,19 +152,21 @@ class StreamedTable:
     split_seed: int
 
     def split_chunks(self, split: str) -> Iterator[pd.DataFrame]:
-        """Yields the rows of `split` ("train" or "test") in file order, by chunk."""
-        chunks = _split_chunks(self.files, self.test_fraction, self.split_seed)
-        for name, chunk in chunks:
-            if name == split and len(chunk):
+        """Yields the rows of `split` ("train" or "test") in file order, by chunk:
+        a folder's from its own file only."""
+        chunks = _split_chunks(self.files, self.test_fraction, self.split_seed, split)
+        for _, chunk in chunks:
+            if len(chunk):
                 yield chunk
 
     def _columns(self, split: str) -> Iterator[dict[str, np.ndarray]]:
         for chunk in self.split_chunks(split):
             yield tables.table_columns(chunk, self.schema)
 
-    def _batches(self, blocks, args, batch_size: int) -> tf.data.Dataset:
+    def _batches(self, blocks, args, batch_size: int, only_full: bool):
         """Returns the batches of the blocks `blocks(*args)` yields: Python hands
-        tf.data whole blocks (converting cells costs per call), cut there."""
+        tf.data whole blocks (converting cells costs per call), cut there
+        (into full batches only if `only_full`)."""
         spec = {
             c["name"]: tf.TensorSpec(
                 [None], tf.string if c["type"] == "categorical" else tf.float32
@@ -222,11 +175,11 @@ class StreamedTable:
         }
         return tf.data.Dataset.from_generator(
             blocks, args=args, output_signature=spec
-        ).flat_map(lambda columns: _batched(columns, batch_size))
+        ).flat_map(lambda columns: _batched(columns, batch_size, only_full))
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Returns the batches of an epoch: its last one is short."""
-        return math.ceil(self.num_train / batch_size)
+        """Returns the full batches of an epoch: `num_train // batch_size`."""
+        return self.num_train // batch_size
 
     def _blocks(self, epoch, seed, block):
         """Yields epoch `epoch`'s training rows: each block of `block` rows in
@@ -258,8 +211,10 @@ class StreamedTable:
 
         Returns:
             An endless `tf.data.Dataset` of {column: `[batch]`} dicts; each
-            epoch is `steps_per_epoch(batch_size)` batches, every training row
-            once: give `fit` that `steps_per_epoch`.
+            epoch is `steps_per_epoch(batch_size)` full batches, every
+            training row once but the `num_train % batch_size` the last
+            block leaves over (as `data.shuffled_batches`): give `fit` that
+            `steps_per_epoch`.
         """
         if shuffle_buffer < 1 or batch_size < 1:
             raise errors.UsageError(
@@ -267,10 +222,13 @@ class StreamedTable:
                 f"{batch_size=}, {shuffle_buffer=}"
             )
         block = _block(batch_size, shuffle_buffer)
-        epochs = tf.data.Dataset.range(first_epoch, tf.int64.max)
+        epochs = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(
+            lambda e: self._batches(self._blocks, (e, seed, block), batch_size, True)
+        )
+        # flat_map hides that the stream is endless; say it, for tf.distribute.
         return data.prefetched(
-            epochs.flat_map(
-                lambda e: self._batches(self._blocks, (e, seed, block), batch_size)
+            epochs.apply(
+                tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
             )
         )
 
@@ -278,22 +236,26 @@ class StreamedTable:
         """Returns the test rows once, in file order, in batches of `batch_size`
         (the last one short): {column: `[batch]`} dicts."""
         block = _block(batch_size, _TEST_BLOCK)
-        batches = self._batches(self._test_blocks, (block,), batch_size)
+        batches = self._batches(self._test_blocks, (block,), batch_size, False)
         count = math.ceil(self.num_test / batch_size)
         return data.prefetched(
             batches.apply(tf.data.experimental.assert_cardinality(count))
         )
 
 
-def _batched(columns: dict[str, tf.Tensor], batch_size: int) -> tf.data.Dataset:
-    """Returns consecutive batches of `batch_size` rows of a block of columns,
-    the last one short."""
+def _batched(
+    columns: dict[str, tf.Tensor], batch_size: int, only_full: bool
+) -> tf.data.Dataset:
+    """Returns consecutive batches of `batch_size` rows of a block of columns:
+    full ones only if `only_full`, else the last one short."""
     rows = tf.shape(next(iter(columns.values())))[0]
     whole = rows // batch_size * batch_size
     # Reshaped at once: slicing batch after batch cost more than the model.
     full = tf.data.Dataset.from_tensor_slices(
         {k: tf.reshape(v[:whole], [-1, batch_size]) for k, v in columns.items()}
     )
+    if only_full:
+        return full
     rest = tf.data.Dataset.from_tensors({k: v[whole:] for k, v in columns.items()})
     return full.concatenate(rest.filter(lambda _: whole < rows))
 
@@ -323,24 +285,28 @@ def _rebatch(parts, rows: int) -> Iterator[dict[str, np.ndarray]]:
         yield pending[0]
 
 
-def _split_chunks(files, test_fraction, seed) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Yields ("train" or "test", rows) by chunk, in file order: each split's own
-    file, or the rows `tables.test_rows` picks from one file."""
+def _split_chunks(
+    files, test_fraction, seed, *splits: str
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Yields (split, rows) by chunk, in file order, for each of `splits`
+    ("train", "test"): each split's own file (the others' unread), or the rows
+    `tables.test_rows` picks from one file."""
     if "test" in files:
-        for split in ("train", "test"):
-            for chunk in _chunks(files[split]):
+        for split in splits:
+            for chunk in table_files.chunks(files[split]):
                 yield split, chunk
         return
     generator = np.random.default_rng(seed)
-    for chunk in _chunks(files["train"]):
+    for chunk in table_files.chunks(files["train"]):
         test = tables.test_rows(generator, len(chunk), test_fraction)
         for split, picked in (("train", ~test), ("test", test)):
-            yield split, chunk[picked].reset_index(drop=True)
+            if split in splits:
+                yield split, chunk[picked].reset_index(drop=True)
 
 
 def streamed_table(
     path: str,
-    test_fraction: float = 0.2,
+    test_fraction: float = tables.TEST_FRACTION,
     seed: int = 0,
     column_types: dict[str, str] | None = None,
     max_categories: int = tables.MAX_CATEGORIES,
@@ -362,9 +328,9 @@ def streamed_table(
     Raises:
         errors.UsageError: a file that is not a CSV or Parquet table, folder
             files with other columns, an override naming an unknown column or
-            type (before reading), a column that cannot be modelled or a split
-            leaving a side empty (after the pass); naming the file or column
-            and the fix.
+            type or a bad `max_categories` (before reading), a column that
+            cannot be modelled or a split leaving a side empty (after the
+            pass); naming the file or column and the fix.
 
     Example:
 
@@ -374,7 +340,7 @@ def streamed_table(
     ```
     """
     files = _files(os.fspath(path))
-    names = {split: _column_names(file) for split, file in files.items()}
+    names = {split: table_files.column_names(file) for split, file in files.items()}
     if "test" in names and names["test"] != names["train"]:
         raise errors.UsageError(
             f"{path}'s train and test tables must have the same columns. "
@@ -383,12 +349,13 @@ def streamed_table(
     column_types = dict(column_types or {})
     if "test" not in files:
         tables.check_test_fraction(test_fraction)
+    tables.check_max_categories(max_categories)
     tables.check_column_types(names["train"], column_types)
     summaries = {
         n: table_typing.ColumnSummary(n, max_categories) for n in names["train"]
     }
     counts = {"train": 0, "test": 0}
-    for split, chunk in _split_chunks(files, test_fraction, seed):
+    for split, chunk in _split_chunks(files, test_fraction, seed, "train", "test"):
         counts[split] += len(chunk)
         if split == "train":
             for name, summary in summaries.items():

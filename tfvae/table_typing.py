@@ -32,16 +32,60 @@ from tfvae import errors
 
 # The present cells whose text the date rule reads.
 _DATE_SAMPLE = 100
-# Each numeric type's support: (the rule on float64 values, its wording).
-_SUPPORT = {
-    "binary": (lambda v: np.isin(v, (0.0, 1.0)), "0 or 1"),
-    "count": (lambda v: (v >= 0) & (v == np.round(v)), "integers >= 0"),
-    "positive": (lambda v: v > 0, "above 0"),
-    "real": (np.isfinite, "finite"),
+# Each numeric type's support: (the rule, its wording). A rule is written with
+# operators alone, so it runs on NumPy arrays and TF tensors alike
+# (`TableHead` checks cells by these rules); NaN fits none.
+SUPPORT = {
+    "binary": (lambda v: (v == 0.0) | (v == 1.0), "0 or 1"),
+    "count": (lambda v: (v >= 0) & (v < math.inf) & (v % 1 == 0), "integers >= 0"),
+    "positive": (lambda v: (v > 0) & (v < math.inf), "finite and above 0"),
+    "real": (lambda v: (v > -math.inf) & (v < math.inf), "finite"),
 }
 # The scale the model standardizes each type on (`table_likelihood`): the
 # values, their logarithm (positive) or log1p (count); defined on the support.
-_SCALES = {"real": lambda v: v, "positive": np.log, "count": np.log1p}
+_SCALES = {
+    "real": lambda v, ops: v,
+    "positive": lambda v, ops: ops.log(v),
+    "count": lambda v, ops: ops.log1p(v),
+}
+
+
+def in_support(kind: str, values):
+    """Returns where `values` lie in a numeric type's support (NaN never does).
+
+    Args:
+        kind: "binary", "count", "positive" or "real".
+        values: float `[...]`, a NumPy array or a TF tensor.
+
+    Returns:
+        bool `[...]`, of the input's kind (array or tensor).
+
+    Example:
+        >>> in_support("count", np.array([0.0, 1.5, np.inf, 3.0])).tolist()
+        [True, False, False, True]
+    """
+    # inf % 1 is NaN, which fails the test anyway: NumPy's warning says nothing.
+    with np.errstate(invalid="ignore"):
+        return SUPPORT[kind][0](values)
+
+
+def to_scale(kind: str, values, ops=np):
+    """Returns a number type's values on the scale the model standardizes.
+
+    Args:
+        kind: "real", "positive" (log) or "count" (log1p).
+        values: float `[...]` in the type's support.
+        ops: `np` for arrays, `tf.math` for tensors: the module whose `log`
+            and `log1p` apply.
+
+    Returns:
+        float `[...]`, as the input.
+
+    Example:
+        >>> to_scale("count", np.array([0.0, np.e - 1]))
+        array([0., 1.])
+    """
+    return _SCALES[kind](values, ops)
 
 
 class _Moments(typing.NamedTuple):
@@ -98,6 +142,19 @@ def category_texts(cells: pd.Series) -> pd.Series:
     texts = cells.astype(str).to_numpy(dtype=object)
     texts[whole] = values[whole].astype(np.int64).astype(str)
     return pd.Series(texts, index=cells.index, dtype=object)
+
+
+def category_cells(cells: pd.Series) -> pd.Series:
+    """Returns cells as `category_texts`' names, "" where missing.
+
+    A categorical column's cells and a label column's are read alike: a text
+    "2.0" stays "2.0", a number 2.0 reads as "2".
+
+    Example:
+        >>> category_cells(pd.Series([2.0, None])).tolist()
+        ['2', '']
+    """
+    return category_texts(cells).where(cells.notna(), "")
 
 
 def _parse(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -184,14 +241,14 @@ class ColumnSummary:
         if bad.any():
             self.not_number = present[bad].iloc[0]
         values = values[~bad]
-        for kind, (rule, _) in _SUPPORT.items():
-            fits = rule(values)
+        for kind in SUPPORT:
+            fits = in_support(kind, values)
             if kind not in self.breaks and not fits.all():
-                self.breaks[kind] = values[~fits][0]
-        for kind, scale in _SCALES.items():
-            on_support = values[_SUPPORT[kind][0](values)]
+                self.breaks[kind] = float(values[~fits][0])
+        for kind in _SCALES:
+            on_support = values[in_support(kind, values)]
             self.moments[kind] = self.moments[kind].merge(
-                _Moments.of(scale(on_support))
+                _Moments.of(to_scale(kind, on_support))
             )
         return self
 
@@ -200,11 +257,6 @@ class ColumnSummary:
         name = self.name
         if self.dates:
             _refuse_dates(name)
-        if len(self.texts) == 1:
-            raise errors.UsageError(
-                f"Column {name!r} is constant ({self.first!r}) in the training "
-                "split, so there is nothing to model: drop it"
-            )
         if self.dtypes == {"bool"}:
             return "binary"
         if self.dtypes == {"number"}:
@@ -250,6 +302,11 @@ def column_entry(summary: ColumnSummary, kind: str | None) -> dict:
         raise errors.UsageError(
             f"Column {name!r} is entirely missing in the training split: drop it"
         )
+    if len(summary.texts) == 1:
+        raise errors.UsageError(
+            f"Column {name!r} is constant ({summary.first!r}) in the training "
+            "split, so there is nothing to model, whatever its type: drop it"
+        )
     kind = kind or summary.inferred_type()
     entry = {"name": name, "type": kind}
     if kind == "categorical":
@@ -267,7 +324,7 @@ def column_entry(summary: ColumnSummary, kind: str | None) -> dict:
     if kind in summary.breaks:
         raise errors.UsageError(
             f"Column {name!r} is typed {kind}, whose values are "
-            f"{_SUPPORT[kind][1]}, but holds {summary.breaks[kind]!r}: fix the "
+            f"{SUPPORT[kind][1]}, but holds {summary.breaks[kind]!r}: fix the "
             "data or give it another type"
         )
     if kind != "binary":

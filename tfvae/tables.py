@@ -1,23 +1,16 @@
 """Tables: reading one, typing its columns, and the schema a table VAE is made from.
 
-`read_table(source)` reads a pandas DataFrame, a dict of arrays or a path (CSV,
-Parquet, `.npy`/`.npz`, or a folder holding `train.*` and `test.*`) with
-pandas and pyarrow, splits a single table into train and test by
-`test_fraction` and `seed` (the rule of `test_rows`, which a table streamed in
-chunks follows too: `tfvae.table_streaming`), and types each column from the
-training split by the rules of `tfvae.table_typing` (real, positive, count,
-binary or categorical). `column_types={"name": "type"}` overrides the
-inference. Columns that cannot be modelled (free text, dates, too many
-categories, a constant column, an all-missing one) are refused before any
-work, naming the column and the fix.
-The schema is a JSON-able dict (each column's name, type, categories and the
-training split's statistics) that the likelihood (`tfvae.table_likelihood`)
-standardizes with; `table_batches` turns a DataFrame into the batches a table
-VAE takes: a dict {column: tensor}, float32 for numbers (NaN is missing) and
-strings for categories ("" is missing).
+`read_table(source)` reads a DataFrame, a dict of arrays, a file
+(`tfvae.table_files`) or a folder of `train.*` and `test.*`, splits a single
+table by `test_fraction` and `seed` (`test_rows`' rule, which
+`tfvae.table_streaming` follows too), and types each column from the
+training split (`tfvae.table_typing`), refusing one that cannot be modelled,
+naming it and the fix. The schema is a JSON-able dict (each column's name,
+type, categories, training statistics); `table_batches` makes the batches a
+table VAE takes: {column: tensor}, float32 numbers (NaN missing), strings
+for categories ("" missing).
 
 Example:
-
     schema, train, test = read_table("wine.csv", test_fraction=0.2, seed=0)
     dataset = table_batches(train, schema, batch_size=32, shuffle_seed=0)
 """
@@ -29,19 +22,16 @@ import pandas as pd
 import tensorflow as tf
 from absl import logging
 
-from tfvae import errors, table_typing
+from tfvae import data, errors, table_files, table_typing
 
 # The column types, in the order the inference tries them.
 COLUMN_TYPES = ("binary", "count", "positive", "real", "categorical")
-# The most categories a column may have by default.
+# The most categories a column may have by default, and the fewest it may be
+# given (a categorical column of one category is constant).
 MAX_CATEGORIES = 50
-# The file types `read_table` reads, by suffix.
-_READERS = {
-    ".csv": pd.read_csv,
-    ".parquet": pd.read_parquet,
-    ".npy": lambda path: pd.DataFrame(np.load(path)).rename(columns=str),
-    ".npz": lambda path: pd.DataFrame(dict(np.load(path))),
-}
+MIN_CATEGORIES = 2
+# The share of a single table's rows held out as the test split, by default.
+TEST_FRACTION = 0.2
 # The split's fraction must leave rows on both sides.
 _MIN_ROWS = 2
 
@@ -50,15 +40,15 @@ def read_file(path: str) -> pd.DataFrame:
     """Returns the table in one file, its column names as strings.
 
     Raises:
-        errors.UsageError: a file of a type tfvae does not read.
+        errors.UsageError: a file of a type tfvae does not read, or bad cells.
     """
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in _READERS:
+    readers = table_files.READERS
+    if table_files.suffix(path) not in readers:
         raise errors.UsageError(
-            f"{path} is not a table tfvae reads: give a {', '.join(_READERS)} file "
+            f"{path} is not a table tfvae reads: give a {', '.join(readers)} file "
             "or a folder holding train.* and test.*"
         )
-    frame = _READERS[suffix](path)
+    frame = readers[table_files.suffix(path)](path)
     return frame.set_axis([str(c) for c in frame.columns], axis=1)
 
 
@@ -106,11 +96,24 @@ def _as_frame(source) -> pd.DataFrame:
     return read_file(os.fspath(source))
 
 
+def test_fraction_problem(test_fraction: float) -> str | None:
+    """Returns what is wrong with a `test_fraction` (the rule: in (0, 1)), or None."""
+    return None if 0 < test_fraction < 1 else "must be between 0 and 1"
+
+
 def check_test_fraction(test_fraction: float):
-    """Refuses a `test_fraction` outside (0, 1)."""
-    if not 0 < test_fraction < 1:
+    """Refuses a `test_fraction` outside (0, 1) (`test_fraction_problem`)."""
+    if problem := test_fraction_problem(test_fraction):
+        raise errors.UsageError(f"test_fraction {problem}. Received: {test_fraction=}")
+
+
+def check_max_categories(max_categories: int):
+    """Refuses a `max_categories` that is not an int of at least `MIN_CATEGORIES`."""
+    valid = isinstance(max_categories, int | np.integer)  # True, False: < 2.
+    if not valid or max_categories < MIN_CATEGORIES:
         raise errors.UsageError(
-            f"test_fraction must be between 0 and 1. Received: {test_fraction=}"
+            f"max_categories must be an int of at least {MIN_CATEGORIES}. "
+            f"Received: {max_categories=}"
         )
 
 
@@ -161,15 +164,20 @@ def split_table(
     check_test_fraction(test_fraction)
     test = test_rows(np.random.default_rng(seed), len(frame), test_fraction)
     check_split(int((~test).sum()), int(test.sum()), test_fraction)
-    return (
-        frame[~test].reset_index(drop=True),
-        frame[test].reset_index(drop=True),
-    )
+    return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
 
 
 def check_column_types(names: list[str], column_types: dict[str, str]):
     """Refuses duplicate column names, and overrides naming an unknown column or
-    type; before any cell is read."""
+    type; before any cell is read.
+
+    Args:
+        names: the table's column names, in order.
+        column_types: {column: type} overriding the inference.
+
+    Raises:
+        errors.UsageError: naming the duplicates, or the unknown column or type.
+    """
     if len(set(names)) != len(names):
         raise errors.UsageError(f"Column names must be unique. Received: {names}")
     for name, kind in column_types.items():
@@ -215,7 +223,8 @@ def infer_schema(
         train: the training split.
         column_types: {column: type} overriding the inference, a type from
             `COLUMN_TYPES`.
-        max_categories: the most categories a categorical column may have.
+        max_categories: the most categories a categorical column may have, an
+            int of at least `MIN_CATEGORIES`.
 
     Returns:
         {"columns": [{"name", "type", "categories" (categorical), "mean" and
@@ -223,8 +232,8 @@ def infer_schema(
         JSON-able.
 
     Raises:
-        errors.UsageError: a column that cannot be modelled, or an override
-            naming an unknown column or type; naming the column and the fix.
+        errors.UsageError: a column that cannot be modelled, an override of
+            an unknown column or type, a bad `max_categories`; naming it.
 
     Example:
 
@@ -235,6 +244,7 @@ def infer_schema(
     """
     column_types = dict(column_types or {})
     names = [str(c) for c in train.columns]
+    check_max_categories(max_categories)
     check_column_types(names, column_types)
     summaries = [
         table_typing.ColumnSummary(name, max_categories).add(train[label])
@@ -245,7 +255,7 @@ def infer_schema(
 
 def read_table(
     source,
-    test_fraction: float = 0.2,
+    test_fraction: float = TEST_FRACTION,
     seed: int = 0,
     column_types: dict[str, str] | None = None,
     max_categories: int = MAX_CATEGORIES,
@@ -305,7 +315,7 @@ def table_columns(frame: pd.DataFrame, schema: dict) -> dict[str, np.ndarray]:
     for column in schema["columns"]:
         name, values = column["name"], frame[column["name"]]
         if column["type"] == "categorical":
-            text = table_typing.category_texts(values).where(values.notna(), "")
+            text = table_typing.category_cells(values)
             arrays[name] = text.to_numpy(dtype=object)
         else:
             numbers = table_typing.numbers(name, values, column["type"])
@@ -313,23 +323,54 @@ def table_columns(frame: pd.DataFrame, schema: dict) -> dict[str, np.ndarray]:
     return arrays
 
 
+def checked_labels(labels, rows: int) -> np.ndarray:
+    """Returns `labels` `[rows]` (any values) as an array; refuses another shape.
+
+    The one check of rows' labels (batches, evaluation, pictures).
+
+    Example:
+        >>> checked_labels([0, 2, 1], 3).tolist()
+        [0, 2, 1]
+    """
+    labels = np.asarray(labels)
+    if labels.shape != (rows,):
+        raise errors.UsageError(
+            f"labels must hold one value per row, [{rows}]. Received: labels of "
+            f"shape {list(labels.shape)}"
+        )
+    return labels
+
+
 def table_batches(
     frame: pd.DataFrame,
     schema: dict,
     batch_size: int,
     shuffle_seed: int | None = None,
-):
+    *,
+    labels=None,
+    first_epoch: int | None = None,
+) -> tf.data.Dataset:
     """Returns a `tf.data.Dataset` of batches {column: `[batch]` tensor} of `frame`.
 
     Args:
         frame: a split of the table (e.g. from `read_table`).
         schema: the table's schema.
-        batch_size: rows per batch (the last batch may hold fewer).
-        shuffle_seed: None keeps the rows' order; a seed shuffles them anew
-            each epoch (for training).
+        batch_size: rows per batch.
+        shuffle_seed: None gives every row once, in order, the last batch
+            short (evaluation); a seed shuffles the rows for training.
+        labels: `[rows]` labels: then batches are `(columns, labels [batch])`.
+        first_epoch: None: a pass per epoch, as `fit(epochs=...)` makes,
+            reshuffled by tf.data; an int: the endless stream of epochs from
+            that one, each `len(frame) // batch_size` full batches permuted
+            by (`shuffle_seed`, epoch), `data.shuffled_batches`'s (for
+            `fit(steps_per_epoch=...)`, resumed runs, several replicas).
 
     Returns:
-        The batched dataset, for `VAE.fit`, `evaluate` and `evaluate_table`.
+        The prefetched batches, for `VAE.fit`, `evaluate`, `evaluate_table`.
+
+    Raises:
+        errors.UsageError: labels not one per row; `first_epoch` without a
+            `shuffle_seed` or with a batch larger than the frame.
 
     Example:
 
@@ -338,15 +379,21 @@ def table_batches(
     vae.fit(tfvae.table_batches(train, schema, 32, shuffle_seed=0), epochs=100)
     ```
     """
-    columns = {k: tf.constant(v) for k, v in table_columns(frame, schema).items()}
-    rows = tf.data.Dataset.range(len(frame))
+    rows = table_columns(frame, schema)
+    if labels is not None:
+        rows = (rows, checked_labels(labels, len(frame)))
+    if first_epoch is not None:  # data.shuffled_batches refuses too big a batch.
+        if shuffle_seed is None:
+            raise errors.UsageError(f"{first_epoch=} needs a shuffle_seed")
+        return data.shuffled_batches(rows, batch_size, shuffle_seed, first_epoch)
+    tensors = tf.nest.map_structure(tf.constant, rows)
+    order = tf.data.Dataset.range(len(frame))
     if shuffle_seed is not None:
-        # Row numbers, not rows: the same order, but tf.data no longer moves
-        # every cell of every column one row at a time (it cost more than the
-        # model's step on a 50-column table).
-        rows = rows.shuffle(len(frame), seed=shuffle_seed)
-    return (
-        rows.batch(batch_size)
-        .map(lambda index: {k: tf.gather(v, index) for k, v in columns.items()})
-        .prefetch(tf.data.AUTOTUNE)
+        # Row numbers, not rows (moving every cell one row at a time cost
+        # more than a step). A pass does not know its epoch: tf.data reshuffles.
+        order = order.shuffle(len(frame), seed=shuffle_seed)
+    return data.prefetched(
+        order.batch(batch_size).map(
+            lambda index: tf.nest.map_structure(lambda a: tf.gather(a, index), tensors)
+        )
     )

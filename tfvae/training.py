@@ -2,7 +2,8 @@
 
 The run's data path checks its flags and data and builds the model, writing
 nothing: `tfvae.image_training` for `--dataset` and `--image_folder`,
-`tfvae.table_training` for `--table`. Then `fitting.fit_run` claims the run
+`tfvae.table_training` for a table (`--table`, or a TFDS `--dataset` of
+scalar features: `Config.table_run`). Then `fitting.fit_run` claims the run
 directory and trains (resume, checkpoints, TensorBoard), evaluates the test
 split, writes `metrics.json` and exports a SavedModel (unless
 `config.export` is off). `tfvae.train` is its command line; the files it
@@ -54,10 +55,9 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
         if os.path.isdir(chief_backup):
             shutil.copytree(chief_backup, run_dir.path(scratch, run_dir.BACKUP))
             # With them, this worker's flags are checked against the chief's
-            # run, its backup against the epochs history.csv has logged, and
-            # a table run's split and schema are the chief's.
-            recorded = (run_dir.DATASET_INFO, run_dir.SCHEMA, run_dir.SPLIT)
-            for name in (run_dir.CONFIG, run_dir.HISTORY, *recorded):
+            # run, and its backup against the epochs history.csv has logged
+            # (only image runs train on several workers: `table_flags`).
+            for name in (run_dir.CONFIG, run_dir.HISTORY):
                 if os.path.exists(run_dir.path(config.model_dir, name)):
                     shutil.copy(run_dir.path(config.model_dir, name), scratch)
         worker_config = dataclasses.replace(config, model_dir=scratch, export=False)
@@ -70,7 +70,9 @@ def train_and_evaluate(config: config_lib.Config) -> dict:
 def _train(config: config_lib.Config, strategy: tf.distribute.Strategy) -> dict:
     """Trains in `config.model_dir` (a chief's, or a worker's scratch folder)."""
     _check_output_folders(config)
-    path = table_training if config.table else image_training
+    # A resumed run's flags are checked against it before its data is read.
+    resume.check_resumable(config)
+    path = table_training if config.table_run else image_training
     return fitting.fit_run(config, strategy, path.prepare(config, strategy))
 
 
