@@ -212,3 +212,19 @@ def test_a_saved_config_from_before_a_setting_existed_takes_its_default(tmp_path
     config = config_lib.Config.from_dict(saved)
     assert config.learning_rate_decay == 1.0 and config.prior == "standard"
     assert config.beta == 0.5
+
+
+@pytest.mark.parametrize(
+    "flagfile",
+    [
+        "mnist.flags",
+        *sorted(p.relative_to(REPO).as_posix() for p in REPO.glob("configs/*.flags")),
+    ],
+)
+def test_every_shipped_flagfile_is_a_valid_config(flagfile, monkeypatch):
+    # A config names the one it extends by its path from the repository's root.
+    monkeypatch.chdir(REPO)
+    config = fields.from_flags(
+        config_lib.Config, _flag_values(f"--flagfile={flagfile}")
+    )
+    assert config.model_dir, flagfile
