@@ -35,7 +35,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 from absl import logging
 
-from tfvae import data, errors, streaming, tfds_sources
+from tfvae import data, errors, streaming, table_streaming, tfds_sources
 from tfvae.splits import TEST_SPLIT, TRAIN_SPLIT
 
 # A text cell's bytes in memory, about (a short Python str and its pointer),
@@ -208,7 +208,8 @@ def _row_bytes(builder: tfds.core.DatasetBuilder) -> int:
 def _check_fits(builder, name: str, splits: list[str], memory_budget: str) -> None:
     """Refuses a dataset whose splits would not fit `--memory_budget`; logs it."""
     rows = sum(builder.info.splits[split].num_examples for split in splits)
-    needed = rows * _row_bytes(builder)
+    # Read whole as a table file is: its batches and copies included.
+    needed = table_streaming.READ_FACTOR * rows * _row_bytes(builder)
     budget = streaming.memory_budget_bytes(memory_budget)
     if needed > budget:
         raise errors.UsageError(
