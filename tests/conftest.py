@@ -78,6 +78,23 @@ class TinyImages(tfds.core.GeneratorBasedBuilder):
             yield index, {"image": image, "label": label}
 
 
+def tiny_table_settings(root: pathlib.Path) -> dict:
+    """Returns the settings of a fast table run in `root`, its data not named:
+    the `Config` fields `--table` and table `--dataset` tests share."""
+    return {
+        "label_column": "kind",
+        "latent_dim": 2,
+        "hidden_units": (16,),
+        "learning_rate": 1e-2,
+        "batch_size": 16,
+        "mixed_precision": "float32",
+        "steps_per_execution": 1,
+        "model_dir": str(root / "run"),
+        "export_dir": str(root / "export"),
+        "export": False,
+    }
+
+
 def tiny_config(tmp_path: pathlib.Path, **overrides) -> Config:
     """Returns a fast Config for `tiny_images`; `overrides` replace fields.
 

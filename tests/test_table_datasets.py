@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.conftest import run_module
+from tests.conftest import run_module, tiny_table_settings
 from tfvae import errors, run_dir, run_eval, run_table, saved_model, table_datasets
 from tfvae.config import Config
 
@@ -106,19 +106,10 @@ COLUMNS = [
 def table_dataset_config(root: pathlib.Path, **overrides) -> Config:
     """Returns a fast Config training on `tiny_table/one_split` in `root`."""
     settings = {
+        **tiny_table_settings(root),
         "dataset": "tiny_table/one_split",
         "data_dir": str(root / "tfds"),
-        "label_column": "kind",
-        "latent_dim": 2,
-        "hidden_units": (16,),
-        "learning_rate": 1e-2,
-        "batch_size": 16,
         "epochs": 1,
-        "mixed_precision": "float32",
-        "steps_per_execution": 1,
-        "model_dir": str(root / "run"),
-        "export_dir": str(root / "export"),
-        "export": False,
     }
     return Config(**{**settings, **overrides})
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from absl import flags
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_table_settings
 from tfvae import errors, fields, run_dir, run_eval, tables, training
 from tfvae.config import Config
 
@@ -53,20 +53,7 @@ def table_config(root: pathlib.Path, **overrides) -> Config:
     table = root / "tiny.csv"
     if not table.exists():
         tiny_table(table)
-    settings = {
-        "table": str(table),
-        "label_column": "kind",
-        "latent_dim": 2,
-        "hidden_units": (16,),
-        "learning_rate": 1e-2,
-        "batch_size": 16,
-        "epochs": 2,
-        "mixed_precision": "float32",
-        "steps_per_execution": 1,
-        "model_dir": str(root / "run"),
-        "export_dir": str(root / "export"),
-        "export": False,
-    }
+    settings = {**tiny_table_settings(root), "table": str(table), "epochs": 2}
     return Config(**{**settings, **overrides})
 
 
