@@ -155,6 +155,30 @@ def run_command(
     )
 
 
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+
+def saved_model_cli(*args) -> subprocess.CompletedProcess:
+    """Runs TF's `saved_model_cli` (the serving contract's SignatureDef path)."""
+    return run_command([SAVED_MODEL_CLI, *args])
+
+
+def saved_model_cli_run(path, signature, outdir, *input_args):
+    """Runs `saved_model_cli run` on `signature`; outputs go to `outdir` as .npy."""
+    return saved_model_cli(
+        "run",
+        "--dir",
+        path,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        signature,
+        "--outdir",
+        str(outdir),
+        *input_args,
+    )
+
+
 def run_python(code: str, timeout: float = 300, env: dict | None = None):
     """Runs `code` in a fresh interpreter; returns the CompletedProcess."""
     return run_command([sys.executable, "-c", code], timeout, env)

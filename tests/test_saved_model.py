@@ -27,6 +27,8 @@ from tests.conftest import (
     run_command,
     run_module,
     run_python,
+    saved_model_cli,
+    saved_model_cli_run,
     session_signatures,
     tiny_config,
 )
@@ -80,7 +82,6 @@ INPUTS = {
     "num_samples": np.int32(6),
     "seed": np.array([3, 4], np.int64),
 }
-SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
 
 def expected_outputs(
@@ -484,13 +485,9 @@ def test_warmup_requests_cover_every_signature_and_run(exports, session_run):
 # --- saved_model_cli -------------------------------------------------------------
 
 
-def _saved_model_cli(*args) -> subprocess.CompletedProcess:
-    return run_command([SAVED_MODEL_CLI, *args])
-
-
 def test_saved_model_cli_shows_every_signature(exports):
     _, _, path = exports["diag-bernoulli"]
-    result = _saved_model_cli("show", "--dir", path, "--all")
+    result = saved_model_cli("show", "--dir", path, "--all")
     assert result.returncode == 0, result.stderr[-3000:]
     shown = result.stdout
     for name in signatures.SIGNATURES:
@@ -521,27 +518,11 @@ def _cli_input_args(signature: str, workdir) -> list[str]:
     return args + ["--input_exprs", ";".join(exprs) or ";"]
 
 
-def _saved_model_cli_run(path, signature, outdir, *input_args):
-    """Runs `saved_model_cli run` on `signature`; outputs go to `outdir` as .npy."""
-    return _saved_model_cli(
-        "run",
-        "--dir",
-        path,
-        "--tag_set",
-        "serve",
-        "--signature_def",
-        signature,
-        "--outdir",
-        str(outdir),
-        *input_args,
-    )
-
-
 @pytest.mark.parametrize("signature", SIGNATURE_INPUTS)
 def test_saved_model_cli_runs_every_signature(signature, exports, tmp_path):
     config, vae, path = exports["diag-bernoulli"]
     out = tmp_path / "out"
-    result = _saved_model_cli_run(
+    result = saved_model_cli_run(
         path, signature, out, *_cli_input_args(signature, tmp_path)
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -562,7 +543,7 @@ def test_saved_model_cli_casts_inputs_to_the_signature_dtype(exports, tmp_path):
     """
     config, vae, path = exports["diag-bernoulli"]
     np.save(tmp_path / "floats.npy", np.full([2, *TINY_SHAPE], 0.7, np.float32))
-    result = _saved_model_cli_run(
+    result = saved_model_cli_run(
         path, "encode", tmp_path, "--inputs", f"images={tmp_path / 'floats.npy'}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -835,7 +816,7 @@ def test_saved_model_cli_calls_a_family_exports_sample(case, family_exports, tmp
     if config.conditional:
         inputs["labels"] = np.array([0, 1, 2], np.int64)
         exprs += ";labels=[0, 1, 2]"
-    result = _saved_model_cli_run(path, "sample", tmp_path, "--input_exprs", exprs)
+    result = saved_model_cli_run(path, "sample", tmp_path, "--input_exprs", exprs)
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(
         np.load(tmp_path / "images.npy"),
@@ -895,7 +876,7 @@ def test_a_vae_with_its_own_networks_trains_evaluates_exports_and_serves(tmp_pat
     # TF Serving's SignatureDef/session path, as a serving user calls it.
     for signature in ("score", "sample"):
         out = tmp_path / f"cli_{signature}"
-        result = _saved_model_cli_run(
+        result = saved_model_cli_run(
             path, signature, out, *_cli_input_args(signature, tmp_path)
         )
         assert result.returncode == 0, result.stderr[-3000:]

@@ -9,7 +9,6 @@ Serving takes, and by `saved_model_cli`, and checked against the Keras model.
 
 import json
 import os
-import sys
 
 import keras
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tests.conftest import run_command, run_python, session_signatures
+from tests.conftest import run_python, saved_model_cli_run, session_signatures
 from tfvae import (
     adapters,
     errors,
@@ -61,7 +60,6 @@ OTHER_INPUTS = {
     "seed": np.array([3, 4], np.int64),
     "z": np.random.default_rng(1).normal(size=(3, 2)).astype(np.float32),
 }
-SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 
 
 def mixed_frame(rows=64, seed=0) -> pd.DataFrame:
@@ -358,22 +356,7 @@ def test_saved_model_cli_calls_score_with_named_inputs(elsewhere, exported, tmp_
         np.save(tmp_path / f"{name}.npy", values)
     inputs = ";".join(f"{name}={tmp_path / name}.npy" for name in ROWS)
     out = tmp_path / "out"
-    result = run_command(
-        [
-            SAVED_MODEL_CLI,
-            "run",
-            "--dir",
-            path,
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "score",
-            "--outdir",
-            str(out),
-            "--inputs",
-            inputs,
-        ]
-    )
+    result = saved_model_cli_run(path, "score", out, "--inputs", inputs)
     assert result.returncode == 0, result.stderr[-3000:]
     for output, expected in elsewhere["score"].items():
         file = out / f"{output}.npy"
