@@ -26,9 +26,10 @@ Measures, each training in a fresh process (so its peak RSS is its own):
   first trained epoch, counting the table's preparation; TVAE's is its
   preparation and one steady epoch).
 
-Each trains on full batches and compiles as `python -m tfvae.train` does:
-without XLA, which a table's lookups lack (the figures' `jit_compile` is
-what Keras resolved), so --compare_xla does not apply here.
+Each trains on full batches and compiles as `python -m tfvae.train` does
+(`--jit_compile` resolved by `devices.resolve`, `--steps_per_execution`);
+the figures' `jit_compile` is what Keras resolved. --compare_xla does not
+apply here.
 
 Every figure is a ratio within one run: compare ratios, not absolute
 figures across runs on a shared machine.
@@ -168,8 +169,8 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
         path: the table.
         streamed: stream it (`table_streaming`) rather than read it whole.
         settings: batch_size, hidden_units, latent_dim, learning_rate, epochs,
-            seed, shuffle_buffer, mixed_precision, jit_compile (as the flag:
-            Keras leaves XLA off for a table's lookups).
+            seed, shuffle_buffer, mixed_precision, jit_compile (as the
+            flag), steps_per_execution (as the flag).
 
     Returns:
         {"schema", "num_train", "prepare_s", "to_first_epoch_s",
@@ -202,11 +203,14 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
             hidden_units=tuple(settings["hidden_units"]),
             seed=seed,
         )
-    # As `python -m tfvae.train` compiles it (no XLA for a table's lookups).
+    # As `python -m tfvae.train` compiles it (`fitting.fit_run`).
     vae.compile(
         optimizer=keras.optimizers.Adam(settings["learning_rate"]),
         jit_compile=fitting.jit_compile(
             execution.jit_compile, tf.distribute.get_strategy()
+        ),
+        steps_per_execution=fitting.steps_per_execution(
+            settings["steps_per_execution"], steps
         ),
     )
     timer = _Timer()
@@ -340,6 +344,7 @@ def measure(config, bench) -> dict:
         "shuffle_buffer": config.shuffle_buffer,
         "mixed_precision": config.mixed_precision,
         "jit_compile": config.jit_compile,
+        "steps_per_execution": config.steps_per_execution,
     }
     report = {
         "model": "table",

@@ -137,7 +137,6 @@ def test_flags_become_a_config():
             ["--table=t.csv", "--strategy=multi_worker"],
             "--table is not supported under --strategy=multi_worker",
         ),
-        (["--table=t.csv", "--jit_compile"], "--jit_compile does not apply to"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(argv, message):

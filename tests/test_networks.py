@@ -36,6 +36,16 @@ def test_conv_rejects_indivisible_image_size():
         networks.conv((30, 30, 1), 1, (), "relu", (4, 8))
 
 
+@pytest.mark.parametrize("params_per_value, kernel", [(1, 3), (30, 1)])
+def test_a_wide_conv_output_layer_reads_each_pixel_alone(params_per_value, kernel):
+    # configs/cifar10.flags' logistic mixture: 3 x 30 outputs from 32 features.
+    _, decoder = networks.conv((32, 32, 3), params_per_value, (), "relu", (32, 64))
+    convs = [x for x in decoder.layers if isinstance(x, keras.layers.Conv2D)]
+    output = convs[-1]
+    assert output.kernel_size == (kernel, kernel)
+    assert decoder(tf.zeros([2, 8])).shape == (2, 32, 32, 3, params_per_value)
+
+
 @pytest.mark.parametrize("hidden_units", [(), (0,), (16, -2)])
 def test_mlp_rejects_bad_hidden_units(hidden_units):
     with pytest.raises(ValueError, match="Received: hidden_units"):

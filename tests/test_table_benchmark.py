@@ -10,7 +10,8 @@ import table_benchmark  # noqa: E402
 
 
 @pytest.mark.slow  # Trains (a few seconds, mostly tracing the step).
-def test_reports_the_xla_keras_used(tmp_path):
+@pytest.mark.parametrize("jit_compile, resolved", [(None, True), (False, False)])
+def test_reports_the_xla_keras_used(tmp_path, jit_compile, resolved):
     path = table_benchmark.generated_table(str(tmp_path), rows=100, columns=5)
     settings = {
         "batch_size": 32,
@@ -21,8 +22,10 @@ def test_reports_the_xla_keras_used(tmp_path):
         "seed": 0,
         "shuffle_buffer": 100,
         "mixed_precision": "float32",
-        "jit_compile": True,  # Asked for; a table's lookups have no XLA.
+        "jit_compile": jit_compile,  # None: `auto`, XLA for a table.
+        "steps_per_execution": 16,
         "network": "mlp",
     }
     figures = table_benchmark.train_table(path, False, settings)
-    assert figures["jit_compile"] is False  # As Keras resolved it.
+    assert figures["jit_compile"] is resolved  # As Keras resolved it.
+    assert figures["train_examples_per_s"] > 0

@@ -62,7 +62,7 @@ def fitted_mixed():
 
 def test_impute_fills_only_the_missing_cells(fitted_mixed):
     vae, schema, frame = fitted_mixed
-    batch = next(iter(tables.table_batches(frame, schema, 16)))
+    batch = tables.table_columns(frame[:16], schema)
     x = vae.likelihood.observe(batch, None).numpy()
     filled = table_model.impute(vae, batch).numpy()
     missing = np.isnan(x)
@@ -72,7 +72,7 @@ def test_impute_fills_only_the_missing_cells(fitted_mixed):
     codes = filled[:, kind]
     assert set(codes) <= set(range(len(schema["columns"][kind]["categories"])))
     # A binary cell is filled with a value it can hold, not a share.
-    batch["binary"] = tf.fill([16], float("nan"))
+    batch["binary"] = np.full(16, np.nan, np.float32)
     binary = [c["name"] for c in schema["columns"]].index("binary")
     assert set(table_model.impute(vae, batch).numpy()[:, binary]) <= {0.0, 1.0}
 
@@ -108,13 +108,29 @@ def test_refusals(fitted_mixed):
         table_model.build_table_vae(schema, posterior="flow")
     with pytest.raises(errors.UsageError, match="tfvae.evaluate_table"):
         evaluation.evaluate(table_vae, _mixed())
+    cells = tables.table_columns(_mixed(), schema)
+    without_kind = {k: v for k, v in cells.items() if k != "kind"}
     with pytest.raises(ValueError, match=r"Missing: \['kind'\]"):
         table_vae.evaluate(
-            tables.table_batches(_mixed(), schema, 8).map(
-                lambda b: {k: v for k, v in b.items() if k != "kind"}
-            ),
-            verbose=0,
+            tf.data.Dataset.from_tensor_slices(without_kind).batch(8), verbose=0
         )
+
+
+def test_xla_trains_on_rows_and_refuses_cells_naming_the_fix(fitted_mixed):
+    plain, schema, frame = fitted_mixed  # Keras's "auto": no XLA on a CPU.
+    cells = tf.data.Dataset.from_tensor_slices(tables.table_columns(frame, schema))
+    xla = table_model.build_table_vae(schema, latent_dim=2, hidden_units=(16,))
+    xla.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+    history = xla.fit(tables.table_batches(frame, schema, 16), epochs=1, verbose=0)
+    assert xla.jit_compile and np.isfinite(history.history["loss"][0])
+    with pytest.raises(ValueError, match="give it rows, as `tfvae.table_batches"):
+        xla.evaluate(cells.batch(8), verbose=0)
+    # Without XLA, the step takes cells too, and checks them.
+    assert not plain.jit_compile
+    assert np.isfinite(plain.evaluate(cells.batch(8), verbose=0)[0])
+    # Rows of another width, or not float32, are refused by name.
+    with pytest.raises(ValueError, match=r"Rows hold the table's 5 columns"):
+        plain.evaluate(np.zeros((8, 4), np.float32), verbose=0)
 
 
 # Each member of the model family but the default (which the tests above

@@ -30,6 +30,10 @@ def _frame(rows=40, seed=0):
     )
 
 
+# Where a column of _frame sits in a row.
+REAL, KIND = 0, 5
+
+
 def test_infers_each_type_and_is_json():
     schema = tables.infer_schema(_frame())
     types = {c["name"]: c["type"] for c in schema["columns"]}
@@ -136,8 +140,12 @@ def test_batches_carry_missing_cells():
     columns = tables.table_columns(frame, schema)
     assert columns["real"].dtype == np.float32 and np.isnan(columns["real"][1])
     assert columns["kind"][2] == "" and columns["kind"][0] in ("a", "b", "c")
-    batch = next(iter(tables.table_batches(frame, schema, batch_size=4)))
-    assert batch["kind"].dtype.name == "string" and batch["real"].shape == (4,)
+    # Batches are rows: categories as codes, NaN where a cell is missing.
+    batch = next(iter(tables.table_batches(frame, schema, batch_size=4))).numpy()
+    assert batch.dtype == np.float32 and batch.shape == (4, 6)
+    assert np.isnan(batch[1, REAL]) and np.isnan(batch[2, KIND])
+    categories = schema["columns"][KIND]["categories"]
+    assert categories[int(batch[0, KIND])] == columns["kind"][0]
     with pytest.raises(errors.UsageError, match=r"Missing: \['real'\]"):
         tables.table_columns(frame.drop(columns="real"), schema)
 
@@ -156,7 +164,7 @@ def test_batches_shuffle_anew_each_epoch_and_reproducibly():
     schema = tables.infer_schema(frame)
     dataset = tables.table_batches(frame, schema, batch_size=32, shuffle_seed=5)
     epochs = [
-        np.concatenate([b["real"] for b in dataset.as_numpy_iterator()])
+        np.concatenate([b[:, REAL] for b in dataset.as_numpy_iterator()])
         for _ in range(2)
     ]
     for epoch in epochs:
@@ -165,13 +173,13 @@ def test_batches_shuffle_anew_each_epoch_and_reproducibly():
         )
     assert not np.array_equal(epochs[0], epochs[1])
     again = tables.table_batches(frame, schema, batch_size=32, shuffle_seed=5)
-    first = np.concatenate([b["real"] for b in again.as_numpy_iterator()])
+    first = np.concatenate([b[:, REAL] for b in again.as_numpy_iterator()])
     np.testing.assert_array_equal(first, epochs[0])
     in_order = tables.table_batches(frame, schema, batch_size=32)
     batches = list(in_order.as_numpy_iterator())
-    assert [len(b["kind"]) for b in batches] == [32, 32, 26]
+    assert [len(b) for b in batches] == [32, 32, 26]
     np.testing.assert_array_equal(
-        np.concatenate([b["real"] for b in batches]), frame["real"].astype(np.float32)
+        np.concatenate([b[:, REAL] for b in batches]), frame["real"].astype(np.float32)
     )
 
 
@@ -190,11 +198,11 @@ def test_endless_batches_are_the_command_lines_stream():
         got_rows, got_labels = next(batches)
         assert len(got_labels) == 32  # Full batches only.
         np.testing.assert_array_equal(got_labels, want[1])
-        np.testing.assert_array_equal(got_rows["real"], want[0]["real"])
+        np.testing.assert_array_equal(got_rows[:, REAL], want[0]["real"])
     # A resumed run starts at its epoch: epoch 1's first batch.
     resumed = tables.table_batches(frame, schema, 32, shuffle_seed=5, first_epoch=1)
     epoch_1 = list(expected.skip(90 // 32).take(1).as_numpy_iterator())[0]
-    np.testing.assert_array_equal(next(iter(resumed))["real"], epoch_1[0]["real"])
+    np.testing.assert_array_equal(next(iter(resumed))[:, REAL], epoch_1[0]["real"])
     # In order, with labels: every row once, the last batch short.
     once = list(tables.table_batches(frame, schema, 32, labels=labels))
     assert [len(y) for _, y in once] == [32, 32, 26]

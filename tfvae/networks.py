@@ -149,7 +149,10 @@ def conv(
     """Convolutional bodies for images of any size divisible by 2**len(conv_filters).
 
     Encoder: one stride-2 3x3 convolution per entry of `conv_filters`, then
-    dense `hidden_units`. Decoder: the mirror image, with transposed convolutions.
+    dense `hidden_units`. Decoder: the mirror image, with transposed
+    convolutions, then an output convolution to the likelihood's parameters:
+    3x3, or 1x1 when it has more output channels than features to read
+    (`output_kernel`).
     """
     _check_sizes("conv_filters", conv_filters, allow_empty=False)
     _check_sizes("hidden_units", hidden_units, allow_empty=True)
@@ -186,12 +189,32 @@ def conv(
             for f in reversed(conv_filters)
         ]
         + [
-            keras.layers.Conv2D(channels * params_per_value, 3, padding="same"),
+            keras.layers.Conv2D(
+                channels * params_per_value,
+                output_kernel(channels * params_per_value, conv_filters[0]),
+                padding="same",
+            ),
             keras.layers.Reshape((height, width, channels, params_per_value)),
         ],
         name="decoder_body",
     )
     return encoder, decoder
+
+
+def output_kernel(outputs: int, features: int) -> int:
+    """Returns the kernel size of the conv decoder's output layer: 3, or 1 when
+    it has more output channels than features to read.
+
+    A likelihood of many parameters per value (the logistic mixture's 30 per
+    color channel, a categorical's 256) reads each pixel's features alone,
+    as PixelCNN++'s output layer does: a 3x3 layer to configs/cifar10.flags'
+    90 channels cost more than the rest of its network, forward and back.
+
+    Example:
+        >>> output_kernel(outputs=90, features=32), output_kernel(1, 32)
+        (1, 3)
+    """
+    return 1 if outputs > features else 3
 
 
 # Builders by flag value. Each takes the image shape, the likelihood's

@@ -297,9 +297,9 @@ def _evaluate_table_run(eval_config: EvalConfig) -> dict:
     """
     if eval_config.jit_compile:
         raise errors.UsageError(
-            "--jit_compile does not apply to a table run: a table's category "
-            "lookups have no XLA kernels, so it is evaluated without XLA. Remove "
-            "--jit_compile."
+            "--jit_compile does not apply to a table run: its evaluation reads "
+            "the test split's cells, whose category lookups have no XLA "
+            "kernels, so it runs without XLA. Remove --jit_compile."
         )
     config, info, vae = run_dir.load_run(eval_config.model_dir)
     # A TFDS table's dirs, as an image run's: the evaluation's, else the run's.

@@ -1,16 +1,13 @@
 """The likelihood of a table's row: the product of its columns' likelihoods.
 
 `TableHead` is the likelihood head of a table VAE (`tfvae.table_model`),
-made from a schema (`tfvae.tables`). It takes a batch as a dict {column:
-`[batch]` tensor} (float numbers with NaN for missing cells; string
-categories with "" for missing, or int codes with -1), and owns every step
-between those cells and p(x|z):
+made from a schema (`tfvae.tables`). It takes a batch as cells {column:
+`[batch]` values} or as rows float32 `[batch, columns]` (`tfvae.table_rows`),
+and owns every step between those and p(x|z):
 
-- `observe`: the cells as one float32 `[batch, columns]` tensor x, in the
-  data's own units, categories as their codes, NaN where a cell is missing;
-  a category the model never saw, or a value outside its column's support
-  (`table_typing.in_support`: finite, and whole for counts),
-  stops the step with an error naming the column;
+- `observe`: the batch's rows x, in the data's own units, categories as
+  their codes, NaN where a cell is missing (`table_rows.RowObserver`, which
+  checks cells and stops the step on a bad one, naming the column);
 - `encoder_input`: what the encoder sees: numbers standardized with the
   training split's statistics (the log of positive columns, log1p of counts),
   categories one-hot, missing cells 0, then the presence mask `[batch,
@@ -23,7 +20,7 @@ between those cells and p(x|z):
   are in the data's own units.
 
 Every step is computed per column type, not per column: one distribution,
-one support check and one standardization per type (tracing and running a
+one standardization per type (tracing and running a
 step cost per op), then gathered back into the columns' order.
 """
 
@@ -34,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfvae import row_distribution, table_typing
+from tfvae import row_distribution, table_rows, table_typing
 from tfvae.distributions import SCALE_FLOOR
 from tfvae.likelihoods import LikelihoodHead
 from tfvae.tables import COLUMN_TYPES
@@ -83,26 +80,6 @@ class _Group:
         return np.arange(self.params.shape[-1]) < self.counts[:, None]
 
 
-def _refuse_cells(bad: tf.Tensor, messages: list[str], shown: tf.Tensor):
-    """Stops the step if a cell is bad: the first bad column's message and cells.
-
-    Args:
-        bad: bool `[batch, n]`, True for a cell outside its column.
-        messages: one per column, naming it.
-        shown: `[batch, n]`, the cells as the message shows them.
-    """
-    column = tf.argmax(tf.reduce_any(bad, axis=0), output_type=tf.int32)
-    tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad)),
-        [
-            tf.gather(tf.constant(messages), column),
-            tf.boolean_mask(
-                tf.gather(shown, column, axis=-1), tf.gather(bad, column, axis=-1)
-            ),
-        ],
-    )
-
-
 @_serializable
 class TableHead(LikelihoodHead):
     """Decoder outputs `[batch, params_per_value]` -> p(row|z), a `RowDistribution`.
@@ -143,19 +120,7 @@ class TableHead(LikelihoodHead):
             [g.positions for g in self._groups]
         )
         self._feature_order = self._make_feature_order()
-        # Hash tables and assertions have no XLA kernels.
-        self.supports_jit = False
-        self._tables = {
-            c["name"]: tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(c["categories"]),
-                    tf.range(len(c["categories"]), dtype=tf.int64),
-                ),
-                default_value=-1,
-            )
-            for c in self.columns
-            if c["type"] == "categorical"
-        }
+        self.observer = table_rows.RowObserver(schema)
 
     def _params_of(self, column: dict) -> int:
         kind = column["type"]
@@ -227,80 +192,14 @@ class TableHead(LikelihoodHead):
             for c in self.columns
         }
 
-    def check_batch(self, data) -> dict[str, tf.Tensor]:
-        """Returns the batch's columns, refusing missing or extra ones by name."""
-        if not isinstance(data, dict):
-            raise ValueError(
-                "A table VAE takes batches {column name: [batch] values} "
-                f"(`tables.table_batches`). Received: a {type(data).__name__}"
-            )
-        missing = sorted(set(self.names) - set(data))
-        extra = sorted(set(data) - set(self.names))
-        if missing or extra:
-            raise ValueError(
-                f"A batch must hold the table's columns. Missing: {missing}; "
-                f"extra: {extra}"
-            )
-        return {name: tf.convert_to_tensor(data[name]) for name in self.names}
-
-    def _codes(self, group: _Group, cells: dict) -> tf.Tensor:
-        """Returns a categorical group's codes, float32 `[batch, n]` (NaN missing)."""
-        codes, bad, shown, messages = [], [], [], []
-        for name, count in zip(group.names, group.counts, strict=True):
-            values = cells[name]
-            if values.dtype == tf.string:
-                code = self._tables[name].lookup(values)
-                bad.append(tf.logical_and(code < 0, tf.not_equal(values, "")))
-                shown.append(values)
-                messages.append(
-                    f"Column `{name}` holds a category the model never saw:"
-                )
-            elif values.dtype.is_integer:
-                code = tf.cast(values, tf.int64)
-                bad.append((code < -1) | (code >= count))
-                shown.append(tf.strings.as_string(code))
-                messages.append(
-                    f"Column `{name}`'s codes must be -1 (missing) to {count - 1}:"
-                )
-            else:
-                raise ValueError(
-                    f"Column {name!r} is categorical: give its cells as strings or "
-                    f"int codes. Received: {values.dtype.name}"
-                )
-            codes.append(code)
-        _refuse_cells(tf.stack(bad, axis=-1), messages, tf.stack(shown, axis=-1))
-        codes = tf.stack(codes, axis=-1)
-        return tf.where(codes < 0, float("nan"), tf.cast(codes, tf.float32))
-
-    @staticmethod
-    def _numbers(group: _Group, cells: dict) -> tf.Tensor:
-        """Returns a number group's cells, float32 `[batch, n]`, checked."""
-        for name in group.names:
-            if cells[name].dtype == tf.string:
-                raise ValueError(
-                    f"Column {name!r} is {group.kind}: give numbers (NaN for a "
-                    "missing cell). Received: strings"
-                )
-        values = tf.stack([tf.cast(cells[n], tf.float32) for n in group.names], -1)
-        fits = table_typing.in_support(group.kind, values)
-        bad = tf.logical_not(fits) & tf.logical_not(tf.math.is_nan(values))
-        messages = [f"Column `{n}` is {group.kind} but holds" for n in group.names]
-        _refuse_cells(bad, messages, values)
-        return values
+    def check_batch(self, data):
+        """Returns a batch's cells or rows, checked (`RowObserver.check_batch`)."""
+        return self.observer.check_batch(data)
 
     def observe(self, images, seed):
-        """Returns the rows as float32 `[batch, columns]`, NaN where missing."""
+        """Returns the rows float32 `[batch, columns]` of cells (rows as they are)."""
         del seed  # Rows are observed as they are.
-        cells = self.check_batch(images)
-        return row_distribution.in_column_order(
-            [
-                self._codes(g, cells)
-                if g.kind == "categorical"
-                else self._numbers(g, cells)
-                for g in self._groups
-            ],
-            self._inverse,
-        )
+        return self.observer(images)
 
     def encoder_input(self, x):
         """Returns `[batch, features]`: standardized cells, one-hots, then the mask.

@@ -14,7 +14,7 @@ the budget); one that does not is read by `streamed_table` in chunks
   (seed, epoch, block), in full batches: memory holds a block and a chunk,
   not the table, and a seed gives the same batches, also from a resumed epoch;
 - `StreamedTable.test_batches` gives the test split once, in file order.
-  Batches are dicts {column: `[batch]`}, as `tables.table_batches`'s.
+  Batches are rows float32 `[batch, columns]`, as `tables.table_batches`'s.
 
 Example:
 
@@ -36,7 +36,15 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 from absl import logging
 
-from tfvae import data, errors, streaming, table_files, table_typing, tables
+from tfvae import (
+    data,
+    errors,
+    streaming,
+    table_files,
+    table_rows,
+    table_typing,
+    tables,
+)
 
 # The test split is handed to tf.data in blocks of about this many rows.
 _TEST_BLOCK = 8192
@@ -164,18 +172,22 @@ class StreamedTable:
             yield tables.table_columns(chunk, self.schema)
 
     def _batches(self, blocks, args, batch_size: int, only_full: bool):
-        """Returns the batches of the blocks `blocks(*args)` yields: Python hands
-        tf.data whole blocks (converting cells costs per call), cut there
-        (into full batches only if `only_full`)."""
+        """Returns the batches of rows of the blocks `blocks(*args)` yields:
+        Python hands tf.data whole blocks (converting cells costs per call),
+        observed as rows (`table_rows.RowObserver`, which checks them) and
+        cut there (into full batches only if `only_full`)."""
         spec = {
             c["name"]: tf.TensorSpec(
                 [None], tf.string if c["type"] == "categorical" else tf.float32
             )
             for c in self.schema["columns"]
         }
-        return tf.data.Dataset.from_generator(
-            blocks, args=args, output_signature=spec
-        ).flat_map(lambda columns: _batched(columns, batch_size, only_full))
+        observe = table_rows.RowObserver(self.schema)
+        return (
+            tf.data.Dataset.from_generator(blocks, args=args, output_signature=spec)
+            .map(observe)
+            .flat_map(lambda rows: _batched(rows, batch_size, only_full))
+        )
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """Returns the full batches of an epoch: `num_train // batch_size`."""
@@ -210,7 +222,7 @@ class StreamedTable:
             first_epoch: the epoch the stream starts at (a resumed run's).
 
         Returns:
-            An endless `tf.data.Dataset` of {column: `[batch]`} dicts; each
+            An endless `tf.data.Dataset` of rows float32 `[batch, columns]`; each
             epoch is `steps_per_epoch(batch_size)` full batches, every
             training row once but the `num_train % batch_size` the last
             block leaves over (as `data.shuffled_batches`): give `fit` that
@@ -234,7 +246,7 @@ class StreamedTable:
 
     def test_batches(self, batch_size: int) -> tf.data.Dataset:
         """Returns the test rows once, in file order, in batches of `batch_size`
-        (the last one short): {column: `[batch]`} dicts."""
+        (the last one short): rows float32 `[batch, columns]`."""
         block = _block(batch_size, _TEST_BLOCK)
         batches = self._batches(self._test_blocks, (block,), batch_size, False)
         count = math.ceil(self.num_test / batch_size)
@@ -243,21 +255,19 @@ class StreamedTable:
         )
 
 
-def _batched(
-    columns: dict[str, tf.Tensor], batch_size: int, only_full: bool
-) -> tf.data.Dataset:
-    """Returns consecutive batches of `batch_size` rows of a block of columns:
+def _batched(rows: tf.Tensor, batch_size: int, only_full: bool) -> tf.data.Dataset:
+    """Returns consecutive batches of `batch_size` of a block's rows `[n, columns]`:
     full ones only if `only_full`, else the last one short."""
-    rows = tf.shape(next(iter(columns.values())))[0]
-    whole = rows // batch_size * batch_size
+    count = tf.shape(rows)[0]
+    whole = count // batch_size * batch_size
     # Reshaped at once: slicing batch after batch cost more than the model.
     full = tf.data.Dataset.from_tensor_slices(
-        {k: tf.reshape(v[:whole], [-1, batch_size]) for k, v in columns.items()}
+        tf.reshape(rows[:whole], [-1, batch_size, rows.shape[1]])
     )
     if only_full:
         return full
-    rest = tf.data.Dataset.from_tensors({k: v[whole:] for k, v in columns.items()})
-    return full.concatenate(rest.filter(lambda _: whole < rows))
+    rest = tf.data.Dataset.from_tensors(rows[whole:])
+    return full.concatenate(rest.filter(lambda _: whole < count))
 
 
 def _block(batch_size: int, rows: int) -> int:

@@ -7,8 +7,8 @@ table by `test_fraction` and `seed` (`test_rows`' rule, which
 training split (`tfvae.table_typing`), refusing one that cannot be modelled,
 naming it and the fix. The schema is a JSON-able dict (each column's name,
 type, categories, training statistics); `table_batches` makes the batches a
-table VAE takes: {column: tensor}, float32 numbers (NaN missing), strings
-for categories ("" missing).
+table VAE trains on: its rows, float32 `[batch, columns]`, categories as
+their codes, NaN where missing (`tfvae.table_rows`).
 
 Example:
     schema, train, test = read_table("wine.csv", test_fraction=0.2, seed=0)
@@ -22,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 from absl import logging
 
-from tfvae import data, errors, table_files, table_typing
+from tfvae import data, errors, table_files, table_rows, table_typing
 
 # The column types, in the order the inference tries them.
 COLUMN_TYPES = ("binary", "count", "positive", "real", "categorical")
@@ -350,7 +350,10 @@ def table_batches(
     labels=None,
     first_epoch: int | None = None,
 ) -> tf.data.Dataset:
-    """Returns a `tf.data.Dataset` of batches {column: `[batch]` tensor} of `frame`.
+    """Returns a `tf.data.Dataset` of `frame`'s rows (`tfvae.table_rows`).
+
+    Rows, float32 `[batch, columns]`, are made and checked once, here: a bad
+    cell is refused before any training, and a step given rows runs XLA.
 
     Args:
         frame: a split of the table (e.g. from `read_table`).
@@ -358,7 +361,7 @@ def table_batches(
         batch_size: rows per batch.
         shuffle_seed: None gives every row once, in order, the last batch
             short (evaluation); a seed shuffles the rows for training.
-        labels: `[rows]` labels: then batches are `(columns, labels [batch])`.
+        labels: `[rows]` labels: then batches are `(rows, labels [batch])`.
         first_epoch: None: a pass per epoch, as `fit(epochs=...)` makes,
             reshuffled by tf.data; an int: the endless stream of epochs from
             that one, each `len(frame) // batch_size` full batches permuted
@@ -371,15 +374,12 @@ def table_batches(
     Raises:
         errors.UsageError: labels not one per row; `first_epoch` without a
             `shuffle_seed` or with a batch larger than the frame.
+        tf.errors.InvalidArgumentError: a cell outside its column, named.
 
     Example:
-
-    ```python
-    schema, train, test = tfvae.read_table("../shared/datasets/tabular/wine.csv")
-    vae.fit(tfvae.table_batches(train, schema, 32, shuffle_seed=0), epochs=100)
-    ```
+        >>> batches = table_batches(train, schema, 32, shuffle_seed=0)  # doctest: +SKIP
     """
-    rows = table_columns(frame, schema)
+    rows = table_rows.RowObserver(schema)(table_columns(frame, schema)).numpy()
     if labels is not None:
         rows = (rows, checked_labels(labels, len(frame)))
     if first_epoch is not None:  # data.shuffled_batches refuses too big a batch.
