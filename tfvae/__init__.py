@@ -42,7 +42,7 @@ Names:
   read_table, infer_schema
                       a table (DataFrame, dict, CSV, Parquet, .npy/.npz, a
                       folder of train.* and test.*), split, and its schema
-  table_batches       a DataFrame as batches {column: [batch]} for a table VAE
+  table_batches       a DataFrame as batches of rows [batch, columns] for a table VAE
   TableHead           a row's likelihood: the product of its columns'
   build_table_vae     a VAE of a table's rows, from its schema
   impute, sample_rows a batch's missing cells filled in; rows drawn from the VAE

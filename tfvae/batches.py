@@ -1,7 +1,7 @@
 """The forms a batch comes in, and the one check of its images.
 
-A table VAE's batches are dicts of columns (`tfvae.table_likelihood`), read
-by the same function.
+A table VAE's batches are rows or cells (`tfvae.table_rows`), read by the
+same function.
 
 `fit`, `evaluate`, `VAE.call` and the evaluation hand a VAE batches in the
 forms TFDS and users make: images; `(images, labels)` pairs; TFDS's dicts
@@ -31,11 +31,11 @@ def unpack_batch(vae, data) -> tuple[tf.Tensor, tf.Tensor | None]:
         vae: the `VAE` the batch is for.
         data: images `[batch, H, W, C]`; an `(images, labels)` pair (or
             `(images,)`); or a TFDS dict `{"image": ..., "label": ...}`. For
-            a table VAE: a dict {column: `[batch]` cells}, `(rows,)` or
-            `(rows, labels)`.
+            a table VAE: rows float32 `[batch, columns]` or cells
+            {column: `[batch]`}, alone, as `(batch,)` or `(batch, labels)`.
 
     Returns:
-        The images (a table's rows: the dict of columns), and the int labels
+        The images (a table's rows or cells), and the int labels
         `[batch]` for a conditional VAE (None for an unconditional one,
         which ignores any labels it is given).
 
@@ -125,7 +125,7 @@ def check_images(dtype, shape, likelihood, image_shape) -> None:
 
 
 def _unpack_rows(vae, data) -> tuple[dict, tf.Tensor | None]:
-    """Returns (columns, labels) of a table VAE's batch; the head checks the columns."""
+    """Returns (rows or cells, labels) of a table VAE's batch, checked by its head."""
     data, labels = _pair(data, "rows")
     if vae.conditional and labels is None:
         raise ValueError(

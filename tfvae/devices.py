@@ -27,9 +27,11 @@ class Execution:
     jit_compile: bool
 
 
-# Float32 everywhere: on the AVX512-BF16 CPU measured (no AMX), oneDNN's
-# bfloat16 products run at half the float32 rate and a bfloat16 step is
-# slower with or without XLA (the README's performance section). XLA speeds
+# Float32 everywhere: no 16-bit format has been both measured faster and
+# checked for quality on a CPU here. On an Intel AVX512-BF16 CPU without AMX,
+# oneDNN's bfloat16 products ran at half the float32 rate; on an AMD one,
+# bfloat16 products are faster, but no quality run has been made in it (the
+# README's performance section). XLA speeds
 # dense networks up (it fuses the element-wise work; the gated MLP's XLA and
 # plain steps were within the noise of a loaded machine) but slows
 # convolutional steps down 1.3-2.8x on a CPU: XLA's CPU backend emits

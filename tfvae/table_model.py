@@ -56,8 +56,9 @@ def build_table_vae(
             refused.
 
     Returns:
-        The built `VAE` (with `image_shape=None`), taking batches {column:
-        `[batch]` cells} (`tables.table_batches`), or `(rows, labels)`.
+        The built `VAE` (with `image_shape=None`), taking batches of rows
+        (`tables.table_batches`) or cells {column: `[batch]`}
+        (`tfvae.table_rows`), or `(batch, labels)` pairs.
 
     Raises:
         errors.UsageError (a ValueError): an unknown setting (listing the
@@ -105,7 +106,7 @@ def frame_batches(
         batch_size: rows per batch (the last one short).
 
     Returns:
-        A dataset of {column: `[batch]`} batches, or (batch, labels) pairs.
+        A dataset of rows float32 `[batch, columns]`, or (rows, labels) pairs.
 
     Raises:
         ValueError: a conditional VAE without int labels, or labels not one
@@ -136,8 +137,8 @@ def impute(vae: VAE, cells: dict, labels: tf.Tensor | None = None) -> tf.Tensor:
 
     Args:
         vae: a table VAE (`build_table_vae`).
-        cells: a batch {column: `[batch]` cells}, as `tables.table_batches`
-            makes (NaN or "" where missing).
+        cells: a batch of cells {column: `[batch]`} (NaN or "" where
+            missing), or of rows as `tables.table_batches` makes.
         labels: int `[batch]` classes, for a conditional VAE.
 
     Returns:
