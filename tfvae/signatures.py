@@ -136,6 +136,10 @@ def checked(tensor: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
     them away, trusting the very shape they check. It keeps EnsureShape ops,
     whose error names the input and the expected shape: "Shape of tensor
     images [1,7,7,1] is not compatible with expected shape [?,8,8,1]".
+
+    Example:
+        >>> checked(tf.constant([0, 1], tf.int64), SEED_SPEC).shape
+        TensorShape([2])
     """
     return tf.ensure_shape(tensor, spec.shape, name=spec.name)
 
@@ -145,6 +149,10 @@ def after(checks: list, tensor: tf.Tensor) -> tf.Tensor:
 
     Without the dependency, the ops that allocate could run first, or fail
     first with a vaguer message.
+
+    Example:
+        >>> after([tf.debugging.assert_positive(3)], tf.constant(7)).numpy()
+        np.int32(7)
     """
     with tf.control_dependencies(checks):
         return tf.identity(tensor)
@@ -157,6 +165,10 @@ def checked_num_samples(num_samples: tf.Tensor, max_samples: int) -> tf.Tensor:
     a bound, one request for millions of samples takes a whole TF Serving
     process down (std::bad_alloc aborts it). The bound is fixed at export
     time (`--export_max_samples`, reported by `metadata` as max_samples).
+
+    Example:
+        >>> checked_num_samples(tf.constant(10), max_samples=100).numpy()
+        np.int32(10)
     """
     num_samples = checked(num_samples, NUM_SAMPLES_SPEC)
     checks = [
@@ -182,6 +194,10 @@ def checked_rows(
 
     The product is taken in int64: 2**31 - 1 rows of 1000 samples must not
     wrap around to a small number.
+
+    Example:
+        >>> checked_rows(tf.zeros([4, 3]), 10, max_batch_samples=100).shape
+        TensorShape([4, 3])
     """
     rows = tf.cast(tf.shape(tensor)[0], tf.int64) * tf.cast(samples, tf.int64)
     check = tf.debugging.assert_less_equal(
