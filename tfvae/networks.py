@@ -49,28 +49,47 @@ def _dense_stack(units: tuple[int, ...], activation: str | None) -> list[keras.L
     return [keras.layers.Dense(u, activation=activation) for u in units]
 
 
+def _dense_bodies(
+    hidden_units: tuple[int, ...],
+    activation: str | None,
+    num_outputs: int,
+    inputs: tuple[keras.Layer, ...] = (),
+    outputs: tuple[keras.Layer, ...] = (),
+) -> tuple[keras.Sequential, keras.Sequential]:
+    """Dense bodies: `inputs` layers, then hidden_units; mirrored to decode,
+    then a Dense layer to `num_outputs`, then `outputs` layers.
+
+    activation None: gated layers (`_dense_stack`).
+    """
+    _check_sizes("hidden_units", hidden_units, allow_empty=False)
+    encoder = keras.Sequential(
+        [*inputs, *_dense_stack(hidden_units, activation)], name="encoder_body"
+    )
+    decoder = keras.Sequential(
+        [
+            *_dense_stack(hidden_units[::-1], activation),
+            keras.layers.Dense(num_outputs),
+            *outputs,
+        ],
+        name="decoder_body",
+    )
+    return encoder, decoder
+
+
 def _mlp(
     image_shape: tuple[int, int, int],
     params_per_value: int,
     hidden_units: tuple[int, ...],
     activation: str | None,
 ) -> tuple[keras.Sequential, keras.Sequential]:
-    # activation None: gated layers (`_dense_stack`).
-    _check_sizes("hidden_units", hidden_units, allow_empty=False)
-    num_outputs = math.prod(image_shape) * params_per_value
-    encoder = keras.Sequential(
-        [keras.layers.Flatten()] + _dense_stack(hidden_units, activation),
-        name="encoder_body",
+    # Pixels flattened in, and the parameters reshaped to the image's out.
+    return _dense_bodies(
+        hidden_units,
+        activation,
+        math.prod(image_shape) * params_per_value,
+        inputs=(keras.layers.Flatten(),),
+        outputs=(keras.layers.Reshape((*image_shape, params_per_value)),),
     )
-    decoder = keras.Sequential(
-        _dense_stack(hidden_units[::-1], activation)
-        + [
-            keras.layers.Dense(num_outputs),
-            keras.layers.Reshape((*image_shape, params_per_value)),
-        ],
-        name="decoder_body",
-    )
-    return encoder, decoder
 
 
 def mlp(
@@ -126,17 +145,8 @@ def vector_mlp(
     Encoder: `[batch, features]` -> hidden_units; decoder: z -> the mirror
     image -> `[batch, num_outputs]`, the likelihood's parameters side by side.
     """
-    _check_sizes("hidden_units", hidden_units, allow_empty=False)
     _check_activation(activation)
-    encoder = keras.Sequential(
-        _dense_stack(hidden_units, activation), name="encoder_body"
-    )
-    decoder = keras.Sequential(
-        _dense_stack(hidden_units[::-1], activation)
-        + [keras.layers.Dense(num_outputs)],
-        name="decoder_body",
-    )
-    return encoder, decoder
+    return _dense_bodies(hidden_units, activation, num_outputs)
 
 
 def conv(
