@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import TINY_SHAPE, tiny_images
-from tfvae import builder, errors, networks, saved_model
+from tfvae import builder, errors, memory, networks, saved_model
 
 
 @pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3)])
@@ -132,5 +132,5 @@ def test_a_gated_vae_trains_evaluates_and_exports(tmp_path):
 def test_the_memory_estimate_counts_a_gated_networks_parameters(settings):
     vae = builder.build_vae(TINY_SHAPE, num_classes=4, **settings)
     weights = sum(int(np.prod(w.shape)) for w in vae.trainable_weights)
-    estimate = builder.estimate_bytes(TINY_SHAPE, num_classes=4, **settings)
+    estimate = memory.estimate_bytes(TINY_SHAPE, num_classes=4, **settings)
     assert estimate == 4 * weights

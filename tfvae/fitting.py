@@ -25,7 +25,6 @@ import tensorflow as tf
 from absl import logging
 
 from tfvae import (
-    builder,
     callbacks,
     devices,
     distribute,
@@ -33,6 +32,7 @@ from tfvae import (
     fields,
     history,
     iwae,
+    memory,
     model,
     resume,
     run_dir,
@@ -268,7 +268,7 @@ def check_memory(
     """
     settings = config.model_settings(tabular=schema is not None)
     shape = {"schema": schema} if schema is not None else {}
-    problem = builder.memory_problem(
+    problem = memory.memory_problem(
         image_shape,
         config.batch_size,
         name=fields.flag_name,
@@ -281,7 +281,7 @@ def check_memory(
     if not config.iwae_every_epochs:
         return
     chunk = min(config.iwae_samples, iwae.SAMPLES_PER_CHUNK)
-    needed = builder.estimate_bytes(
+    needed = memory.estimate_bytes(
         image_shape,
         config.batch_size,
         num_classes=num_classes,
@@ -289,7 +289,7 @@ def check_memory(
         **shape,
         **{**settings, "train_samples": chunk},
     )
-    available = builder.physical_memory()
+    available = memory.physical_memory()
     if needed > available:
         raise errors.UsageError(
             f"--iwae_every_epochs={config.iwae_every_epochs} scores each test "

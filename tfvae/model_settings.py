@@ -275,3 +275,29 @@ class ModelSettings:
                 or values[known[name][1].applies_to[0]] in known[name][1].applies_to[1]
             )
         }
+
+
+def checked(settings: dict, tabular: bool = False) -> ModelSettings:
+    """Returns the checked settings with defaults, refusing unknown names.
+
+    And settings that do not apply to the data's kind (`rules.data_problem`)
+    or to the other settings (`binarize` with `likelihood="gaussian"`).
+
+    Example:
+        >>> checked({"latent_dim": 4}).latent_dim
+        (4,)
+    """
+    valid = [f.name for f in dataclasses.fields(ModelSettings)]
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise errors.UsageError(
+            f"Unknown model settings {unknown}. The settings are: {', '.join(valid)}"
+        )
+    values = ModelSettings(**settings)
+    problem = rules.data_problem(settings, tabular)
+    if problem:
+        raise errors.UsageError(problem)
+    fields.check_applies(
+        ModelSettings, settings, dataclasses.asdict(values), fields.python_name
+    )
+    return values

@@ -149,10 +149,6 @@ def after(checks: list, tensor: tf.Tensor) -> tf.Tensor:
 
     Without the dependency, the ops that allocate could run first, or fail
     first with a vaguer message.
-
-    Example:
-        >>> after([tf.debugging.assert_positive(3)], tf.constant(7)).numpy()
-        np.int32(7)
     """
     with tf.control_dependencies(checks):
         return tf.identity(tensor)

@@ -3,8 +3,8 @@
 `parts(image_shape, num_classes, settings)` lists the parameters and the
 activations of each dense layer, convolution, head and learned prior that a
 VAE of those settings will have, each with the setting that sizes it most,
-before anything is built: `builder.estimate_bytes` and
-`builder.memory_problem` turn them into bytes and a refusal naming the
+before anything is built: `memory.estimate_bytes` and
+`memory.memory_problem` turn them into bytes and a refusal naming the
 setting. A table's VAE (`schema`) has the mlp's parts, from its encoder
 input's features to its likelihood's parameters (`table_widths`).
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from tfvae import builder, data, errors, folders
+from tfvae import data, errors, folders, memory
 
 # The decoded files' folder, beside TFDS's files in the builder's data dir.
 DECODED_DIR = "tfvae_decoded"
@@ -62,17 +62,17 @@ def memory_budget_bytes(spec: str) -> int:
     physical memory, "512MB", "0" (a bare number is bytes)."""
     amount, unit = _BUDGET.fullmatch(spec.strip()).groups()
     if unit == "%":
-        return int(float(amount) / 100 * builder.physical_memory())
+        return int(float(amount) / 100 * memory.physical_memory())
     return int(float(amount) * _UNITS.get((unit or "").upper(), 1))
 
 
 def check_in_memory(needed: int, memory_budget: str, what: str):
     """Refuses a `--memory_budget` holding `what` (`needed` bytes) in memory
     when this machine has less: a smaller budget streams it instead."""
-    if needed > (memory := builder.physical_memory()):
+    if needed > (available := memory.physical_memory()):
         raise errors.UsageError(
             f"--memory_budget={memory_budget} holds {what} in memory, and it takes "
-            f"{needed / 2**30:.1f} GB, more than this machine's {memory / 2**30:.1f}"
+            f"{needed / 2**30:.1f} GB, more than this machine's {available / 2**30:.1f}"
             " GB. Use a smaller --memory_budget (e.g. 25%) to stream it."
         )
 
@@ -99,11 +99,11 @@ def streams(
     if not streamed:
         check_in_memory(needed, memory_budget, "the training split (decoded)")
     block = 2 * shuffle_buffer * (needed // max(info.num_train, 1))
-    if streamed and block > (memory := builder.physical_memory()):
+    if streamed and block > (available := memory.physical_memory()):
         raise errors.UsageError(
             f"--shuffle_buffer={shuffle_buffer} records and their permuted copy "
             f"take {block / 2**30:.1f} GB, more than this machine's "
-            f"{memory / 2**30:.1f} GB. Use a smaller --shuffle_buffer."
+            f"{available / 2**30:.1f} GB. Use a smaller --shuffle_buffer."
         )
     logging.info(
         "Training input: %s (the training split takes %.1f MB decoded; "
