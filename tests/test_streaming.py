@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import TINY_SHAPE
-from tfvae import builder, data, errors, splits, streaming
+from tfvae import data, errors, memory, splits, streaming
 
 
 def _epochs(stream, batches_per_epoch, count):
@@ -132,7 +132,7 @@ def test_memory_budget_sizes(spec, expected):
 
 
 def test_memory_budget_shares_and_the_path_they_choose(monkeypatch):
-    monkeypatch.setattr(builder, "physical_memory", lambda: 1000 * 2**20)
+    monkeypatch.setattr(memory, "physical_memory", lambda: 1000 * 2**20)
     assert streaming.memory_budget_bytes("25%") == 250 * 2**20
     info = data.DatasetInfo("mnist", (28, 28, 1), 60_000, 10_000, 10)
     assert streaming.split_bytes(info) == 47_040_000
@@ -143,7 +143,7 @@ def test_memory_budget_shares_and_the_path_they_choose(monkeypatch):
 
 
 def test_what_cannot_fit_this_machine_is_refused_naming_the_flag(monkeypatch):
-    monkeypatch.setattr(builder, "physical_memory", lambda: 1000 * 2**20)
+    monkeypatch.setattr(memory, "physical_memory", lambda: 1000 * 2**20)
     info = data.DatasetInfo("big", (1000, 1000, 3), 1000, 10, None)  # 2.8 GB.
     with pytest.raises(
         errors.UsageError,

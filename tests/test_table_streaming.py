@@ -8,7 +8,7 @@ import pyarrow.csv as pa_csv
 import pytest
 import tensorflow as tf
 
-from tfvae import builder, errors, table_files, table_streaming, tables
+from tfvae import errors, memory, table_files, table_streaming, tables
 
 
 @pytest.fixture(autouse=True)
@@ -208,7 +208,7 @@ def test_a_table_fits_when_reading_it_whole_does(tmp_path, monkeypatch):
     assert not table_streaming.table_fits(path, str(2 * needed))
     factor = table_streaming.READ_FACTOR
     assert table_streaming.table_fits(path, str(factor * needed))
-    monkeypatch.setattr(builder, "physical_memory", lambda: factor * needed - 1)
+    monkeypatch.setattr(memory, "physical_memory", lambda: factor * needed - 1)
     with pytest.raises(errors.UsageError, match="more than this machine's"):
         table_streaming.table_fits(path, "1GB")
     assert not table_streaming.table_fits(path, "50%")  # Streamed instead.

@@ -11,10 +11,10 @@ import tensorflow as tf
 
 from tests.conftest import run_command, tiny_config, tiny_training_command, tiny_vae
 from tfvae import (
-    builder,
     callbacks,
     devices,
     errors,
+    memory,
     model,
     run_eval,
     saved_model,
@@ -290,7 +290,7 @@ def test_an_iwae_pass_that_cannot_fit_is_refused_though_training_fits(
 ):
     # The tiny model trains in 49 KB; 200 samples of each test batch at once
     # need 1.3 MB.
-    monkeypatch.setattr(builder, "physical_memory", lambda: 2**20)
+    monkeypatch.setattr(memory, "physical_memory", lambda: 2**20)
     config = tiny_config(tmp_path, iwae_every_epochs=1, iwae_samples=500)
     with pytest.raises(
         errors.UsageError,
