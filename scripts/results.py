@@ -25,7 +25,7 @@ from tfvae import run_dir
 flags.DEFINE_string("runs", "runs", "Folder holding one run directory per config.")
 flags.DEFINE_list(
     "configs",
-    ["vae", "iwae", "vamp", "two_layer", "cvae", "best"],
+    ["vae", "iwae", "vamp", "two_layer", "cvae", "gated_vamp", "best"],
     "Config names (configs/<name>.flags, <runs>/<name>).",
 )
 
@@ -51,7 +51,12 @@ PUBLISHED = {
         "not checked against the paper here",
     ),
     "vamp": (None, _VAMP_STATIC),
-    "best": (None, _VAMP_STATIC),
+    "gated_vamp": (None, _VAMP_STATIC),
+    "best": (
+        None,
+        "no dynamic-MNIST figure checked for Tomczak & Welling 2018's HVAE "
+        "with the VampPrior",
+    ),
 }
 
 
