@@ -194,7 +194,7 @@ def prepare(
         )
     fitting.check_memory(config, info.num_classes, schema=info.schema)
     keras.utils.set_random_seed(config.seed)
-    # As for images; `auto` picks no XLA for a table (`devices.fastest`).
+    # As for images; `auto` compiles a table with XLA (`devices.fastest`).
     execution = devices.resolve(
         config.mixed_precision, config.jit_compile, devices.TABLE
     )
