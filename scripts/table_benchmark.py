@@ -1,8 +1,9 @@
 r"""The table rows of `scripts/benchmark.py --model=table`: a table VAE's speed.
 
     python scripts/benchmark.py --model=table --table_cache=/tmp/tfvae-tables \
+        --model_dir=/tmp/table_bench \
         --hidden_units=128,128 --latent_dim=16 --batch_size=500 --epochs=3 \
-        --tvae_python=/work/venvs/tvae/bin/python \
+        --tvae_python=/tmp/tvae-venv/bin/python \
         --tvae_script=../shared/bench/tvae_peer.py
 
 Measures, each training in a fresh process (so its peak RSS is its own):
