@@ -65,7 +65,6 @@ class _Group:
     """
 
     kind: str
-    names: tuple[str, ...]
     positions: np.ndarray  # int32 [n]: the columns' indices in the row.
     # int32 indices into the decoder's output: [k, n] (parameter j of each
     # column), or for categoricals [n, most categories] (padding -> 0).
@@ -150,7 +149,6 @@ class TableHead(LikelihoodHead):
                 params = offsets[where] + np.arange(counts[0], dtype=np.int32)[:, None]
             yield _Group(
                 kind=kind,
-                names=tuple(c["name"] for c in members),
                 positions=where,
                 params=params.astype(np.int32),
                 mean=np.array([c.get("mean", 0.0) for c in members], np.float32),
