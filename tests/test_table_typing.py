@@ -98,3 +98,9 @@ def test_a_constant_column_is_refused_whatever_its_given_type(kind):
     summary.add(pd.Series([1.0] * 4 + [np.nan]))
     with pytest.raises(errors.UsageError, match="'flat' is constant .*drop it"):
         table_typing.column_entry(summary, kind)
+
+
+def test_columns_group_by_type_in_the_types_order():
+    groups = table_typing.positions_by_type(["real", "categorical", "binary", "real"])
+    assert [kind for kind, _ in groups] == ["binary", "real", "categorical"]
+    assert [where.tolist() for _, where in groups] == [[2], [0, 3], [1]]

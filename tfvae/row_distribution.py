@@ -64,7 +64,7 @@ class RowDistribution(tfd.Distribution):
     Args:
         parts: one distribution per column type, each of batch shape `[batch,
             n]` over its n columns; a categorical part's values are codes.
-        kinds: each part's type (`tables.COLUMN_TYPES`).
+        kinds: each part's type (`table_typing.COLUMN_TYPES`).
         positions: each part's columns' indices in the row, int `[n]`.
 
     Event shape `[columns]`; values are float32 rows in the data's units, NaN

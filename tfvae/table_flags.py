@@ -17,7 +17,7 @@ Example:
 
 import os
 
-from tfvae import errors, rules, tables
+from tfvae import errors, rules, table_typing
 from tfvae.fields import flag_name, settings_of
 from tfvae.model_settings import ModelSettings
 
@@ -41,7 +41,7 @@ def parse_column_types(spec: str | None) -> dict[str, str]:
         spec: the flag's value; None or "" gives {}.
 
     Returns:
-        {column name: type}, each type one of `tables.COLUMN_TYPES`.
+        {column name: type}, each type one of `table_typing.COLUMN_TYPES`.
 
     Raises:
         errors.UsageError: an item that is not name:type with a known type,
@@ -54,10 +54,10 @@ def parse_column_types(spec: str | None) -> dict[str, str]:
     types = {}
     for item in spec.split(",") if spec else ():
         name, _, kind = item.rpartition(":")
-        if not name or kind not in tables.COLUMN_TYPES:
+        if not name or kind not in table_typing.COLUMN_TYPES:
             raise errors.UsageError(
                 "--column_types must list name:type pairs, each type one of "
-                f"{', '.join(tables.COLUMN_TYPES)} (e.g. --column_types=proline:"
+                f"{', '.join(table_typing.COLUMN_TYPES)} (e.g. --column_types=proline:"
                 f"real). Received: --column_types={spec} (the item {item!r})"
             )
         if name in types:

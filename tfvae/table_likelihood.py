@@ -34,7 +34,6 @@ import tensorflow_probability as tfp
 from tfvae import row_distribution, table_rows, table_typing
 from tfvae.distributions import SCALE_FLOOR
 from tfvae.likelihoods import LikelihoodHead
-from tfvae.tables import COLUMN_TYPES
 
 tfd = tfp.distributions
 
@@ -131,12 +130,8 @@ class TableHead(LikelihoodHead):
 
     def _make_groups(self):
         offsets = np.cumsum([0, *self.sizes[:-1]]).astype(np.int32)
-        for kind in COLUMN_TYPES:
-            where = np.array(
-                [i for i, c in enumerate(self.columns) if c["type"] == kind], np.int32
-            )
-            if not len(where):
-                continue
+        kinds = [c["type"] for c in self.columns]
+        for kind, where in table_typing.positions_by_type(kinds):
             members = [self.columns[i] for i in where]
             counts = np.array([self.sizes[i] for i in where], np.int32)
             if kind == "categorical":

@@ -20,7 +20,6 @@ given: make them with `RowObserver` (or `tables.table_batches`), which
 checks them.
 """
 
-import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
@@ -80,21 +79,12 @@ class RowObserver(tf.Module):
         # for tracking, which must not reach the caller's schema.
         columns = schema["columns"]
         self.names = tuple(c["name"] for c in columns)
-        kinds = [c["type"] for c in columns]
-        # One group per type present, in the order of first appearance.
+        groups = table_typing.positions_by_type([c["type"] for c in columns])
+        # One group per type present: its columns' names.
         self._groups = tuple(
-            (
-                kind,
-                tuple(n for n, k in zip(self.names, kinds, strict=True) if k == kind),
-            )
-            for kind in dict.fromkeys(kinds)
+            (kind, tuple(self.names[i] for i in where)) for kind, where in groups
         )
-        self._inverse = row_distribution.column_order(
-            [
-                np.array([i for i, k in enumerate(kinds) if k == kind])
-                for kind, _ in self._groups
-            ]
-        )
+        self._inverse = row_distribution.column_order([where for _, where in groups])
         categorical = [c for c in columns if c["type"] == "categorical"]
         self._counts = {c["name"]: len(c["categories"]) for c in categorical}
         self._tables = {

@@ -30,6 +30,8 @@ import pandas as pd
 
 from tfvae import errors
 
+# The column types, in the order the inference tries them.
+COLUMN_TYPES = ("binary", "count", "positive", "real", "categorical")
 # The present cells whose text the date rule reads.
 _DATE_SAMPLE = 100
 # Each numeric type's support: (the rule, its wording). A rule is written with
@@ -48,6 +50,23 @@ _SCALES = {
     "positive": lambda v, ops: ops.log(v),
     "count": lambda v, ops: ops.log1p(v),
 }
+
+
+def positions_by_type(kinds: list[str]) -> list[tuple[str, np.ndarray]]:
+    """Returns each present type with the positions of its columns, in
+    `COLUMN_TYPES` order: how a table's likelihood and its row observer
+    group the columns, one group per type.
+
+    Example:
+        >>> positions_by_type(["real", "binary", "real"])
+        [('binary', array([1], dtype=int32)), ('real', array([0, 2], dtype=int32))]
+    """
+    groups = []
+    for kind in COLUMN_TYPES:
+        where = np.array([i for i, k in enumerate(kinds) if k == kind], np.int32)
+        if len(where):
+            groups.append((kind, where))
+    return groups
 
 
 def in_support(kind: str, values):

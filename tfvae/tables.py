@@ -24,8 +24,6 @@ from absl import logging
 
 from tfvae import data, errors, table_files, table_rows, table_typing
 
-# The column types, in the order the inference tries them.
-COLUMN_TYPES = ("binary", "count", "positive", "real", "categorical")
 # The most categories a column may have by default, and the fewest it may be
 # given (a categorical column of one category is constant).
 MAX_CATEGORIES = 50
@@ -186,9 +184,10 @@ def check_column_types(names: list[str], column_types: dict[str, str]):
                 f"column_types names {name!r}, which is not a column. The columns "
                 f"are: {', '.join(names)}"
             )
-        if kind not in COLUMN_TYPES:
+        if kind not in table_typing.COLUMN_TYPES:
             raise errors.UsageError(
-                f"Column {name!r}'s type must be one of {', '.join(COLUMN_TYPES)}. "
+                f"Column {name!r}'s type must be one of "
+                f"{', '.join(table_typing.COLUMN_TYPES)}. "
                 f"Received: {kind!r}"
             )
 
@@ -222,7 +221,7 @@ def infer_schema(
     Args:
         train: the training split.
         column_types: {column: type} overriding the inference, a type from
-            `COLUMN_TYPES`.
+            `table_typing.COLUMN_TYPES`.
         max_categories: the most categories a categorical column may have, an
             int of at least `MIN_CATEGORIES`.
 
