@@ -11,8 +11,9 @@ Measures one after the other, in one process (the peer in a subprocess):
 - training: `train_and_evaluate` in a temporary run directory, exactly as
   `python -m tfvae.train` runs it (input pipeline, callbacks, validation):
   examples/s at steady state (epochs after the first), the first epoch apart
-  (it pays for tracing and compilation), in the execution the flags resolve
-  to (`mixed_precision`, `jit_compile`: `tfvae/devices.py`); then in float32
+  (it pays for tracing and compilation), in the execution the run settles
+  (`mixed_precision`, `jit_compile`, and in `execution` how they were
+  chosen, with a timed trial's figures: `tfvae/execution_trial.py`); then in float32
   with XLA, tfvae's default before `--mixed_precision=auto`
   (`speedup_vs_float32_xla`), unless --nocompare_float32 or the run is that
   already; then once more with --jit_compile flipped (`xla_speedup`), unless
@@ -57,7 +58,9 @@ Measures one after the other, in one process (the peer in a subprocess):
 With --generated_shape=H,W,C (e.g. 32,32,3 with configs/cifar10.flags, whose
 dataset need not be on the machine), it trains on generated uint8 images
 instead (`--generated_examples` per epoch, Keras's `fit` compiled as training
-compiles it) and measures the floor, training, with --jit_compile flipped
+compiles it, in the execution a long run would settle: the timed trial
+runs however few the epochs) and measures the floor,
+training, with --jit_compile flipped
 unless --nocompare_xla, and the step alone: the step does not depend on the
 pixels' values.
 
@@ -90,6 +93,7 @@ from tfvae import (
     data,
     devices,
     errors,
+    execution_trial,
     fields,
     fitting,
     model,
@@ -204,6 +208,7 @@ _TRAIN_KEYS = (
     "first_epoch_s",
     "mixed_precision",
     "jit_compile",
+    "execution",
 )
 # tfvae's default before `--mixed_precision=auto`: the baseline of `speedup_vs_float32`.
 _FLOAT32_XLA = devices.Execution("float32", jit_compile=True)
@@ -707,15 +712,10 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _fit_generated(config, execution: devices.Execution, images: np.ndarray) -> dict:
-    """Trains on `images` with Keras's `fit` as training compiles the VAE;
-    returns the figures of `_TRAIN_KEYS`.
-
-    No TFDS, no validation, no callbacks but a timer: batches of the
-    generated images, in order, from memory.
-    """
-    shape = images.shape[1:]
-    steps = len(images) // config.batch_size
+def _compiled_generated(config, execution: devices.Execution, shape, steps: int):
+    """Returns the VAE for images of `shape`, built and compiled in `execution`
+    as training compiles it."""
+    keras.utils.set_random_seed(config.seed)
     with devices.dtype_policy(execution.mixed_precision):
         vae = model_builder.build_vae(
             shape, seed=config.seed, **config.model_settings()
@@ -727,14 +727,52 @@ def _fit_generated(config, execution: devices.Execution, images: np.ndarray) -> 
             config.steps_per_execution, steps
         ),
     )
-    batches = (
+    return vae
+
+
+def _generated_batches(config, images: np.ndarray) -> tf.data.Dataset:
+    """Returns the endless stream of `images`' batches, in order, from memory."""
+    return (
         tf.data.Dataset.from_tensor_slices(images)
         .batch(config.batch_size, drop_remainder=True)
         .repeat()
     )
+
+
+def _generated_choice(config, images: np.ndarray) -> execution_trial.Choice:
+    """Returns the execution a long run on `images` takes, as `fit_run` settles
+    it: by the flags, or by a timed trial (however few the epochs here)."""
+    steps = len(images) // config.batch_size
+    calls = fitting.steps_per_execution(config.steps_per_execution, steps)
+    shape = images.shape[1:]
+    with tempfile.TemporaryDirectory() as model_dir:
+        return execution_trial.choose(
+            dataclasses.replace(config, model_dir=model_dir),
+            devices.resolve(config.mixed_precision, config.jit_compile, config.network),
+            network=config.network,
+            replicas=1,
+            run_steps=math.inf,
+            steps_per_execution=calls,
+            measure=lambda execution: execution_trial.seconds_per_step(
+                _compiled_generated(config, execution, shape, steps),
+                _generated_batches(config, images),
+                calls,
+            ),
+        )
+
+
+def _fit_generated(config, execution: devices.Execution, images: np.ndarray) -> dict:
+    """Trains on `images` with Keras's `fit` as training compiles the VAE;
+    returns the figures of `_TRAIN_KEYS`.
+
+    No TFDS, no validation, no callbacks but a timer: batches of the
+    generated images, in order, from memory.
+    """
+    steps = len(images) // config.batch_size
+    vae = _compiled_generated(config, execution, images.shape[1:], steps)
     timer = _EpochTimer()
     vae.fit(
-        batches,
+        _generated_batches(config, images),
         epochs=config.epochs,
         steps_per_epoch=steps,
         verbose=0,
@@ -769,10 +807,10 @@ def _measure_generated(config, shape: tuple[int, ...]) -> dict:
         len(images) // config.batch_size,
     )
     floor_before = floor.seconds_per_epoch(FLAGS.repeats)
-    execution = devices.resolve(
-        config.mixed_precision, config.jit_compile, config.network
-    )
+    choice = _generated_choice(config, images)
+    execution = choice.execution
     report.update(_fit_generated(config, execution, images))
+    report["execution"] = choice.record()
     best = _floor_figures(report, floor, floor_before, execution)
     step_s = _step_loop_seconds(config, execution, shape, images, FLAGS.repeats)
     report["step_alone"] = _step_alone_figures(
@@ -814,12 +852,11 @@ def _measure(config) -> dict:
         info.num_train // config.batch_size,
     )
     floor_before = floor.seconds_per_epoch(FLAGS.repeats)
-    execution = devices.resolve(
-        config.mixed_precision, config.jit_compile, config.network
-    )
     with tempfile.TemporaryDirectory() as work_dir:
         model_dir = os.path.join(work_dir, "run")
         report.update(_train(config, model_dir))
+        # As the run settled it: by the flags, the rule or a timed trial.
+        execution = devices.Execution(report["mixed_precision"], report["jit_compile"])
         report["peak_rss_mb_training"] = _peak_rss_mb()
         best = _floor_figures(report, floor, floor_before, execution)
         train_images = data.load_split(builder, splits.TRAIN_SPLIT)
@@ -867,6 +904,7 @@ def _measure(config) -> dict:
             flipped = _train(
                 config,
                 os.path.join(work_dir, "flipped"),
+                mixed_precision=execution.mixed_precision,
                 jit_compile=not execution.jit_compile,
             )
             xla, no_xla = (

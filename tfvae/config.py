@@ -208,9 +208,10 @@ class Config(ModelSettings):
     )
     jit_compile: bool | None = setting(
         None,
-        "Compile the train/test steps with XLA; unset: the faster choice for "
-        "the device and --network (tfvae/devices.py). Off, with a log line, "
-        "under a multi-replica strategy, where Keras does not support it.",
+        "Compile the train/test steps with XLA; unset: the faster, timed on "
+        "the run's own model before a long run, else by the rule for the "
+        "device and --network (tfvae/execution_trial.py). Off, with a log "
+        "line, under a multi-replica strategy, where Keras does not support it.",
         "bool",
         resumable=True,
     )
@@ -227,8 +228,9 @@ class Config(ModelSettings):
         "auto",
         "Keras dtype policy: mixed_float16 (with loss scaling) or mixed_bfloat16 "
         "compute the networks in 16 bits; weights, distributions and the loss "
-        "stay float32. auto: the fastest for the device and --network "
-        "(tfvae/devices.py).",
+        "stay float32. auto: float32, or for --network=mlp on a CPU with "
+        "native bfloat16 products mixed_bfloat16 when a timed trial finds it "
+        "faster (tfvae/execution_trial.py).",
         "enum",
         choices=("auto", *devices.POLICIES),
     )

@@ -1,12 +1,15 @@
 """The number format and compiler for the device at hand: `--mixed_precision=auto`
 and an unset `--jit_compile`.
 
-Each kind of device, and each kind of network on it, gets the combination
-that trained fastest, measured with `scripts/benchmark.py` and
-`scripts/execution_trial.py` (the README's performance section), provided it
-keeps the test -ELBO of float32 (10 epochs of `mnist.flags`, within 0.3
-nats). The weights, the distributions and the loss stay float32 in every
-format; only the networks' products and activations run in 16 bits.
+`candidates` lists the executions a run's flags leave open, and `fastest`
+is the rule among them for each kind of device and network, measured with
+`scripts/benchmark.py` and `scripts/execution_trial.py` (the README's
+performance section). A run long enough to pay for it times the candidates
+on its own model instead (`tfvae.execution_trial`); the rule decides the
+rest. A 16-bit format is a candidate only on a device where it keeps the
+test -ELBO of float32 (10 epochs of `mnist.flags`, within 0.3 nats). The
+weights, the distributions and the loss stay float32 in every format; only
+the networks' products and activations run in 16 bits.
 """
 
 import contextlib
@@ -25,6 +28,11 @@ class Execution:
 
     mixed_precision: str
     jit_compile: bool
+
+    @property
+    def name(self) -> str:
+        """The execution's name in logs and metrics.json: "float32_xla", ..."""
+        return f"{self.mixed_precision}_{'xla' if self.jit_compile else 'no_xla'}"
 
 
 # Float32 everywhere: no 16-bit format has been both measured faster and
@@ -45,6 +53,19 @@ CPU_WITHOUT_XLA = ("conv",)
 # The `network` a table run passes to `resolve`: its dense bodies.
 TABLE = "table"
 DEVICE_KINDS = ("cpu_bf16", "cpu", "gpu")
+# The number formats `auto` may time on each kind of device: bfloat16 on a
+# CPU with native bfloat16 products. Whether it is faster depends on the CPU
+# (half float32's rate on one measured here, 1.6x faster on another), so only
+# a timed trial picks it.
+AUTO_POLICIES = {
+    "cpu_bf16": ("float32", "mixed_bfloat16"),
+    "cpu": ("float32",),
+    "gpu": ("float32",),
+}
+# The networks a 16-bit format kept float32's test -ELBO for (10 epochs,
+# within 0.3 nats): mnist.flags' MLP, 105.55 against 105.53 nats. keras-io's
+# conv VAE did not (154.51 against 153.67); no GPU has been measured here.
+SIXTEEN_BIT_NETWORKS = ("mlp",)
 
 
 def fastest(kind: str, network: str) -> Execution:
@@ -66,6 +87,37 @@ def fastest(kind: str, network: str) -> Execution:
         raise ValueError(f"kind must be one of {DEVICE_KINDS}. Received: kind={kind!r}")
     slow = kind != "gpu" and network in CPU_WITHOUT_XLA
     return Execution("float32", jit_compile=not slow)
+
+
+def candidates(
+    mixed_precision: str, jit_compile: bool | None, kind: str, network: str
+) -> tuple[Execution, ...]:
+    """Returns the executions a run's flags leave open on a device kind.
+
+    Args:
+        mixed_precision: `--mixed_precision`: "auto" or a `POLICIES` entry.
+        jit_compile: `--jit_compile`: None (auto), True or False.
+        kind: a `DEVICE_KINDS` entry (`device_kind()`).
+        network: a `tfvae.networks.NETWORKS` name, or `TABLE`.
+
+    Returns:
+        Every combination of the formats "auto" may take (`AUTO_POLICIES`,
+        for a network of `SIXTEEN_BIT_NETWORKS`; else float32) or the one
+        given, with XLA on and off or as given.
+
+    Example:
+        >>> candidates("auto", None, "cpu_bf16", "conv")
+        (Execution(mixed_precision='float32', jit_compile=True), \
+Execution(mixed_precision='float32', jit_compile=False))
+    """
+    if mixed_precision != "auto":
+        policies = (mixed_precision,)
+    elif network in SIXTEEN_BIT_NETWORKS:
+        policies = AUTO_POLICIES[kind]
+    else:
+        policies = ("float32",)
+    jits = (True, False) if jit_compile is None else (jit_compile,)
+    return tuple(Execution(policy, jit) for policy in policies for jit in jits)
 
 
 def _cpu_flags() -> set[str]:

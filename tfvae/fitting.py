@@ -3,7 +3,9 @@
 A run's data path (`tfvae.image_training`, `tfvae.table_training`) checks
 its flags and its data and builds the model, changing nothing on disk, and
 hands over a `PreparedRun`. Only then does `fit_run` claim the run directory
-(`resume.claim`), record what the model is trained on, compile, and `fit`
+(`resume.claim`), record what the model is trained on, settle the number
+format and compiler (a timed trial for a long run: `tfvae.execution_trial`),
+compile, and `fit`
 with one list of callbacks: the CSV history, the checksummed backup a rerun
 resumes from, the NaN guard, the weights checkpoint, TensorBoard, the KL
 warm-up, the IWAE pass and the throughput, plus the path's own (the images'
@@ -29,6 +31,7 @@ from tfvae import (
     devices,
     distribute,
     errors,
+    execution_trial,
     fields,
     history,
     iwae,
@@ -48,7 +51,10 @@ class PreparedRun:
     Args:
         vae: the model, built under the run's strategy and dtype policy.
         info: what it is trained on (`data.DatasetInfo`, `run_dir.TableInfo`).
-        execution: the run's number format and compiler (`devices.resolve`).
+        network: the network `devices` rules by (`devices.TABLE` for a table).
+        execution: the rule's number format and compiler for the run
+            (`devices.resolve`), which `vae` is built in; `fit_run` may time
+            the others the flags leave open (`tfvae.execution_trial`).
         steps_per_epoch: full global batches per epoch.
         train_batches: (strategy, first epoch) -> the distributed endless
             training stream, starting at that 0-based epoch.
@@ -65,6 +71,7 @@ class PreparedRun:
 
     vae: model.VAE
     info: object
+    network: str
     execution: devices.Execution
     steps_per_epoch: int
     train_batches: Callable[[tf.distribute.Strategy, int], tf.data.Dataset]
@@ -140,18 +147,50 @@ def fit_run(
     Returns:
         metrics.json's dict.
     """
-    vae, steps_per_epoch = run.vae, run.steps_per_epoch
+    steps_per_epoch = run.steps_per_epoch
     # Only now, with every check passed, does the run directory change.
     resume.claim(config)
     run.record(config.model_dir)
-    with devices.dtype_policy(run.execution.mixed_precision), strategy.scope():
-        vae.compile(
-            optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)),
-            jit_compile=jit_compile(run.execution.jit_compile, strategy),
-            steps_per_execution=steps_per_execution(
-                config.steps_per_execution, steps_per_epoch
-            ),
-        )
+    calls = steps_per_execution(config.steps_per_execution, steps_per_epoch)
+
+    def built(policy: str) -> model.VAE:
+        # Seeded as the data path seeded `run.vae`: the same initial weights.
+        keras.utils.set_random_seed(config.seed)
+        with devices.dtype_policy(policy), strategy.scope():
+            return run_dir.build_model(config, run.info)
+
+    def compiled(vae: model.VAE, execution: devices.Execution) -> model.VAE:
+        with devices.dtype_policy(execution.mixed_precision), strategy.scope():
+            vae.compile(
+                optimizer=keras.optimizers.Adam(
+                    _learning_rate(config, steps_per_epoch)
+                ),
+                jit_compile=jit_compile(execution.jit_compile, strategy),
+                steps_per_execution=calls,
+            )
+        return vae
+
+    choice = execution_trial.choose(
+        config,
+        run.execution,
+        network=run.network,
+        replicas=strategy.num_replicas_in_sync,
+        run_steps=config.epochs * steps_per_epoch,
+        steps_per_execution=calls,
+        measure=lambda execution: execution_trial.seconds_per_step(
+            compiled(built(execution.mixed_precision), execution),
+            run.train_batches(strategy, 0),
+            calls,
+        ),
+    )
+    run_dir.save_execution(choice.record(), config.model_dir)
+    execution = choice.execution
+    vae = compiled(
+        run.vae
+        if execution.mixed_precision == run.execution.mixed_precision
+        else built(execution.mixed_precision),
+        execution,
+    )
     first_epoch = resume.restore_backup(config.model_dir)
     train_batches = run.train_batches(strategy, first_epoch)
     test_batches = distribute.distribute_batches(strategy, run.test_batches)
@@ -211,8 +250,9 @@ def fit_run(
         "prior": config.prior,
         "replicas": strategy.num_replicas_in_sync,
         "input": "streamed" if run.streamed else "in_memory",
-        "mixed_precision": run.execution.mixed_precision,
+        "mixed_precision": execution.mixed_precision,
         "jit_compile": vae.jit_compile,  # As Keras resolved it.
+        "execution": choice.record(),
         "steps_per_epoch": steps_per_epoch,
     }
     run.pictures(vae)

@@ -160,6 +160,7 @@ def prepare(config: config_lib.Config, strategy: tf.distribute.Strategy) -> Prep
     return PreparedRun(
         vae=vae,
         info=info,
+        network=config.network,
         execution=execution,
         steps_per_epoch=steps_per_epoch,
         train_batches=train_batches,

@@ -13,6 +13,8 @@ brings a run's VAE back (`load_run`); the CSV histories are read by
   split.json           a table run's split: the table's rows and sha256
                        (a TFDS table's name, version and split rows), and
                        its test rows (a resumed run reuses them)
+  execution.json       the number format and compiler it trains in, and how
+                       they were chosen (a resumed run keeps them)
   backup/              Keras BackupAndRestore state of the last two epochs,
                        with checksums.json: rerunning resumes here
   model.weights.h5     the latest weights, saved every epoch
@@ -31,13 +33,14 @@ import dataclasses
 import json
 import os
 
-from tfvae import builder, data, errors, model, table_model
+from tfvae import builder, data, devices, errors, model, table_model
 from tfvae import config as config_lib
 
 CONFIG = "config.json"
 DATASET_INFO = "dataset.json"
 SCHEMA = "schema.json"
 SPLIT = "split.json"
+EXECUTION = "execution.json"
 BACKUP = "backup"
 WEIGHTS = "model.weights.h5"
 HISTORY = "history.csv"
@@ -61,6 +64,7 @@ _FILES = (
     DATASET_INFO,
     SCHEMA,
     SPLIT,
+    EXECUTION,
     WEIGHTS,
     HISTORY,
     IWAE_HISTORY,
@@ -245,6 +249,40 @@ def load_split(model_dir: str) -> dict | None:
             "--model_dir: the split is lost."
         )
     return split
+
+
+def save_execution(record: dict, model_dir: str) -> None:
+    """Writes the run's execution.json (`execution_trial.Choice.record()`)."""
+    write_atomically(
+        path(model_dir, EXECUTION), json.dumps(record, indent=2, sort_keys=True)
+    )
+
+
+def load_execution(model_dir: str) -> devices.Execution | None:
+    """Returns the execution a run in `model_dir` recorded, or None before its
+    first training."""
+    file_path = path(model_dir, EXECUTION)
+    if not os.path.exists(file_path):
+        return None
+    fix = (
+        "Delete it: the resumed run then chooses its number format and "
+        "compiler again, and may continue in another one."
+    )
+    record = _read_json(file_path, fix)
+    try:
+        execution = devices.Execution(record["mixed_precision"], record["jit_compile"])
+    except (KeyError, TypeError):
+        execution = None
+    if (
+        execution is None
+        or execution.mixed_precision not in devices.POLICIES
+        or not isinstance(execution.jit_compile, bool)
+    ):
+        raise errors.UsageError(
+            f"{file_path} is not a run's execution (a mixed_precision of "
+            f"{devices.POLICIES} and a boolean jit_compile). {fix}"
+        )
+    return execution
 
 
 def build_model(config: config_lib.Config, info) -> model.VAE:

@@ -209,6 +209,7 @@ def prepare(
     return fitting.PreparedRun(
         vae=vae,
         info=info,
+        network=devices.TABLE,
         execution=execution,
         steps_per_epoch=source.steps_per_epoch,
         train_batches=source.train_batches,
