@@ -62,10 +62,20 @@ def test_auto_precision_times_bfloat16_only_where_it_is_native_and_kept_quality(
         assert (choice.execution, choice.chosen_by, timed) == (NO_XLA, "flags", [])
 
 
-@pytest.mark.parametrize("bf16_seconds, chosen", [(0.099, NO_XLA), (0.09, BF16)])
-def test_a_16_bit_format_must_beat_float32_by_the_margin(bf16_seconds, chosen):
-    # 0.099 is within SIXTEEN_BIT_MARGIN of 0.100: float32, the more exact.
-    assert execution_trial.fastest({NO_XLA: 0.1, BF16: bf16_seconds}) == chosen
+@pytest.mark.parametrize(
+    "seconds, chosen",
+    [
+        # Within SWITCH_MARGIN of the rule's (XLA): the rule's.
+        ({XLA: 0.100, NO_XLA: 0.099}, XLA),
+        ({XLA: 0.100, NO_XLA: 0.090}, NO_XLA),
+        # A 16-bit format must beat float32's pick by the margin too.
+        ({XLA: 0.100, NO_XLA: 0.090, BF16: 0.087}, NO_XLA),
+        ({XLA: 0.100, NO_XLA: 0.090, BF16: 0.080}, BF16),
+        ({XLA: 0.100, BF16: 0.090}, BF16),
+    ],
+)
+def test_the_pick_leaves_the_rule_and_float32_only_by_the_margin(seconds, chosen):
+    assert execution_trial.fastest(seconds, rule=XLA) == chosen
 
 
 def test_a_short_run_and_several_replicas_keep_the_rule(tmp_path, monkeypatch):
@@ -130,7 +140,11 @@ def test_a_run_times_its_executions_and_trains_as_the_chosen_one(tmp_path, monke
     assert set(seconds) == {XLA.name, NO_XLA.name}
     assert all(s > 0 for s in seconds.values())
     chosen = devices.Execution("float32", record["jit_compile"])
-    assert chosen.name == min(seconds, key=seconds.get)
+    timed_by = {XLA.name: XLA, NO_XLA.name: NO_XLA}
+    assert chosen == execution_trial.fastest(
+        {timed_by[name]: s for name, s in seconds.items()},
+        rule=devices.fastest("cpu", timed.network),
+    )
     # The trial leaves no trace: the run trains as one given that execution.
     given = tiny_config(tmp_path / "b", jit_compile=chosen.jit_compile, epochs=1)
     assert training.train_and_evaluate(given)["test_neg_elbo"] == pytest.approx(

@@ -142,9 +142,10 @@ def device_kind() -> str:
 
 
 def resolve(mixed_precision: str, jit_compile: bool | None, network: str) -> Execution:
-    """Returns the execution a run uses: "auto" and None take the fastest for
-    this device and `network` (`fastest`); anything else is kept as given.
-    Logs the choice."""
+    """Returns the rule's execution for a run: "auto" and None take the fastest
+    for this device and `network` (`fastest`); anything else is kept as
+    given. Logs it. (A long run may time the others instead:
+    `tfvae.execution_trial`.)"""
     kind = device_kind()
     best = fastest(kind, network)
     chosen = Execution(
@@ -152,7 +153,8 @@ def resolve(mixed_precision: str, jit_compile: bool | None, network: str) -> Exe
         best.jit_compile if jit_compile is None else jit_compile,
     )
     logging.info(
-        "Execution of a %s network on this %s: --mixed_precision=%s%s, XLA %s%s.",
+        "The rule's execution for a %s network on this %s: "
+        "--mixed_precision=%s%s, XLA %s%s.",
         network,
         kind,
         chosen.mixed_precision,

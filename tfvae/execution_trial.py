@@ -6,10 +6,11 @@ here, and a CPU it was not measured on can differ: bfloat16 products ran at
 half float32's rate on one AVX512-BF16 CPU here and 1.6x faster on another.
 So `choose` times every open execution (`devices.candidates`) before a run
 long enough to pay for it: one compiled call of `--steps_per_execution`
-steps to compile, then `TIMED_CALLS` timed ones. It keeps the rule when
-nothing is open, under several replicas (where Keras does not compile with
-XLA) and for a short run; a resumed run keeps the execution it started with
-(recorded in the run directory's execution.json), so it continues exactly.
+steps to compile, then `TIMED_CALLS` timed ones, each in a model of its own
+(the run's starts from the same seed, untouched). Under several replicas
+(where Keras compiles no XLA, and every worker must take the same) and for
+a short run it keeps the rule; a resumed run keeps the execution it started
+with (the run directory's execution.json), so it continues exactly.
 
 Example:
 
@@ -33,10 +34,11 @@ TIMED_CALLS = 2
 # A run shorter than this many times the trial's steps keeps the rule: the
 # trial would cost more than a quarter of it.
 RUN_OVER_TRIAL = 4
-# A 16-bit format is kept only when it beats float32's fastest by more than
-# this factor: closer than that, the trial's noise cannot tell them apart,
-# and float32 is the more exact.
-SIXTEEN_BIT_MARGIN = 1.05
+# The trial leaves the rule's execution for another only when that one is
+# faster by more than this factor, and float32 for a 16-bit format likewise:
+# closer than that, its noise cannot tell them apart, and a run that keeps the
+# rule's choice reruns as one on another machine would.
+SWITCH_MARGIN = 1.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,22 +111,29 @@ def seconds_per_step(
     return (ends.times[-1] - ends.times[0]) / (TIMED_CALLS * steps_per_execution)
 
 
-def fastest(seconds: dict[devices.Execution, float]) -> devices.Execution:
-    """Returns the fastest execution of a trial, float32 unless a 16-bit one
-    beats float32's fastest by more than `SIXTEEN_BIT_MARGIN`.
+def fastest(
+    seconds: dict[devices.Execution, float], rule: devices.Execution
+) -> devices.Execution:
+    """Returns a trial's pick: the rule's execution unless another is faster by
+    more than `SWITCH_MARGIN`; float32 ones are weighed before 16-bit ones,
+    so a 16-bit format must beat float32's pick by that much too.
+
+    Args:
+        seconds: the trial's seconds per step by execution.
+        rule: `devices.resolve`'s execution for the run.
 
     Example:
-        >>> fastest({devices.Execution("float32", True): 0.10,
-        ...          devices.Execution("mixed_bfloat16", False): 0.098})
+        >>> xla, plain = devices.Execution("float32", True), devices.Execution(
+        ...     "float32", False)
+        >>> fastest({xla: 0.10, plain: 0.098}, rule=xla)  # Within the margin.
         Execution(mixed_precision='float32', jit_compile=True)
     """
-    best = min(seconds, key=seconds.get)
-    exact = {e: s for e, s in seconds.items() if e.mixed_precision == "float32"}
-    if best.mixed_precision != "float32" and exact:
-        best_exact = min(exact, key=exact.get)
-        if exact[best_exact] <= SIXTEEN_BIT_MARGIN * seconds[best]:
-            return best_exact
-    return best
+    order = sorted(seconds, key=lambda e: (e != rule, e.mixed_precision != "float32"))
+    chosen = order[0]
+    for execution in order[1:]:
+        if SWITCH_MARGIN * seconds[execution] < seconds[chosen]:
+            chosen = execution
+    return chosen
 
 
 def choose(
@@ -157,10 +166,15 @@ def choose(
     open_ = devices.candidates(
         config.mixed_precision, config.jit_compile, devices.device_kind(), network
     )
-    recorded = run_dir.load_execution(config.model_dir)
-    trial_steps = len(open_) * (1 + TIMED_CALLS) * steps_per_execution
     if len(open_) == 1:
         return Choice(open_[0], "flags")
+    if replicas > 1:
+        # Every worker must take the same; Keras compiles no XLA here anyway.
+        logging.info(
+            "No timed trial under %d replicas: the rule's %s.", replicas, rule.name
+        )
+        return Choice(rule, "rule")
+    recorded = run_dir.load_execution(config.model_dir)
     if recorded is not None:
         # Only what the flags left open: an explicit --jit_compile on resume wins.
         return Choice(
@@ -174,14 +188,15 @@ def choose(
             ),
             "recorded",
         )
-    if replicas > 1 or run_steps < RUN_OVER_TRIAL * trial_steps:
+    trial_steps = len(open_) * (1 + TIMED_CALLS) * steps_per_execution
+    if run_steps < RUN_OVER_TRIAL * trial_steps:
         logging.info(
-            "No timed trial of %s: %s; the rule's %s.",
+            "No timed trial of %s: the run's %d steps are fewer than %dx the "
+            "trial's %d; the rule's %s.",
             ", ".join(e.name for e in open_),
-            f"{replicas} replicas"
-            if replicas > 1
-            else f"the run's {run_steps} steps are fewer than {RUN_OVER_TRIAL}x "
-            f"the trial's {trial_steps}",
+            run_steps,
+            RUN_OVER_TRIAL,
+            trial_steps,
             rule.name,
         )
         return Choice(rule, "rule")
@@ -191,7 +206,7 @@ def choose(
         logging.info(
             "Timed trial: %s, %.4f s per step.", execution.name, seconds[execution]
         )
-    chosen = fastest(seconds)
+    chosen = fastest(seconds, rule)
     logging.info("The timed trial chose %s (the rule: %s).", chosen.name, rule.name)
     return Choice(
         chosen,
