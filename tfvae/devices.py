@@ -6,8 +6,9 @@ is the rule among them for each kind of device and network, measured with
 `scripts/benchmark.py` and `scripts/execution_trial.py` (the README's
 performance section). A run long enough to pay for it times the candidates
 on its own model instead (`tfvae.execution_trial`); the rule decides the
-rest. A 16-bit format is a candidate only on a device where it keeps the
-test -ELBO of float32 (10 epochs of `mnist.flags`, within 0.3 nats). The
+rest. A 16-bit format is a candidate only on a device with native 16-bit
+products and for a network where it kept float32's test -ELBO (10 epochs,
+within 0.3 nats). The
 weights, the distributions and the loss stay float32 in every format; only
 the networks' products and activations run in 16 bits.
 """
@@ -35,20 +36,17 @@ class Execution:
         return f"{self.mixed_precision}_{'xla' if self.jit_compile else 'no_xla'}"
 
 
-# Float32 everywhere: no 16-bit format has been both measured faster and
-# checked for quality on a CPU here. On an Intel AVX512-BF16 CPU without AMX,
-# oneDNN's bfloat16 products ran at half the float32 rate; on an AMD one,
-# bfloat16 products are faster, but no quality run has been made in it (the
-# README's performance section). XLA speeds
-# dense networks up (it fuses the element-wise work; the gated MLP's XLA and
-# plain steps were within the noise of a loaded machine) but slows
-# convolutional steps down 1.3-2.8x on a CPU: XLA's CPU backend emits
-# convolutions of its own instead of calling oneDNN's. On a GPU both paths
-# run convolutions as cuDNN calls, so XLA's fusion is the only difference and
-# it stays on (no GPU has been measured here). A table model's networks are
-# dense, and its step trains on rows (`tfvae.table_rows`: the category
-# lookups and cell checks happen before the step), so it compiles with XLA
-# like the MLP, on any device.
+# The rule keeps float32 everywhere: whether bfloat16 is faster depends on
+# the CPU, not only on its kind (`AUTO_POLICIES`), so only a timed trial
+# takes it. XLA speeds dense networks up (it fuses the element-wise work;
+# the gated MLP's XLA and plain steps were within the noise of a loaded
+# machine) but slows convolutional steps down 1.3-2.8x on a CPU: XLA's CPU
+# backend emits convolutions of its own instead of calling oneDNN's. On a
+# GPU both paths run convolutions as cuDNN calls, so XLA's fusion is the
+# only difference and it stays on (no GPU has been measured here). A table
+# model's networks are dense, and its step trains on rows
+# (`tfvae.table_rows`: the category lookups and cell checks happen before
+# the step), so it compiles with XLA like the MLP, on any device.
 CPU_WITHOUT_XLA = ("conv",)
 # The `network` a table run passes to `resolve`: its dense bodies.
 TABLE = "table"

@@ -142,7 +142,7 @@ def choose(
     *,
     network: str,
     replicas: int,
-    run_steps: int,
+    run_steps: float,
     steps_per_execution: int,
     measure: Callable[[devices.Execution], float],
 ) -> Choice:
@@ -155,7 +155,8 @@ def choose(
         rule: `devices.resolve`'s execution for the run.
         network: the run's network (`devices.candidates`).
         replicas: the strategy's replicas in sync.
-        run_steps: the run's training steps, every epoch's.
+        run_steps: the run's training steps, every epoch's (`math.inf`:
+            time the trial whatever the run's length).
         steps_per_execution: the steps of each compiled call.
         measure: an execution -> the seconds per step of the run's model in
             it (`seconds_per_step` on a model built and compiled in it).
@@ -191,7 +192,7 @@ def choose(
     trial_steps = len(open_) * (1 + TIMED_CALLS) * steps_per_execution
     if run_steps < RUN_OVER_TRIAL * trial_steps:
         logging.info(
-            "No timed trial of %s: the run's %d steps are fewer than %dx the "
+            "No timed trial of %s: the run's %s steps are fewer than %dx the "
             "trial's %d; the rule's %s.",
             ", ".join(e.name for e in open_),
             run_steps,
