@@ -745,20 +745,20 @@ def _generated_choice(config, images: np.ndarray) -> execution_trial.Choice:
     steps = len(images) // config.batch_size
     calls = fitting.steps_per_execution(config.steps_per_execution, steps)
     shape = images.shape[1:]
-    with tempfile.TemporaryDirectory() as model_dir:
-        return execution_trial.choose(
-            dataclasses.replace(config, model_dir=model_dir),
-            devices.resolve(config.mixed_precision, config.jit_compile, config.network),
-            network=config.network,
-            replicas=1,
-            run_steps=math.inf,
-            steps_per_execution=calls,
-            measure=lambda execution: execution_trial.seconds_per_step(
-                _compiled_generated(config, execution, shape, steps),
-                _generated_batches(config, images),
-                calls,
-            ),
-        )
+    return execution_trial.choose(
+        config,
+        devices.resolve(config.mixed_precision, config.jit_compile, config.network),
+        recorded=None,
+        network=config.network,
+        replicas=1,
+        run_steps=math.inf,
+        steps_per_execution=calls,
+        measure=lambda execution: execution_trial.seconds_per_step(
+            _compiled_generated(config, execution, shape, steps),
+            _generated_batches(config, images),
+            calls,
+        ),
+    )
 
 
 def _fit_generated(config, execution: devices.Execution, images: np.ndarray) -> dict:

@@ -15,7 +15,16 @@ NO_XLA = devices.Execution("float32", False)
 BF16 = devices.Execution("mixed_bfloat16", False)
 
 
-def _choose(config, seconds, *, replicas=1, run_steps=10_000, rule=XLA, network="mlp"):
+def _choose(
+    config,
+    seconds,
+    *,
+    replicas=1,
+    run_steps=10_000,
+    rule=XLA,
+    network="mlp",
+    recorded=None,
+):
     """`choose` with a stubbed measurement: `seconds` by execution."""
     timed = []
 
@@ -26,6 +35,7 @@ def _choose(config, seconds, *, replicas=1, run_steps=10_000, rule=XLA, network=
     choice = execution_trial.choose(
         config,
         rule,
+        recorded=recorded,
         network=network,
         replicas=replicas,
         run_steps=run_steps,
@@ -98,11 +108,12 @@ def test_a_resumed_run_keeps_its_recorded_execution(tmp_path, monkeypatch):
     run_dir.save_execution(
         execution_trial.Choice(BF16, "trial").record(), config.model_dir
     )
-    choice, timed = _choose(config, {})
+    recorded = run_dir.load_execution(config.model_dir)
+    choice, timed = _choose(config, {}, recorded=recorded)
     assert (choice.execution, choice.chosen_by, timed) == (BF16, "recorded", [])
     # An explicit --jit_compile on resume wins over the recorded one.
     config = tiny_config(tmp_path, jit_compile=True, mixed_precision="auto")
-    choice = _choose(config, {})[0]
+    choice = _choose(config, {}, recorded=recorded)[0]
     assert choice.execution == devices.Execution("mixed_bfloat16", True)
 
 

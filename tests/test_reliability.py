@@ -161,6 +161,16 @@ RUN_FILE_CASES = {
             evaluate="config.json is a folder, not a file",
         ),
     ),
+    "execution.json cut short": (
+        "execution.json",
+        _write('{"mixed_precision'),
+        dict(train="execution.json is damaged: it is not JSON .*Delete it"),
+    ),
+    "execution.json with a bad value": (
+        "execution.json",
+        _json_with(mixed_precision="float8"),
+        dict(train="execution.json is not a run's execution .*Delete it"),
+    ),
     "config.json missing": (
         "config.json",
         _remove,

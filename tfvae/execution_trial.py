@@ -14,8 +14,9 @@ with (the run directory's execution.json), so it continues exactly.
 
 Example:
 
-    choice = choose(config, rule, network="mlp", replicas=1, run_steps=23_400,
-                    steps_per_execution=13, measure=time_one_execution)
+    choice = choose(config, rule, recorded=None, network="mlp", replicas=1,
+                    run_steps=23_400, steps_per_execution=13,
+                    measure=time_one_execution)
     choice.execution, choice.seconds_per_step
 """
 
@@ -27,7 +28,7 @@ import keras
 from absl import logging
 
 from tfvae import config as config_lib
-from tfvae import devices, run_dir
+from tfvae import devices
 
 # Timed compiled calls per candidate, after the one that compiles.
 TIMED_CALLS = 2
@@ -140,6 +141,7 @@ def choose(
     config: config_lib.Config,
     rule: devices.Execution,
     *,
+    recorded: devices.Execution | None,
     network: str,
     replicas: int,
     run_steps: float,
@@ -150,9 +152,10 @@ def choose(
     recorded it, by the rule, or by a timed trial.
 
     Args:
-        config: the run's settings (`--mixed_precision`, `--jit_compile`,
-            `--model_dir`).
+        config: the run's settings (`--mixed_precision`, `--jit_compile`).
         rule: `devices.resolve`'s execution for the run.
+        recorded: the execution a resumed run started with
+            (`run_dir.load_execution`), or None.
         network: the run's network (`devices.candidates`).
         replicas: the strategy's replicas in sync.
         run_steps: the run's training steps, every epoch's (`math.inf`:
@@ -175,7 +178,6 @@ def choose(
             "No timed trial under %d replicas: the rule's %s.", replicas, rule.name
         )
         return Choice(rule, "rule")
-    recorded = run_dir.load_execution(config.model_dir)
     if recorded is not None:
         # Only what the flags left open: an explicit --jit_compile on resume wins.
         return Choice(

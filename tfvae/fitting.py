@@ -148,6 +148,8 @@ def fit_run(
         metrics.json's dict.
     """
     steps_per_epoch = run.steps_per_epoch
+    # Read before anything is written: a damaged record stops the run here.
+    recorded = run_dir.load_execution(config.model_dir)
     # Only now, with every check passed, does the run directory change.
     resume.claim(config)
     run.record(config.model_dir)
@@ -173,6 +175,7 @@ def fit_run(
     choice = execution_trial.choose(
         config,
         run.execution,
+        recorded=recorded,
         network=run.network,
         replicas=strategy.num_replicas_in_sync,
         run_steps=config.epochs * steps_per_epoch,
