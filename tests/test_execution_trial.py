@@ -85,7 +85,7 @@ def test_auto_precision_times_bfloat16_only_where_it_is_native_and_kept_quality(
     ],
 )
 def test_the_pick_leaves_the_rule_and_float32_only_by_the_margin(seconds, chosen):
-    assert execution_trial.fastest(seconds, rule=XLA) == chosen
+    assert execution_trial.pick(seconds, rule=XLA) == chosen
 
 
 def test_a_short_run_and_several_replicas_keep_the_rule(tmp_path, monkeypatch):
@@ -152,7 +152,7 @@ def test_a_run_times_its_executions_and_trains_as_the_chosen_one(tmp_path, monke
     assert all(s > 0 for s in seconds.values())
     chosen = devices.Execution("float32", record["jit_compile"])
     timed_by = {XLA.name: XLA, NO_XLA.name: NO_XLA}
-    assert chosen == execution_trial.fastest(
+    assert chosen == execution_trial.pick(
         {timed_by[name]: s for name, s in seconds.items()},
         rule=devices.fastest("cpu", timed.network),
     )

@@ -1,5 +1,5 @@
 """`auto`'s timed trial: the executions a run's flags leave open, each timed on
-the run's own model and training batches, and the fastest kept.
+the run's own model and training batches, and the fastest kept (`pick`).
 
 `devices.fastest` is a rule by device kind and network, measured on the CPUs
 here, and a CPU it was not measured on can differ: bfloat16 products ran at
@@ -112,7 +112,7 @@ def seconds_per_step(
     return (ends.times[-1] - ends.times[0]) / (TIMED_CALLS * steps_per_execution)
 
 
-def fastest(
+def pick(
     seconds: dict[devices.Execution, float], rule: devices.Execution
 ) -> devices.Execution:
     """Returns a trial's pick: the rule's execution unless another is faster by
@@ -126,7 +126,7 @@ def fastest(
     Example:
         >>> xla, plain = devices.Execution("float32", True), devices.Execution(
         ...     "float32", False)
-        >>> fastest({xla: 0.10, plain: 0.098}, rule=xla)  # Within the margin.
+        >>> pick({xla: 0.10, plain: 0.098}, rule=xla)  # Within the margin.
         Execution(mixed_precision='float32', jit_compile=True)
     """
     order = sorted(seconds, key=lambda e: (e != rule, e.mixed_precision != "float32"))
@@ -209,7 +209,7 @@ def choose(
         logging.info(
             "Timed trial: %s, %.4f s per step.", execution.name, seconds[execution]
         )
-    chosen = fastest(seconds, rule)
+    chosen = pick(seconds, rule)
     logging.info("The timed trial chose %s (the rule: %s).", chosen.name, rule.name)
     return Choice(
         chosen,

@@ -194,7 +194,8 @@ def prepare(
         )
     fitting.check_memory(config, info.num_classes, schema=info.schema)
     keras.utils.set_random_seed(config.seed)
-    # As for images; `auto` compiles a table with XLA (`devices.fastest`).
+    # As for images; the rule compiles a table with XLA (`devices.fastest`),
+    # and a long run may time the others (`tfvae.execution_trial`).
     execution = devices.resolve(
         config.mixed_precision, config.jit_compile, devices.TABLE
     )
