@@ -3,7 +3,7 @@ and an unset `--jit_compile`.
 
 `candidates` lists the executions a run's flags leave open, and `fastest`
 is the rule among them for each kind of device and network, measured with
-`scripts/benchmark.py` and `scripts/execution_trial.py` (the README's
+`scripts/benchmark.py` and `scripts/step_times.py` (the README's
 performance section). A run long enough to pay for it times the candidates
 on its own model instead (`tfvae.execution_trial`); the rule decides the
 rest. A 16-bit format is a candidate only on a device with native 16-bit

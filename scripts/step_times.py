@@ -1,7 +1,7 @@
 r"""Times a training step per model, XLA on and off, and in float32 and
 mixed_bfloat16: the rule of `devices.fastest`.
 
-    python scripts/execution_trial.py [--steps=24] [--rounds=3] \
+    python scripts/step_times.py [--steps=24] [--rounds=3] \
         [--models=cifar10_conv_bernoulli,cifar10_conv_logistic_mixture] \
         [--jit_compile=false] [--mixed_precision=float32,mixed_bfloat16]
 
