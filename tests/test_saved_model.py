@@ -362,6 +362,25 @@ def test_sample_is_deterministic_in_its_seed_and_matches_prior_samples(exports):
 # --- The session path TF Serving takes -----------------------------------------
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_no_exported_graph_asks_for_xla(case, exports):
+    """TF Serving runs no XLA by default; the logistic mixture trains with it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, path = exports[case]
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    functions = saved.meta_graphs[0].graph_def.library.function
+    assert functions
+    compiled = [
+        function.signature.name
+        for function in functions
+        if function.attr["_XlaMustCompile"].b
+    ]
+    assert compiled == []
+
+
 @pytest.fixture(scope="module")
 def session_run(exports):
     """Returns run(signature, feeds) -> outputs, TF Serving's path (conftest)."""

@@ -61,8 +61,9 @@ AUTO_POLICIES = {
     "gpu": ("float32",),
 }
 # The networks a 16-bit format kept float32's test -ELBO for (10 epochs,
-# within 0.3 nats): mnist.flags' MLP, 105.55 against 105.53 nats. keras-io's
-# conv VAE did not (154.51 against 153.67); no GPU has been measured here.
+# within 0.3 nats; the README's "Number formats"): mnist.flags' MLP.
+# keras-io's conv VAE did not, at any of three seeds; no GPU has been
+# measured here.
 SIXTEEN_BIT_NETWORKS = ("mlp",)
 
 

@@ -303,8 +303,7 @@ class LogisticMixtureHead(_IntegerPixelsHead):
         self.params_per_value = 3 * components
 
     def distribution(self, params):
-        logits, loc, log_scale = tf.split(params, 3, axis=-1)
-        return self._independent(DiscretizedLogisticMixture(logits, loc, log_scale))
+        return self._independent(DiscretizedLogisticMixture(params))
 
     def mean_image(self, likelihood):
         return likelihood.mean() / PIXEL_MAX

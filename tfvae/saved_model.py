@@ -42,6 +42,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from tfvae import (
     data,
+    distributions,
     errors,
     folders,
     model,
@@ -356,14 +357,17 @@ def export(
         config=config,
         dataset_info=dataset_info,
     )
-    archive, concrete = _archive(fresh, description)
+    # No XLA in the graphs: TF Serving runs none by default.
+    with distributions.without_xla():
+        archive, concrete = _archive(fresh, description)
 
     os.makedirs(export_base, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=export_base)
     try:
         # mkdtemp makes the folder private; the model server may be another user.
         os.chmod(staging, 0o755)
-        archive.write_out(staging, verbose=False)
+        with distributions.without_xla():
+            archive.write_out(staging, verbose=False)
         # ExportArchive has no public way to add a tf.saved_model.Asset to the
         # saved object, so the file is written into the folder's assets/
         # directly: the same place, but not listed in the SavedModel's asset
