@@ -100,20 +100,24 @@ class DiscretizedLogisticMixture(tfd.Distribution):
     def _parameter_properties(cls, dtype, num_classes=None):
         return {"params": tfp.util.ParameterProperties(event_ndims=1)}
 
+    def _raw(self) -> list[tf.Tensor]:
+        """Returns the logits, locations and log-scales on [-1, 1], each `[..., K]`."""
+        return tf.split(self._params, 3, axis=-1)
+
     @property
     def logits(self) -> tf.Tensor:
         """The mixture's logits, `[..., K]`."""
-        return tf.split(self._params, 3, axis=-1)[0]
+        return self._raw()[0]
 
     @property
     def loc(self) -> tf.Tensor:
         """The components' locations in pixel units (0..255), `[..., K]`."""
-        return (tf.split(self._params, 3, axis=-1)[1] + 1.0) * _HALF_RANGE
+        return (self._raw()[1] + 1.0) * _HALF_RANGE
 
     @property
     def scale(self) -> tf.Tensor:
         """The components' scales in pixel units, `[..., K]`."""
-        log_scale = tf.split(self._params, 3, axis=-1)[2]
+        log_scale = self._raw()[2]
         return _HALF_RANGE * tf.math.exp(tf.maximum(log_scale, self.MIN_LOG_SCALE))
 
     def _event_shape(self):
