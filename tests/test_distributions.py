@@ -100,3 +100,7 @@ def test_log_prob_without_xla_matches_the_compiled_one():
 def test_params_must_hold_three_values_per_component():
     with pytest.raises(ValueError, match=r"3 values per component.*\(2, 4\)"):
         DiscretizedLogisticMixture(tf.zeros([2, 4]))
+    # The three separate tensors of the old signature are refused, not read
+    # as the parameters and a name.
+    with pytest.raises(TypeError):
+        DiscretizedLogisticMixture(tf.zeros([2, 2]), tf.zeros([2, 2]))

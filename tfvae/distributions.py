@@ -78,7 +78,7 @@ class DiscretizedLogisticMixture(tfd.Distribution):
     # values): sharper components only make the gradients explode.
     MIN_LOG_SCALE = -7.0
 
-    def __init__(self, params, name="DiscretizedLogisticMixture"):
+    def __init__(self, params, *, name="DiscretizedLogisticMixture"):
         parameters = dict(locals())
         self._params = tf.convert_to_tensor(params, tf.float32)
         size = self._params.shape[-1]
