@@ -47,13 +47,14 @@ def _log_prob_and_gradients(make, dtype):
     return log_prob.numpy(), tape.gradient(log_prob, params).numpy()
 
 
+def _our_log_prob(logits, loc, log_scale, values):
+    """log p(v) of `DiscretizedLogisticMixture` (the same signature as above)."""
+    params = tf.concat([logits, loc, log_scale], axis=-1)
+    return DiscretizedLogisticMixture(params).log_prob(values)
+
+
 def test_the_written_out_gradient_matches_autodiff_of_the_definition():
-    ours, our_gradient = _log_prob_and_gradients(
-        lambda *p_and_x: DiscretizedLogisticMixture(
-            tf.concat(p_and_x[:3], axis=-1)
-        ).log_prob(p_and_x[3]),
-        tf.float32,
-    )
+    ours, our_gradient = _log_prob_and_gradients(_our_log_prob, tf.float32)
     direct, direct_gradient = _log_prob_and_gradients(_direct_log_prob, tf.float64)
     # Where the definition still has the digits in float64 (mass > 1e-9).
     usable = direct > np.log(1e-9)
@@ -79,18 +80,9 @@ def test_log_prob_broadcasts_the_pixels_against_the_parameters():
 
 def test_log_prob_without_xla_matches_the_compiled_one():
     """Exports trace plain ops (`without_xla`); training runs the XLA function."""
-    params = tf.constant(np.broadcast_to(PARAMS, (len(VALUES), *PARAMS.shape)))
-    x = tf.constant(np.broadcast_to(VALUES[:, None], (len(VALUES), len(PARAMS))))
-
-    def log_prob_and_gradient():
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            log_prob = DiscretizedLogisticMixture(params).log_prob(x)
-        return log_prob.numpy(), tape.gradient(log_prob, params).numpy()
-
-    compiled = log_prob_and_gradient()
+    compiled = _log_prob_and_gradients(_our_log_prob, tf.float32)
     with distributions.without_xla():
-        plain = log_prob_and_gradient()
+        plain = _log_prob_and_gradients(_our_log_prob, tf.float32)
     # XLA's exp, log and tanh differ from TensorFlow's kernels in the last
     # bits; the tolerances of the float64 check above.
     np.testing.assert_allclose(compiled[0], plain[0], rtol=1e-4, atol=1e-5)

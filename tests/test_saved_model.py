@@ -315,15 +315,20 @@ def test_an_images_outputs_do_not_depend_on_its_batch(case, exports):
             )
 
 
-def test_the_saved_object_holds_no_keras_objects(exports):
-    """ExportArchive saves the signatures' functions and plain variables only."""
+def _meta_graph(path: str):
+    """Returns the MetaGraphDef of the SavedModel at `path`, read as a proto."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    _, _, path = exports["full-gaussian"]
     saved = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         saved.ParseFromString(f.read())
-    nodes = saved.meta_graphs[0].object_graph_def.nodes
+    return saved.meta_graphs[0]
+
+
+def test_the_saved_object_holds_no_keras_objects(exports):
+    """ExportArchive saves the signatures' functions and plain variables only."""
+    _, _, path = exports["full-gaussian"]
+    nodes = _meta_graph(path).object_graph_def.nodes
     identifiers = {
         node.user_object.identifier
         for node in nodes
@@ -365,13 +370,8 @@ def test_sample_is_deterministic_in_its_seed_and_matches_prior_samples(exports):
 @pytest.mark.parametrize("case", CASES)
 def test_no_exported_graph_asks_for_xla(case, exports):
     """TF Serving runs no XLA by default; the logistic mixture trains with it."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
     _, _, path = exports[case]
-    saved = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        saved.ParseFromString(f.read())
-    functions = saved.meta_graphs[0].graph_def.library.function
+    functions = _meta_graph(path).graph_def.library.function
     assert functions
     compiled = [
         function.signature.name

@@ -366,6 +366,7 @@ def export(
     try:
         # mkdtemp makes the folder private; the model server may be another user.
         os.chmod(staging, 0o755)
+        # Writing traces the endpoints again: without XLA too.
         with distributions.without_xla():
             archive.write_out(staging, verbose=False)
         # ExportArchive has no public way to add a tf.saved_model.Asset to the
