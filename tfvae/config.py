@@ -217,9 +217,9 @@ class Config(ModelSettings):
     )
     steps_per_execution: int = setting(
         16,
-        "Training steps per compiled call, lowered to the largest divisor of the "
-        "steps per epoch: fewer Python round trips, but the progress bar and the "
-        "NaN check see only each call's end.",
+        "Training steps per compiled call, moved to the divisor of the steps "
+        "per epoch nearest it by ratio: fewer Python round trips, but the "
+        "progress bar and the NaN check see only each call's end.",
         "integer",
         minimum=1,
         resumable=True,

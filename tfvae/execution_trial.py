@@ -15,7 +15,7 @@ with (the run directory's execution.json), so it continues exactly.
 Example:
 
     choice = choose(config, rule, recorded=None, network="mlp", replicas=1,
-                    run_steps=23_400, steps_per_execution=13,
+                    run_steps=23_400, steps_per_execution=18,
                     measure=time_one_execution)
     choice.execution, choice.seconds_per_step
 """

@@ -20,6 +20,7 @@ Example:
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 
 import keras
@@ -99,22 +100,32 @@ def jit_compile(requested: bool, strategy) -> bool:
 
 
 def steps_per_execution(requested: int, steps_per_epoch: int) -> int:
-    """Returns the largest divisor of `steps_per_epoch` not above `requested`.
+    """Returns the divisor of `steps_per_epoch` nearest `requested` by ratio.
 
     Keras runs whole executions of `steps_per_execution` steps; on the endless
     training stream (`data.shuffled_batches`) one that crossed the end of an
-    epoch would train on the next epoch's batches.
+    epoch would train on the next epoch's batches. Nearest by ratio, not the
+    largest below: an epoch of 159 steps (3 x 53) runs 53 steps per call
+    for a request of 16, not 3, since each call costs a few milliseconds of
+    its own, a step of a small model not many more. (There are no ties: two
+    divisors whose ratios to `requested` are equal make it a divisor.)
+
+    Example:
+        >>> steps_per_execution(16, 234), steps_per_execution(16, 159)
+        (18, 53)
     """
-    steps = max(
+    divisors = {
         d
-        for d in range(1, min(requested, steps_per_epoch) + 1)
-        if steps_per_epoch % d == 0
-    )
+        for i in range(1, math.isqrt(steps_per_epoch) + 1)
+        if steps_per_epoch % i == 0
+        for d in (i, steps_per_epoch // i)
+    }
+    steps = min(divisors, key=lambda d: abs(math.log(d / requested)))
     if steps != requested:
         logging.info(
-            "Running %d steps per compiled call, the largest divisor of the %d "
-            "steps per epoch not above --steps_per_execution=%d, so that no "
-            "call crosses the end of an epoch.",
+            "Running %d steps per compiled call, the divisor of the %d steps "
+            "per epoch nearest --steps_per_execution=%d, so that no call "
+            "crosses the end of an epoch.",
             steps,
             steps_per_epoch,
             requested,
