@@ -22,10 +22,11 @@ Measures, each training in a fresh process (so its peak RSS is its own):
   (`tvae_peer.py`, run by that interpreter: a virtualenv with ctgan), on its
   own generated table of --tvae_rows rows and --tvae_columns columns, and
   tfvae on the same table (its `table()` function, written to Parquet) with
-  TVAE's sizes: batch 500, 128-128 networks, a 128-d latent
+  TVAE's network: batch 500, 128-128 ReLU networks, a 128-d latent
   (`speedup_vs_tvae`, and `first_epoch_speedup_vs_tvae`: the seconds to a
   first trained epoch, counting the table's preparation; TVAE's is its
-  preparation and one steady epoch).
+  preparation and one steady epoch), and at the same sizes with the flags'
+  `--activation` (`softplus_speedup_vs_tvae` at the default).
 
 Each trains on full batches and compiles as `python -m tfvae.train` does
 (`--jit_compile` resolved by `devices.resolve`, `--steps_per_execution`);
@@ -77,7 +78,13 @@ _FACTORS = 5
 _MISSING = 0.05
 _GENERATED_CHUNK = 100_000
 # TVAE's defaults (ctgan.TVAE): tfvae trains the peer's table at these sizes.
-TVAE_SETTINGS = {"batch_size": 500, "hidden_units": (128, 128), "latent_dim": 128}
+# ReLU is its networks' activation (tfvae's default is softplus).
+TVAE_SETTINGS = {
+    "batch_size": 500,
+    "hidden_units": (128, 128),
+    "latent_dim": 128,
+    "activation": "relu",
+}
 
 
 def check_flags() -> None:
@@ -169,9 +176,9 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
     Args:
         path: the table.
         streamed: stream it (`table_streaming`) rather than read it whole.
-        settings: batch_size, hidden_units, latent_dim, learning_rate, epochs,
-            seed, shuffle_buffer, mixed_precision, jit_compile (as the
-            flag), steps_per_execution (as the flag).
+        settings: batch_size, hidden_units, latent_dim, activation,
+            learning_rate, epochs, seed, shuffle_buffer, mixed_precision,
+            jit_compile (as the flag), steps_per_execution (as the flag).
 
     Returns:
         {"schema", "num_train", "prepare_s", "to_first_epoch_s",
@@ -202,6 +209,7 @@ def train_table(path: str, streamed: bool, settings: dict) -> dict:
             schema,
             latent_dim=settings["latent_dim"],
             hidden_units=tuple(settings["hidden_units"]),
+            activation=settings["activation"],
             seed=seed,
         )
     # As `python -m tfvae.train` compiles it (`fitting.fit_run`).
@@ -291,7 +299,8 @@ def _peer_table(script: str, rows: int, columns: int, folder: str) -> str:
 
 
 def _tvae(settings: dict) -> dict:
-    """TVAE on its table, then tfvae on the same table at TVAE's sizes."""
+    """TVAE on its table, then tfvae on the same table: TVAE's network, and
+    the same sizes with the flags' activation."""
     command = [
         FLAGS.tvae_python,
         FLAGS.tvae_script,
@@ -310,6 +319,10 @@ def _tvae(settings: dict) -> dict:
     ours_settings = {**settings, **TVAE_SETTINGS, "epochs": FLAGS.tvae_epochs + 1}
     ours = _in_a_process(path, False, ours_settings)
     ours.pop("schema")
+    # The same sizes with the flags' activation (tfvae's default, softplus).
+    own = _in_a_process(
+        path, False, {**ours_settings, "activation": settings["activation"]}
+    )
     # TVAE's first trained epoch: its preparation, then one steady epoch.
     peer_first = peer["preprocess_s"] + peer["seconds_per_epoch"]
     return {
@@ -320,6 +333,10 @@ def _tvae(settings: dict) -> dict:
             ours["train_examples_per_s"] / peer["examples_per_s"], 2
         ),
         "first_epoch_speedup_vs_tvae": round(peer_first / ours["to_first_epoch_s"], 2),
+        f"{settings['activation']}_examples_per_s": own["train_examples_per_s"],
+        f"{settings['activation']}_speedup_vs_tvae": round(
+            own["train_examples_per_s"] / peer["examples_per_s"], 2
+        ),
     }
 
 
@@ -339,6 +356,7 @@ def measure(config, bench) -> dict:
         "batch_size": config.batch_size,
         "hidden_units": list(config.hidden_units),
         "latent_dim": config.latent_dim,
+        "activation": config.activation,
         "learning_rate": config.learning_rate,
         "epochs": config.epochs,
         "seed": config.seed,

@@ -17,6 +17,7 @@ def test_reports_the_xla_keras_used(tmp_path, jit_compile, resolved):
         "batch_size": 32,
         "hidden_units": [8],
         "latent_dim": 2,
+        "activation": "relu",
         "learning_rate": 1e-3,
         "epochs": 2,  # A steady epoch after the first.
         "seed": 0,
