@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tests.conftest import TINY_SHAPE, tiny_images
 from tfvae import builder, errors, memory, networks, saved_model
+from tfvae.one_channel_conv import OneChannelConv2D
 
 
 @pytest.mark.parametrize("image_shape", [(28, 28, 1), (32, 32, 3)])
@@ -44,6 +45,20 @@ def test_a_wide_conv_output_layer_reads_each_pixel_alone(params_per_value, kerne
     output = convs[-1]
     assert output.kernel_size == (kernel, kernel)
     assert decoder(tf.zeros([2, 8])).shape == (2, 32, 32, 3, params_per_value)
+
+
+@pytest.mark.parametrize(
+    "channels, params_per_value, one_channel",
+    [(1, 1, True), (1, 2, False), (3, 1, False)],
+)
+def test_a_conv_output_to_one_channel_is_a_one_channel_conv(
+    channels, params_per_value, one_channel
+):
+    _, decoder = networks.conv((8, 8, channels), params_per_value, (), "relu", (4,))
+    output = [x for x in decoder.layers if isinstance(x, keras.layers.Conv2D)][-1]
+    assert isinstance(output, OneChannelConv2D) is one_channel
+    assert output.filters == channels * params_per_value
+    assert decoder(tf.zeros([2, 4])).shape == (2, 8, 8, channels, params_per_value)
 
 
 @pytest.mark.parametrize("hidden_units", [(), (0,), (16, -2)])
