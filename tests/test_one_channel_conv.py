@@ -54,3 +54,22 @@ def test_round_trips_through_its_config():
 def test_refuses_what_it_does_not_compute_naming_the_value(kwargs, problem):
     with pytest.raises(ValueError, match=problem):
         OneChannelConv2D(**{"kernel_size": 3, "padding": "same", **kwargs})
+
+
+def test_under_xla_it_runs_conv2ds_own_convolution(monkeypatch):
+    # XLA's CPU depthwise convolutions are slow: traced for XLA, the layer
+    # must build Conv2D's graph, and give the same values.
+    layer = OneChannelConv2D(1, 3, padding="same")
+    x = tf.random.stateless_normal([2, 5, 5, 3], [0, 1])
+    eager = layer(x)
+    called = []
+    real = keras.layers.Conv2D.convolution_op
+
+    def spy(self, inputs, kernel):
+        called.append(True)
+        return real(self, inputs, kernel)
+
+    monkeypatch.setattr(keras.layers.Conv2D, "convolution_op", spy)
+    compiled = tf.function(layer, jit_compile=True)(x)
+    assert called
+    np.testing.assert_allclose(compiled.numpy(), eager.numpy(), rtol=1e-5, atol=1e-5)

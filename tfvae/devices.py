@@ -20,6 +20,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+# Not public API: whether the graph being built (or an enclosing one) is
+# compiled by XLA. TensorFlow's own ops use it to pick XLA-only code paths.
+from tensorflow.python.ops import control_flow_util
+
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -128,6 +132,13 @@ def _cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+def tracing_for_xla() -> bool:
+    """Returns whether the ops being built are traced for XLA (a function
+    compiled with `jit_compile=True`, or inside one)."""
+    graph = tf.compat.v1.get_default_graph()
+    return control_flow_util.GraphOrParentsInXlaContext(graph)
 
 
 def device_kind() -> str:

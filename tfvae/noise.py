@@ -43,9 +43,7 @@ without XLA; runs with the same flags agree.
 
 import tensorflow as tf
 
-# Not public API: whether the graph being built (or an enclosing one) is
-# compiled by XLA. TensorFlow's own ops use it to pick XLA-only code paths.
-from tensorflow.python.ops import control_flow_util
+from tfvae import devices
 
 # The second word of the fixed streams' seeds (see the table).
 POSTERIOR_MEAN = 0
@@ -172,10 +170,7 @@ def export_seeds(images: tf.Tensor, run_seed) -> tf.Tensor:
 
 def algorithm() -> str:
     """Returns the stateless RNG for ops built here: "threefry" or "philox"."""
-    graph = tf.compat.v1.get_default_graph()
-    return (
-        "threefry" if control_flow_util.GraphOrParentsInXlaContext(graph) else "philox"
-    )
+    return "threefry" if devices.tracing_for_xla() else "philox"
 
 
 def _per_row(draw_row, seed: tf.Tensor, row_shape) -> tf.Tensor:
