@@ -43,14 +43,6 @@ class OneChannelConv2D(keras.layers.Conv2D):
 
     def __init__(self, filters=1, kernel_size=3, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        plain = dict(
-            filters=self.filters,
-            padding=self.padding,
-            strides=self.strides,
-            dilation_rate=self.dilation_rate,
-            groups=self.groups,
-            data_format=self.data_format,
-        )
         wanted = dict(
             filters=1,
             padding="same",
@@ -59,6 +51,7 @@ class OneChannelConv2D(keras.layers.Conv2D):
             groups=1,
             data_format="channels_last",
         )
+        plain = {name: getattr(self, name) for name in wanted}
         if plain != wanted:
             raise ValueError(
                 f"OneChannelConv2D computes {wanted}; use keras.layers.Conv2D "
